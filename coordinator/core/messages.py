@@ -1,0 +1,155 @@
+"""Values, peer messages and durable records of the consensus core.
+
+All are frozen msgspec structs: hashable, cheap to build, and encodable on the wire without a
+hand-written codec. Messages are tagged so that one union type decodes any of them.
+
+Phase names follow the notes: 1a ``Prepare``, 1b ``Promise``, 2a ``Accept``, 2b ``Accepted``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import msgspec
+
+from paxlock.coordinator.core.ballot import Ballot
+
+# --- values ------------------------------------------------------------------------------
+
+
+class NoOp(msgspec.Struct, frozen=True, tag="noop"):
+    """Fills a hole in the log found by phase 1 (a slot with nothing accepted in the quorum)."""
+
+
+class Batch(msgspec.Struct, frozen=True, tag="batch"):
+    """The value of one slot: several client commands chosen together (group commit)."""
+
+    commands: tuple[Any, ...]
+
+
+Value: TypeAlias = NoOp | Batch
+NOOP = NoOp()
+
+
+class AcceptedEntry(msgspec.Struct, frozen=True, array_like=True):
+    """An acceptor's highest-ballot accepted proposal in one slot."""
+
+    slot: int
+    ballot: Ballot
+    value: Value
+
+
+class ChosenEntry(msgspec.Struct, frozen=True, array_like=True):
+    slot: int
+    value: Value
+
+
+# --- messages ----------------------------------------------------------------------------
+
+
+class Prepare(msgspec.Struct, frozen=True, tag="prepare"):
+    """Phase 1a, for every slot from ``from_slot`` on (Multi-Paxos: one phase 1 for all)."""
+
+    ballot: Ballot
+    from_slot: int
+
+
+class Promise(msgspec.Struct, frozen=True, tag="promise"):
+    """Phase 1b: a promise not to accept below ``ballot``, with what was accepted so far."""
+
+    ballot: Ballot
+    from_slot: int
+    accepted: tuple[AcceptedEntry, ...]
+
+
+class Accept(msgspec.Struct, frozen=True, tag="accept"):
+    """Phase 2a. ``chosen_index`` piggybacks the primary's contiguous chosen prefix."""
+
+    ballot: Ballot
+    slot: int
+    value: Value
+    chosen_index: int
+
+
+class Accepted(msgspec.Struct, frozen=True, tag="accepted"):
+    """Phase 2b, sent by an acceptor to the learners of the configured learning strategy."""
+
+    ballot: Ballot
+    slot: int
+    value: Value
+
+
+class Nack(msgspec.Struct, frozen=True, tag="nack"):
+    """Tells a proposer that ``ballot`` was refused because ``promised`` is higher."""
+
+    ballot: Ballot
+    promised: Ballot
+
+
+class Chosen(msgspec.Struct, frozen=True, tag="chosen"):
+    """From a distinguished learner to every learner (notes, learning methods 2 and 3)."""
+
+    slot: int
+    value: Value
+
+
+class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat"):
+    """The primary is alive; ``chosen_index`` lets a lagging node notice it is behind."""
+
+    ballot: Ballot
+    chosen_index: int
+
+
+class CatchupRequest(msgspec.Struct, frozen=True, tag="catchup_request"):
+    from_slot: int
+
+
+class CatchupReply(msgspec.Struct, frozen=True, tag="catchup_reply"):
+    entries: tuple[ChosenEntry, ...]
+    chosen_index: int
+
+
+Message: TypeAlias = (
+    Prepare
+    | Promise
+    | Accept
+    | Accepted
+    | Nack
+    | Chosen
+    | Heartbeat
+    | CatchupRequest
+    | CatchupReply
+)
+
+
+class Envelope(msgspec.Struct, frozen=True, array_like=True):
+    src: str
+    dst: str
+    msg: Message
+
+
+# --- durable records -----------------------------------------------------------------------
+
+
+class PromiseRecord(msgspec.Struct, frozen=True, tag="promise"):
+    """The acceptor's promised ballot was raised to ``ballot``."""
+
+    ballot: Ballot
+
+
+class AcceptRecord(msgspec.Struct, frozen=True, tag="accept"):
+    """The acceptor accepted ``value`` at ``ballot`` in ``slot`` (its highest there so far)."""
+
+    slot: int
+    ballot: Ballot
+    value: Value
+
+
+class ChosenRecord(msgspec.Struct, frozen=True, tag="chosen"):
+    """This node learned that ``value`` is chosen in ``slot``."""
+
+    slot: int
+    value: Value
+
+
+Record: TypeAlias = PromiseRecord | AcceptRecord | ChosenRecord

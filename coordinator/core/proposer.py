@@ -1,0 +1,160 @@
+"""The proposer, run as Multi-Paxos by the distinguished proposer (the *primary*).
+
+Phase 1 runs once for every open slot; afterwards each new batch of commands needs only
+phase 2 in its own slot, with up to ``window`` slots in flight at once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
+from paxlock.coordinator.core.messages import NOOP, AcceptedEntry, Batch, Promise, Value
+from paxlock.coordinator.core.ready import Rejection
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    """Phase 1 is under way with ``Proposer.ballot``."""
+    PRIMARY = "primary"
+    """Phase 1 completed with a quorum: this node may issue phase 2 for any slot."""
+
+
+@dataclass(slots=True)
+class InFlight:
+    value: Value
+    sent_at: float
+
+
+class Proposer:
+    __slots__ = (
+        "node_id", "quorum", "window", "max_batch", "max_pending",
+        "role", "ballot", "from_slot", "next_slot", "promises", "phase1_sent_at",
+        "in_flight", "pending",
+    )  # fmt: skip
+
+    def __init__(self, node_id: str, quorum: int, window: int, max_batch: int,
+                 max_pending: int) -> None:  # fmt: skip
+        assert window >= 1 and max_batch >= 1 and max_pending >= 1
+        self.node_id = node_id
+        self.quorum = quorum
+        self.window = window
+        self.max_batch = max_batch
+        self.max_pending = max_pending
+        self.role = Role.FOLLOWER
+        self.ballot = ZERO_BALLOT
+        self.from_slot = 1
+        self.next_slot = 1
+        self.promises: dict[str, Promise] = {}
+        self.phase1_sent_at = 0.0
+        self.in_flight: dict[int, InFlight] = {}
+        self.pending: deque[Any] = deque()
+
+    # -- phase 1 ---------------------------------------------------------------------------
+
+    def begin_phase1(self, ballot: Ballot, from_slot: int, now: float) -> None:
+        """Phase 1a: "A proposer selects a proposal number n and sends a prepare request with
+        number n to a majority of acceptors" (the node sends it to all of them)."""
+        assert ballot > self.ballot and ballot.node == self.node_id
+        self.role = Role.CANDIDATE
+        self.ballot = ballot
+        self.from_slot = from_slot
+        self.promises = {}
+        self.phase1_sent_at = now
+
+    def on_promise(self, acceptor: str, msg: Promise) -> bool:
+        """Collects phase 1b replies; true once a majority promised this ballot."""
+        if self.role is not Role.CANDIDATE or msg.ballot != self.ballot:
+            return False
+        self.promises[acceptor] = msg
+        return len(self.promises) >= self.quorum
+
+    def value_for(self, slot: int, reported: AcceptedEntry | None) -> Value:
+        """P2c: "(b) v is the value of the highest-numbered proposal among all proposals
+        numbered less than n accepted by the acceptors in S", or, when (a) no acceptor in S
+        accepted anything in the slot, any value: a no-op fills the hole."""
+        return NOOP if reported is None else reported.value
+
+    def take_office(self, chosen: dict[int, Value], now: float) -> list[tuple[int, Value]]:
+        """Phase 2a after a majority promised: re-propose every open slot the quorum reported
+        (P2c(b)), fill holes with no-ops, and start numbering new batches after them."""
+        assert self.role is Role.CANDIDATE and len(self.promises) >= self.quorum
+        highest: dict[int, AcceptedEntry] = {}
+        for promise in self.promises.values():
+            for entry in promise.accepted:
+                known = highest.get(entry.slot)
+                if known is None or entry.ballot > known.ballot:
+                    highest[entry.slot] = entry
+        top = max(max(highest, default=0), max(chosen, default=0), self.from_slot - 1)
+        self.role = Role.PRIMARY
+        self.promises = {}
+        self.in_flight = {}
+        proposals = []
+        for slot in range(self.from_slot, top + 1):
+            if slot in chosen:
+                continue
+            value = self.value_for(slot, highest.get(slot))
+            self.in_flight[slot] = InFlight(value, now)
+            proposals.append((slot, value))
+        self.next_slot = top + 1
+        return proposals
+
+    # -- phase 2 ---------------------------------------------------------------------------
+
+    def enqueue(self, command: Any) -> bool:
+        """Queues a command for the next free slot; false when the queue is full."""
+        if len(self.pending) >= self.max_pending:
+            return False
+        self.pending.append(command)
+        return True
+
+    def next_proposals(self, now: float) -> list[tuple[int, Value]]:
+        """Group commit and pipelining: waiting commands go out as batches, one per slot,
+        while fewer than ``window`` slots are in flight."""
+        proposals: list[tuple[int, Value]] = []
+        if self.role is not Role.PRIMARY:
+            return proposals
+        while self.pending and len(self.in_flight) < self.window:
+            take = min(self.max_batch, len(self.pending))
+            value = Batch(tuple(self.pending.popleft() for _ in range(take)))
+            slot = self.next_slot
+            self.next_slot += 1
+            self.in_flight[slot] = InFlight(value, now)
+            proposals.append((slot, value))
+        return proposals
+
+    def on_chosen(self, slot: int) -> None:
+        self.in_flight.pop(slot, None)
+
+    def due_retransmits(self, now: float, retry_s: float) -> list[tuple[int, Value]]:
+        due = []
+        for slot, flight in self.in_flight.items():
+            if flight.sent_at + retry_s <= now:
+                flight.sent_at = now
+                due.append((slot, flight.value))
+        return due
+
+    def oldest_in_flight(self) -> float | None:
+        return min((f.sent_at for f in self.in_flight.values()), default=None)
+
+    # -- stepping down ----------------------------------------------------------------------
+
+    def step_down(self, primary_hint: str | None) -> list[Rejection]:
+        """Abandon the ballot ("abandoning a proposal ... if it learns about some request with
+        a higher proposal number"). Commands already sent may still be chosen."""
+        rejected = [
+            Rejection(command, primary_hint, maybe_chosen=True)
+            for flight in self.in_flight.values()
+            if isinstance(flight.value, Batch)
+            for command in flight.value.commands
+        ]
+        rejected += [Rejection(command, primary_hint, False) for command in self.pending]
+        self.role = Role.FOLLOWER
+        self.promises = {}
+        self.in_flight = {}
+        self.pending.clear()
+        return rejected

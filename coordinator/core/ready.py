@@ -1,0 +1,98 @@
+"""What one step of the core returns, and the durable state it is rebuilt from.
+
+Like etcd-raft's ``Ready``: the runtime must make ``records`` durable (fsync) *before* any of
+``messages`` leaves the node, then apply ``learned`` in order. The core itself does no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
+from paxlock.coordinator.core.messages import (
+    AcceptedEntry,
+    AcceptRecord,
+    ChosenEntry,
+    ChosenRecord,
+    Envelope,
+    PromiseRecord,
+    Record,
+    Value,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A submitted command this node will not (or can no longer) see through.
+
+    ``maybe_chosen`` is true when the command was already sent in an Accept: it may still be
+    chosen, so a client must retry it with the same request id rather than assume failure.
+    """
+
+    command: Any
+    primary_hint: str | None
+    maybe_chosen: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BecamePrimary:
+    ballot: Ballot
+    reproposed: int
+    """Slots re-proposed after phase 1 (P2c(b) values and no-ops)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SteppedDown:
+    ballot: Ballot
+    higher: Ballot
+
+
+@dataclass(frozen=True, slots=True)
+class Phase1Started:
+    ballot: Ballot
+    from_slot: int
+
+
+CoreEvent = BecamePrimary | SteppedDown | Phase1Started
+
+
+@dataclass(slots=True)
+class Ready:
+    """The effects of one step. Order of obligations: persist, send, apply."""
+
+    records: list[Record] = field(default_factory=list)
+    messages: list[Envelope] = field(default_factory=list)
+    learned: list[ChosenEntry] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    events: list[CoreEvent] = field(default_factory=list)
+    deadline: float | None = None
+    """Call ``tick()`` no later than this (the core's only timer)."""
+
+
+@dataclass(slots=True)
+class DurableState:
+    """Everything a node keeps across a crash: its acceptor state and its chosen log.
+
+    ``apply()`` is the one definition of what a record means; the in-memory store of the
+    simulator and the SQLite store must agree with it.
+    """
+
+    promised: Ballot = ZERO_BALLOT
+    accepted: dict[int, AcceptedEntry] = field(default_factory=dict)
+    chosen: dict[int, Value] = field(default_factory=dict)
+
+    def apply(self, record: Record) -> None:
+        match record:
+            case PromiseRecord(ballot=ballot):
+                assert ballot >= self.promised, "a promise never goes down"
+                self.promised = ballot
+            case AcceptRecord(slot=slot, ballot=ballot, value=value):
+                assert ballot <= self.promised, "accepted ballot never exceeds the promise"
+                self.accepted[slot] = AcceptedEntry(slot, ballot, value)
+            case ChosenRecord(slot=slot, value=value):
+                previous = self.chosen.setdefault(slot, value)
+                assert previous == value, "a chosen slot's value never changes"
+
+    def copy(self) -> DurableState:
+        return DurableState(self.promised, dict(self.accepted), dict(self.chosen))
