@@ -60,6 +60,8 @@ class Promise(msgspec.Struct, frozen=True, tag="promise"):
     ballot: Ballot
     from_slot: int
     accepted: tuple[AcceptedEntry, ...]
+    chosen_index: int = 0
+    """The responder's contiguous chosen prefix: slots up to it need no re-proposal."""
 
 
 class Accept(msgspec.Struct, frozen=True, tag="accept"):

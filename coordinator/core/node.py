@@ -199,16 +199,19 @@ class Node:
 
     def _on_prepare(self, src: str, msg: Prepare, now: float, out: Ready) -> None:
         self._saw(msg.ballot, now, out)
-        self._send(src, self.acceptor.on_prepare(msg, out.records), out)
+        reply = self.acceptor.on_prepare(msg, out.records)
+        if isinstance(reply, Promise):
+            reply = Promise(reply.ballot, reply.from_slot, reply.accepted, self.chosen_index)
+        self._send(src, reply, out)
 
     def _on_promise(self, src: str, msg: Promise, now: float, out: Ready) -> None:
         if not self.proposer.on_promise(src, msg):
             return
-        proposals = self.proposer.take_office(self.learner.chosen, now)
+        best = max(self.proposer.promises.items(), key=lambda item: item[1].chosen_index)
+        reproposed = self.proposer.take_office(self.learner.chosen, now)
         self.primary_hint = self.id
-        out.events.append(BecamePrimary(self.ballot, len(proposals)))
-        for slot, value in proposals:
-            self._broadcast_accept(slot, value, out)
+        out.events.append(BecamePrimary(self.ballot, reproposed))
+        self._note_chosen_index(best[0], best[1].chosen_index, now)
         self._send_heartbeats(now, out)
 
     # -- phase 2 ---------------------------------------------------------------------------
@@ -293,9 +296,13 @@ class Node:
     def _note_chosen_index(self, src: str, chosen_index: int, now: float) -> None:
         """Behind the sender: fetch chosen slots, unless ordinary learning fills the gap
         within one retry interval (the usual case: its Chosen or Accepted are on the way)."""
-        if chosen_index > self.learner.chosen_index and self.catchup_target is None:
-            self.catchup_target = (src, chosen_index)
+        if chosen_index <= self.learner.chosen_index:
+            return
+        if self.catchup_target is None:
             self.catchup_due = now + self.config.retry_s
+        elif self.catchup_target[1] >= chosen_index:
+            return
+        self.catchup_target = (src, chosen_index)
 
     def _request_catchup(self, now: float, out: Ready) -> None:
         assert self.catchup_target is not None

@@ -34,7 +34,7 @@ class Proposer:
     __slots__ = (
         "node_id", "quorum", "window", "max_batch", "max_pending",
         "role", "ballot", "from_slot", "next_slot", "promises", "phase1_sent_at",
-        "in_flight", "pending",
+        "in_flight", "pending", "recovery",
     )  # fmt: skip
 
     def __init__(self, node_id: str, quorum: int, window: int, max_batch: int,
@@ -53,6 +53,8 @@ class Proposer:
         self.phase1_sent_at = 0.0
         self.in_flight: dict[int, InFlight] = {}
         self.pending: deque[Any] = deque()
+        self.recovery: deque[tuple[int, Value]] = deque()
+        """Slots to re-propose after phase 1, sent within the window before new batches."""
 
     # -- phase 1 ---------------------------------------------------------------------------
 
@@ -79,29 +81,31 @@ class Proposer:
         accepted anything in the slot, any value: a no-op fills the hole."""
         return NOOP if reported is None else reported.value
 
-    def take_office(self, chosen: dict[int, Value], now: float) -> list[tuple[int, Value]]:
+    def take_office(self, chosen: dict[int, Value], now: float) -> int:
         """Phase 2a after a majority promised: re-propose every open slot the quorum reported
-        (P2c(b)), fill holes with no-ops, and start numbering new batches after them."""
+        (P2c(b)), fill holes with no-ops, and number new batches after them. Slots that a
+        promiser already knows chosen need no proposal (they are fetched by catch-up).
+        Returns how many slots are queued for re-proposal."""
         assert self.role is Role.CANDIDATE and len(self.promises) >= self.quorum
         highest: dict[int, AcceptedEntry] = {}
+        known_chosen = self.from_slot - 1
         for promise in self.promises.values():
+            known_chosen = max(known_chosen, promise.chosen_index)
             for entry in promise.accepted:
                 known = highest.get(entry.slot)
                 if known is None or entry.ballot > known.ballot:
                     highest[entry.slot] = entry
-        top = max(max(highest, default=0), max(chosen, default=0), self.from_slot - 1)
+        top = max(max(highest, default=0), max(chosen, default=0), known_chosen)
         self.role = Role.PRIMARY
         self.promises = {}
         self.in_flight = {}
-        proposals = []
-        for slot in range(self.from_slot, top + 1):
-            if slot in chosen:
-                continue
-            value = self.value_for(slot, highest.get(slot))
-            self.in_flight[slot] = InFlight(value, now)
-            proposals.append((slot, value))
+        self.recovery = deque(
+            (slot, self.value_for(slot, highest.get(slot)))
+            for slot in range(known_chosen + 1, top + 1)
+            if slot not in chosen
+        )
         self.next_slot = top + 1
-        return proposals
+        return len(self.recovery)
 
     # -- phase 2 ---------------------------------------------------------------------------
 
@@ -118,6 +122,10 @@ class Proposer:
         proposals: list[tuple[int, Value]] = []
         if self.role is not Role.PRIMARY:
             return proposals
+        while self.recovery and len(self.in_flight) < self.window:
+            slot, value = self.recovery.popleft()
+            self.in_flight[slot] = InFlight(value, now)
+            proposals.append((slot, value))
         while self.pending and len(self.in_flight) < self.window:
             take = min(self.max_batch, len(self.pending))
             value = Batch(tuple(self.pending.popleft() for _ in range(take)))
@@ -156,5 +164,6 @@ class Proposer:
         self.role = Role.FOLLOWER
         self.promises = {}
         self.in_flight = {}
+        self.recovery.clear()
         self.pending.clear()
         return rejected

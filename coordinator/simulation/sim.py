@@ -1,0 +1,324 @@
+"""A deterministic simulation of a paxlock cluster: one seed gives one run, bit for bit.
+
+The simulation owns the clock, the network and every node's disk. A step is one event taken
+from a time-ordered queue: a message arrives, a node's timer fires, a client submits or
+retries a command, or a fault strikes (crash, restart, partition, heal). After every step the
+checkers examine what changed.
+
+The runtime's rule "persist, then send" is modelled literally: a node's records reach its disk
+first, then — unless the node crashes in between, which the simulation injects — its messages
+leave. A crash loses all volatile state; a restarted node is rebuilt from its disk alone.
+
+A run has a *safety phase* (every fault on) and then a *liveness phase*: faults stop, crashed
+nodes restart, the network heals, and every submitted command must be chosen and learned by
+every node before the last step.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from paxlock.coordinator.core.learner import LearnMode
+from paxlock.coordinator.core.messages import (
+    Accept,
+    Accepted,
+    AcceptRecord,
+    Chosen,
+    ChosenRecord,
+    Envelope,
+)
+from paxlock.coordinator.core.node import CoreConfig, Node
+from paxlock.coordinator.core.proposer import Role
+from paxlock.coordinator.core.ready import DurableState, Ready
+from paxlock.coordinator.simulation.checkers import Checker, Violation
+from paxlock.coordinator.simulation.network import Network, NetworkFaults
+
+NodeFactory = Callable[[CoreConfig, DurableState, random.Random], Node]
+DiskFactory = Callable[[], DurableState]
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    nodes: int = 3
+    steps: int = 2000
+    learn_mode: str = "broadcast"
+    liveness_fraction: float = 0.4
+    """The last part of the run, in steps, in which faults have stopped."""
+    drop: float = 0.05
+    duplicate: float = 0.03
+    delay_min_s: float = 0.001
+    delay_max_s: float = 0.012
+    crash_every_s: float = 0.08
+    """Mean time between fault events (crash, restart, partition, heal)."""
+    crash_between_persist_and_send: float = 0.01
+    election_timeout_s: float = 0.06
+    heartbeat_s: float = 0.015
+    retry_s: float = 0.03
+    client_every_s: float = 0.01
+    client_retry_s: float = 0.05
+    max_outstanding: int = 16
+    window: int = 8
+    max_batch: int = 4
+
+    def core(self, node_id: str, members: tuple[str, ...]) -> CoreConfig:
+        return CoreConfig(
+            node_id, members, LearnMode.parse(self.learn_mode),
+            election_timeout_s=self.election_timeout_s, heartbeat_s=self.heartbeat_s,
+            retry_s=self.retry_s, window=self.window, max_batch=self.max_batch,
+        )  # fmt: skip
+
+
+@dataclass(slots=True)
+class SimNode:
+    id: str
+    disk: DurableState
+    node: Node | None = None
+    incarnation: int = 0
+    tick_at: float = float("inf")
+    delivered: int = 0
+
+
+@dataclass(slots=True)
+class Result:
+    seed: int
+    steps: int
+    decisions: int
+    violations: list[Violation]
+    learn_messages: int
+    sim_time_s: float
+    trace: list[str] = field(default_factory=list)
+
+
+def default_node(config: CoreConfig, durable: DurableState, rng: random.Random) -> Node:
+    return Node(config, durable, rng)
+
+
+class Simulation:
+    def __init__(
+        self,
+        config: SimConfig,
+        seed: int,
+        *,
+        node_factory: NodeFactory = default_node,
+        disk_factory: DiskFactory = DurableState,
+        stop_on_violation: bool = True,
+        trace: bool = False,
+    ) -> None:
+        self.config = config
+        self.seed = seed
+        self.node_factory = node_factory
+        self.stop_on_violation = stop_on_violation
+        self.tracing = trace
+        self.trace: list[str] = []
+        self.members = tuple(f"n{i + 1}" for i in range(config.nodes))
+        self.rng = random.Random(f"paxlock-sim/{seed}")
+        self.network = Network(
+            random.Random(f"paxlock-sim/{seed}/network"),
+            NetworkFaults(config.drop, config.duplicate, config.delay_min_s, config.delay_max_s),
+        )
+        self.checker = Checker(len(self.members) // 2 + 1)
+        self.now = 0.0
+        self.queue: list[tuple[float, int, tuple[object, ...]]] = []
+        self.seq = 0
+        self.nodes = {m: SimNode(m, disk_factory()) for m in self.members}
+        self.faults_on = True
+        self.outstanding: dict[str, str | None] = {}  # command -> node to send it to
+        self.next_command = 0
+        self.learn_messages = 0
+
+    # -- event queue -------------------------------------------------------------------------
+
+    def _at(self, when: float, event: tuple[object, ...]) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (when, self.seq, event))
+
+    def _log(self, text: str) -> None:
+        if self.tracing:
+            self.trace.append(f"{self.checker.step:5d} {self.now:9.4f} {text}")
+
+    # -- node lifecycle ----------------------------------------------------------------------
+
+    def _boot(self, sim_node: SimNode) -> None:
+        sim_node.incarnation += 1
+        sim_node.delivered = 0
+        sim_node.tick_at = float("inf")
+        rng = random.Random(f"paxlock-sim/{self.seed}/{sim_node.id}/{sim_node.incarnation}")
+        config = self.config.core(sim_node.id, self.members)
+        sim_node.node = self.node_factory(config, sim_node.disk.copy(), rng)
+        self._log(f"{sim_node.id} starts (incarnation {sim_node.incarnation})")
+        self._process(sim_node, sim_node.node.start(self.now))
+
+    def _crash(self, sim_node: SimNode) -> None:
+        self._log(f"{sim_node.id} crashes")
+        sim_node.node = None
+        sim_node.tick_at = float("inf")
+        restart_in = self.rng.expovariate(1 / self.config.crash_every_s)
+        self._at(self.now + restart_in, ("restart", sim_node.id))
+
+    def _process(self, sim_node: SimNode, ready: Ready) -> None:
+        """Persist, then (unless crashed in between) send; then apply and arm the timer."""
+        checker = self.checker
+        for record in ready.records:
+            sim_node.disk.apply(record)
+            if isinstance(record, AcceptRecord):
+                checker.on_accept_record(sim_node.id, record.slot, record.ballot, record.value)
+            elif isinstance(record, ChosenRecord):
+                checker.on_learn(sim_node.id, record.slot, record.value)
+        if (
+            self.faults_on
+            and ready.messages
+            and self.rng.random() < self.config.crash_between_persist_and_send
+        ):
+            self._crash(sim_node)
+            return
+        for envelope in ready.messages:
+            self._send(envelope)
+        for entry in ready.learned:
+            checker.on_deliver(sim_node.id, sim_node.incarnation, entry)
+            sim_node.delivered = entry.slot
+        for rejection in ready.rejected:
+            if rejection.command in self.outstanding:
+                self.outstanding[rejection.command] = rejection.primary_hint
+        if ready.deadline is not None and ready.deadline < sim_node.tick_at:
+            sim_node.tick_at = max(ready.deadline, self.now)
+            self._at(sim_node.tick_at, ("tick", sim_node.id, sim_node.incarnation))
+
+    def _send(self, envelope: Envelope) -> None:
+        msg = envelope.msg
+        if isinstance(msg, Accept):
+            self.checker.on_issue(msg.slot, msg.ballot, msg.value)
+        elif isinstance(msg, Accepted | Chosen):
+            self.learn_messages += 1
+        for when in self.network.arrivals(envelope.src, envelope.dst, self.now):
+            self._at(when, ("deliver", envelope))
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _handle(self, event: tuple[object, ...]) -> bool:
+        """Runs one event; false for an event that turned out to be void (not a step)."""
+        match event:
+            case ("deliver", Envelope() as envelope):
+                target = self.nodes[envelope.dst]
+                if target.node is None:
+                    return False
+                self._process(target, target.node.receive(envelope.src, envelope.msg, self.now))
+            case ("tick", str() as node_id, int() as incarnation):
+                target = self.nodes[node_id]
+                if (target.node is None or target.incarnation != incarnation
+                        or target.tick_at != self.now):  # fmt: skip
+                    return False
+                target.tick_at = float("inf")
+                self._process(target, target.node.tick(self.now))
+            case ("restart", str() as node_id):
+                target = self.nodes[node_id]
+                if target.node is not None:
+                    return False
+                self._boot(target)
+            case ("client",):
+                self._client_submit()
+            case ("client-retry",):
+                self._client_retry()
+            case ("fault",):
+                self._fault()
+            case ("heal",):
+                self._heal()
+            case _:
+                raise AssertionError(f"unknown event {event!r}")
+        return True
+
+    def _client_submit(self) -> None:
+        if self.faults_on:
+            self._at(self.now + self.rng.expovariate(1 / self.config.client_every_s), ("client",))
+        if len(self.outstanding) >= self.config.max_outstanding:
+            return
+        command = f"c{self.next_command}"
+        self.next_command += 1
+        self.checker.on_submit(command)
+        self.outstanding[command] = None
+        self._submit(command)
+
+    def _client_retry(self) -> None:
+        self._at(self.now + self.config.client_retry_s, ("client-retry",))
+        done = [c for c in self.outstanding if c in self.checker.chosen_commands]
+        for command in done:
+            del self.outstanding[command]
+        for command in list(self.outstanding):
+            self._submit(command)
+
+    def _submit(self, command: str) -> None:
+        """Like an SDK: send to the hinted primary, else to a random live node."""
+        hint = self.outstanding.get(command)
+        target = self.nodes.get(hint) if hint else None
+        if target is None or target.node is None:
+            live = [n for n in self.nodes.values() if n.node is not None]
+            if not live:
+                return
+            target = self.rng.choice(live)
+        assert target.node is not None
+        self._process(target, target.node.submit(command, self.now))
+
+    def _fault(self) -> None:
+        if not self.faults_on:
+            return
+        self._at(self.now + self.rng.expovariate(1 / self.config.crash_every_s), ("fault",))
+        kind = self.rng.choice(("crash", "crash", "partition", "heal-network"))
+        if kind == "crash":
+            live = [n for n in self.nodes.values() if n.node is not None]
+            if live:
+                self._crash(self.rng.choice(live))
+        elif kind == "partition":
+            self._log(f"partition: {self.network.partition(self.members)}")
+        else:
+            self._log("network heals")
+            self.network.heal()
+
+    def _heal(self) -> None:
+        """The liveness phase begins: no more faults, every node up, every link whole."""
+        self._log("faults stop")
+        self.faults_on = False
+        self.network.heal()
+        self.network.faults = NetworkFaults(0.0, 0.0, self.config.delay_min_s,
+                                            self.config.delay_max_s)  # fmt: skip
+        for sim_node in self.nodes.values():
+            if sim_node.node is None:
+                self._boot(sim_node)
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def run(self) -> Result:
+        config = self.config
+        for sim_node in self.nodes.values():
+            self._boot(sim_node)
+        self._at(0.0, ("client",))
+        self._at(config.client_retry_s, ("client-retry",))
+        self._at(self.rng.expovariate(1 / config.crash_every_s), ("fault",))
+        heal_step = int(config.steps * (1 - config.liveness_fraction))
+        checker = self.checker
+        while checker.step < config.steps and self.queue:
+            if checker.step == heal_step and self.faults_on:
+                self._heal()
+            when, _, event = heapq.heappop(self.queue)
+            self.now = when
+            try:
+                if not self._handle(event):
+                    continue
+            except AssertionError as error:
+                # An invariant asserted inside a node: a run with a broken protocol can get
+                # here after a checker fired; a correct one never should.
+                checker.violations.append(Violation("assertion", checker.step, repr(error)))
+                break
+            checker.step += 1
+            if checker.violations and self.stop_on_violation:
+                break
+        if not checker.violations or not self.stop_on_violation:
+            checker.check_liveness({n.id: n.delivered for n in self.nodes.values()})
+        return Result(
+            self.seed, checker.step, checker.decisions, list(checker.violations),
+            self.learn_messages, self.now, self.trace,
+        )  # fmt: skip
+
+    def primaries(self) -> list[str]:
+        return [n.id for n in self.nodes.values() if n.node and n.node.role is Role.PRIMARY]

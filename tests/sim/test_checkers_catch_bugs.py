@@ -1,0 +1,196 @@
+"""A checker that cannot fail is worthless: each test breaks the protocol on purpose and shows
+the checker named after the broken rule catching it on a fixed seed set.
+
+The broken roles live here, in the tests, never in the product."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import pytest
+
+from paxlock.coordinator.core.acceptor import Acceptor
+from paxlock.coordinator.core.learner import Learner
+from paxlock.coordinator.core.messages import (
+    NOOP,
+    Accept,
+    AcceptedEntry,
+    AcceptRecord,
+    Batch,
+    ChosenEntry,
+    PromiseRecord,
+    Record,
+)
+from paxlock.coordinator.core.node import CoreConfig, Node
+from paxlock.coordinator.core.proposer import Proposer
+from paxlock.coordinator.core.ready import DurableState
+from paxlock.coordinator.simulation.runner import config_for
+from paxlock.coordinator.simulation.sim import DiskFactory, NodeFactory, Simulation
+
+SEEDS = range(40)
+STEPS = 2000
+
+
+class AcceptsBelowPromise(Acceptor):
+    """Breaks P1a: accepts whatever ballot arrives, even below its promise."""
+
+    def on_accept(self, msg: Accept, records: list[Record]) -> AcceptedEntry:
+        if msg.ballot > self.promised:
+            self.promised = msg.ballot
+            records.append(PromiseRecord(msg.ballot))
+        entry = AcceptedEntry(msg.slot, msg.ballot, msg.value)
+        if self.accepted.get(msg.slot) != entry:
+            self.accepted[msg.slot] = entry
+            records.append(AcceptRecord(msg.slot, msg.ballot, msg.value))
+        return entry
+
+
+class CorruptsValues(Acceptor):
+    """Accepts a value nobody proposed (a reversed batch with an extra command)."""
+
+    def on_accept(self, msg: Accept, records: list[Record]) -> AcceptedEntry | object:
+        if isinstance(msg.value, Batch):
+            forged = Batch((*msg.value.commands[::-1], "forged"))
+            msg = Accept(msg.ballot, msg.slot, forged, msg.chosen_index)
+        return super().on_accept(msg, records)
+
+
+class IgnoresPhase1bValues(Proposer):
+    """Breaks P2c(b): fills every reported slot with a no-op instead of the highest-ballot
+    value the acceptors reported."""
+
+    def value_for(self, slot: int, reported: AcceptedEntry | None) -> object:
+        return NOOP
+
+
+class LearnsFromOneAcceptor(Learner):
+    """Counts a single Accepted as a majority."""
+
+    def __init__(self, quorum: int, chosen: dict, applied_index: int) -> None:  # type: ignore[type-arg]
+        super().__init__(1, chosen, applied_index)
+
+
+class DeliversOutOfOrder(Learner):
+    """Hands values to the state machine as they are learned, not in slot order."""
+
+    def deliver(self, learned: list[ChosenEntry]) -> None:
+        done: set[int] = self.__dict__.setdefault("done", set())  # no __slots__ here
+        for slot in sorted(self.chosen):
+            if slot > self.applied_index and slot not in done:
+                done.add(slot)
+                learned.append(ChosenEntry(slot, self.chosen[slot]))
+        while self.applied_index + 1 in self.chosen:
+            self.applied_index += 1
+
+
+class ForgetsPromises(DurableState):
+    """A store that loses the acceptor's promise across a restart (no fsync of promises)."""
+
+    def apply(self, record: Record) -> None:
+        match record:
+            case PromiseRecord():
+                pass
+            case AcceptRecord(slot=slot, ballot=ballot, value=value):
+                self.accepted[slot] = AcceptedEntry(slot, ballot, value)
+            case _:
+                super().apply(record)
+
+    def copy(self) -> DurableState:
+        return ForgetsPromises(self.promised, dict(self.accepted), dict(self.chosen))
+
+
+def node_with(
+    acceptor: type[Acceptor] | None = None,
+    proposer: type[Proposer] | None = None,
+    learner: type[Learner] | None = None,
+) -> NodeFactory:
+    def build(config: CoreConfig, durable: DurableState, rng: random.Random) -> Node:
+        return Node(
+            config, durable, rng,
+            acceptor=acceptor(durable.promised, dict(durable.accepted)) if acceptor else None,
+            proposer=proposer(config.node_id, config.quorum, config.window, config.max_batch,
+                              config.max_pending) if proposer else None,
+            learner=learner(config.quorum, dict(durable.chosen), 0) if learner else None,
+        )  # fmt: skip
+
+    return build
+
+
+def checks_fired(node_factory: NodeFactory | None = None,
+                 disk_factory: DiskFactory = DurableState) -> dict[str, int]:  # fmt: skip
+    """How many seeds of the fixed set each check fired on."""
+    fired: dict[str, int] = {}
+    for seed in SEEDS:
+        config = config_for(seed, STEPS, nodes=3, learn_mode="broadcast")
+        result = Simulation(config, seed, node_factory=node_factory or node_with(),
+                            disk_factory=disk_factory, stop_on_violation=False).run()  # fmt: skip
+        for check in {v.check for v in result.violations}:
+            fired[check] = fired.get(check, 0) + 1
+    return fired
+
+
+def test_correct_protocol_fires_no_check_on_the_same_seeds() -> None:
+    assert checks_fired() == {}
+
+
+def test_check_a_proposed_catches_an_acceptor_that_corrupts_values() -> None:
+    """(a) "Only a value that has been proposed may be chosen"."""
+    assert checks_fired(node_with(acceptor=CorruptsValues)).get("proposed", 0) > 0
+
+
+@pytest.mark.parametrize(
+    "bug",
+    [
+        pytest.param({"node_factory": node_with(acceptor=AcceptsBelowPromise)}, id="P1a"),
+        pytest.param({"disk_factory": ForgetsPromises}, id="forgets-promise"),
+        pytest.param({"node_factory": node_with(proposer=IgnoresPhase1bValues)}, id="P2c"),
+    ],
+)
+def test_check_b_single_value_catches_broken_promises_and_ignored_phase1b(
+    bug: dict[str, Callable[..., object]],
+) -> None:
+    """(b) P2: "Only a single value is chosen" — or its consequence P2a/P2b is broken first."""
+    fired = checks_fired(**bug)  # type: ignore[arg-type]
+    assert fired.get("single", 0) + fired.get("P2a", 0) + fired.get("P2b", 0) > 0, fired
+
+
+def test_check_b_single_value_catches_an_acceptor_below_its_promise() -> None:
+    """P1a broken: two values end up chosen in one slot."""
+    assert checks_fired(node_with(acceptor=AcceptsBelowPromise)).get("single", 0) > 0
+
+
+def test_check_c_learned_catches_a_learner_that_trusts_a_minority() -> None:
+    """(c) "A process never learns that a value has been chosen unless it actually has been"."""
+    assert checks_fired(node_with(learner=LearnsFromOneAcceptor)).get("learned", 0) > 0
+
+
+def test_check_d_p2a_catches_a_proposer_that_ignores_phase1b_values() -> None:
+    """(d) P2a: "every higher-numbered proposal accepted by any acceptor has value v"."""
+    assert checks_fired(node_with(proposer=IgnoresPhase1bValues)).get("P2a", 0) > 0
+
+
+def test_check_e_p2b_catches_a_proposer_that_ignores_phase1b_values() -> None:
+    """(e) P2b: "every higher-numbered proposal issued by any proposer has value v"."""
+    assert checks_fired(node_with(proposer=IgnoresPhase1bValues)).get("P2b", 0) > 0
+
+
+def test_check_e_p2b_catches_an_acceptor_that_forgets_its_promise_on_restart() -> None:
+    """A forgotten promise lets a restarted node reissue an old ballot: P2b breaks."""
+    assert checks_fired(disk_factory=ForgetsPromises).get("P2b", 0) > 0
+
+
+def test_check_f_prefix_catches_a_learner_that_delivers_out_of_order() -> None:
+    """(f) the learners' logs are prefixes of one another."""
+    assert checks_fired(node_with(learner=DeliversOutOfOrder)).get("prefix", 0) > 0
+
+
+def test_check_g_liveness_catches_a_cluster_that_never_elects_a_primary() -> None:
+    """(g) liveness: with the election off nobody proposes, so nothing submitted is chosen."""
+
+    def no_election(config: CoreConfig, durable: DurableState, rng: random.Random) -> Node:
+        from dataclasses import replace
+
+        return Node(replace(config, election=False), durable, rng)
+
+    assert checks_fired(no_election).get("liveness", 0) == len(SEEDS)
