@@ -96,10 +96,24 @@ class Chosen(msgspec.Struct, frozen=True, tag="chosen"):
 
 
 class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat"):
-    """The primary is alive; ``chosen_index`` lets a lagging node notice it is behind."""
+    """The primary is alive; ``chosen_index`` lets a lagging node notice it is behind.
+
+    Heartbeats double as *confirmation rounds*: each carries a sequence number, and once a
+    majority acked ``seq`` the primary knows it was still primary after it sent it (see
+    ``HeartbeatAck``)."""
 
     ballot: Ballot
     chosen_index: int
+    seq: int = 0
+
+
+class HeartbeatAck(msgspec.Struct, frozen=True, tag="heartbeat_ack"):
+    """Sent only by an acceptor that has promised no ballot above ``ballot``. A successor can
+    take office only with a promise from a majority, which overlaps every acking majority,
+    so it takes office after the round was acked (DESIGN.md §3, renew)."""
+
+    ballot: Ballot
+    seq: int
 
 
 class CatchupRequest(msgspec.Struct, frozen=True, tag="catchup_request"):
@@ -119,6 +133,7 @@ Message: TypeAlias = (
     | Nack
     | Chosen
     | Heartbeat
+    | HeartbeatAck
     | CatchupRequest
     | CatchupReply
 )

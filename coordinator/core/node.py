@@ -22,6 +22,7 @@ from paxlock.coordinator.core.messages import (
     ChosenEntry,
     Envelope,
     Heartbeat,
+    HeartbeatAck,
     Message,
     Nack,
     Prepare,
@@ -31,6 +32,7 @@ from paxlock.coordinator.core.messages import (
 from paxlock.coordinator.core.proposer import Proposer, Role
 from paxlock.coordinator.core.ready import (
     BecamePrimary,
+    Confirmed,
     DurableState,
     Phase1Started,
     Ready,
@@ -96,6 +98,12 @@ class Node:
         self.next_heartbeat = 0.0
         self.catchup_due = 0.0
         self.catchup_target: tuple[str, int] | None = None
+        # Confirmation rounds (heartbeats with a sequence number), primary side.
+        self.heartbeat_seq = 0
+        self.confirmed_seq = 0
+        self.confirmed_sent_at = 0.0
+        self._acked: dict[str, int] = {}
+        self._round_sent_at: dict[int, float] = {}
 
     # -- public entry points -----------------------------------------------------------------
 
@@ -134,6 +142,8 @@ class Node:
                 self._learned(msg.slot, msg.value, out, by_learner=True)
             case Heartbeat():
                 self._on_heartbeat(src, msg, now, out)
+            case HeartbeatAck():
+                self._on_heartbeat_ack(src, msg, out)
             case CatchupRequest():
                 self._on_catchup_request(src, msg, out)
             case CatchupReply():
@@ -153,6 +163,12 @@ class Node:
         out = Ready()
         cfg = self.config
         match self.role:
+            case Role.PRIMARY if now - self.confirmed_sent_at > cfg.election_timeout_s:
+                # Check quorum: no majority acked any round sent in the last T, so others may
+                # have elected a successor; stop serving rather than answer from a stale view.
+                out.events.append(SteppedDown(self.ballot, None))
+                out.rejected += self.proposer.step_down(None)
+                self._heard_primary(None, now)
             case Role.PRIMARY:
                 if now >= self.next_heartbeat:
                     self._send_heartbeats(now, out)
@@ -173,6 +189,16 @@ class Node:
         if self.catchup_target is not None and now >= self.catchup_due:
             self._request_catchup(now, out)
         return self._finish(out, now)
+
+    def request_confirmation(self, now: float) -> tuple[int | None, Ready]:
+        """Start a confirmation round now; its ``Confirmed`` event carries the returned seq.
+        None when this node is not primary."""
+        out = Ready()
+        seq = None
+        if self.role is Role.PRIMARY:
+            self._send_heartbeats(now, out)
+            seq = self.heartbeat_seq
+        return seq, self._finish(out, now)
 
     def run_phase1(self, now: float) -> Ready:
         """Start phase 1 with a fresh ballot now (used directly when the election is off)."""
@@ -210,6 +236,12 @@ class Node:
         best = max(self.proposer.promises.items(), key=lambda item: item[1].chosen_index)
         reproposed = self.proposer.take_office(self.learner.chosen, now)
         self.primary_hint = self.id
+        # A new ballot starts its rounds afresh (older acks do not count); the phase-1 quorum
+        # that just answered counts as recent contact for the check-quorum rule.
+        self._acked = {}
+        self._round_sent_at = {}
+        self.confirmed_seq = self.heartbeat_seq
+        self.confirmed_sent_at = now
         out.events.append(BecamePrimary(self.ballot, reproposed))
         self._note_chosen_index(best[0], best[1].chosen_index, now)
         self._send_heartbeats(now, out)
@@ -269,9 +301,27 @@ class Node:
         if msg.ballot < self.acceptor.promised:
             self._send(src, Nack(msg.ballot, self.acceptor.promised), out)
             return
+        self._send(src, HeartbeatAck(msg.ballot, msg.seq), out)
         if self.role is Role.FOLLOWER:
             self._heard_primary(msg.ballot.node, now)
         self._note_chosen_index(src, msg.chosen_index, now)
+
+    def _on_heartbeat_ack(self, src: str, msg: HeartbeatAck, out: Ready) -> None:
+        if self.role is not Role.PRIMARY or msg.ballot != self.ballot:
+            return
+        if msg.seq > self._acked.get(src, 0):
+            self._acked[src] = msg.seq
+        acked = sorted([self.heartbeat_seq, *self._acked.values()], reverse=True)
+        if len(acked) < self.config.quorum:
+            return
+        seq = acked[self.config.quorum - 1]  # the highest round a majority has acked
+        if seq <= self.confirmed_seq:
+            return
+        self.confirmed_seq = seq
+        self.confirmed_sent_at = self._round_sent_at[seq]
+        for old in [s for s in self._round_sent_at if s < seq]:
+            del self._round_sent_at[old]
+        out.events.append(Confirmed(seq, self.confirmed_sent_at))
 
     def _heard_primary(self, primary: str | None, now: float) -> None:
         """"A node that has heard from a live primary within T does not start phase 1": the
@@ -286,7 +336,9 @@ class Node:
 
     def _send_heartbeats(self, now: float, out: Ready) -> None:
         self.next_heartbeat = now + self.config.heartbeat_s
-        beat = Heartbeat(self.ballot, self.learner.chosen_index)
+        self.heartbeat_seq += 1
+        self._round_sent_at[self.heartbeat_seq] = now
+        beat = Heartbeat(self.ballot, self.learner.chosen_index, self.heartbeat_seq)
         for member in self.members:
             if member != self.id:
                 self._send(member, beat, out)

@@ -45,7 +45,8 @@ class BecamePrimary:
 @dataclass(frozen=True, slots=True)
 class SteppedDown:
     ballot: Ballot
-    higher: Ballot
+    higher: Ballot | None
+    """The ballot that deposed it, or None when it lost touch with a majority."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,16 @@ class Phase1Started:
     from_slot: int
 
 
-CoreEvent = BecamePrimary | SteppedDown | Phase1Started
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """A majority acked confirmation round ``seq``, which left this node at ``sent_at``: the
+    node was still primary at some instant after ``sent_at``."""
+
+    seq: int
+    sent_at: float
+
+
+CoreEvent = BecamePrimary | SteppedDown | Phase1Started | Confirmed
 
 
 @dataclass(slots=True)
