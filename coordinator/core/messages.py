@@ -8,7 +8,7 @@ Phase names follow the notes: 1a ``Prepare``, 1b ``Promise``, 2a ``Accept``, 2b 
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import msgspec
 
@@ -22,9 +22,12 @@ class NoOp(msgspec.Struct, frozen=True, tag="noop"):
 
 
 class Batch(msgspec.Struct, frozen=True, tag="batch"):
-    """The value of one slot: several client commands chosen together (group commit)."""
+    """The value of one slot: several client commands chosen together (group commit).
 
-    commands: tuple[Any, ...]
+    The core never looks inside a command: the node encodes its lease commands to bytes, so
+    that the wire needs no knowledge of them."""
+
+    commands: tuple[bytes, ...]
 
 
 Value: TypeAlias = NoOp | Batch

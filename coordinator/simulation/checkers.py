@@ -44,8 +44,8 @@ class Checker:
         self.quorum = quorum
         self.step = 0
         self.slots: dict[int, _Slot] = {}
-        self.submitted: set[str] = set()
-        self.chosen_commands: set[str] = set()
+        self.submitted: set[bytes] = set()
+        self.chosen_commands: set[bytes] = set()
         self.learned: dict[int, Value] = {}
         self.logs: dict[tuple[str, int], int] = {}
         self.violations: list[Violation] = []
@@ -66,7 +66,7 @@ class Checker:
 
     # -- observations ------------------------------------------------------------------------
 
-    def on_submit(self, command: str) -> None:
+    def on_submit(self, command: bytes) -> None:
         self.submitted.add(command)
 
     def on_issue(self, slot: int, ballot: Ballot, value: Value) -> None:

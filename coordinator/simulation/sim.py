@@ -125,7 +125,7 @@ class Simulation:
         self.seq = 0
         self.nodes = {m: SimNode(m, disk_factory()) for m in self.members}
         self.faults_on = True
-        self.outstanding: dict[str, str | None] = {}  # command -> node to send it to
+        self.outstanding: dict[bytes, str | None] = {}  # command -> node to send it to
         self.next_command = 0
         self.learn_messages = 0
 
@@ -234,7 +234,7 @@ class Simulation:
             self._at(self.now + self.rng.expovariate(1 / self.config.client_every_s), ("client",))
         if len(self.outstanding) >= self.config.max_outstanding:
             return
-        command = f"c{self.next_command}"
+        command = f"c{self.next_command}".encode()
         self.next_command += 1
         self.checker.on_submit(command)
         self.outstanding[command] = None
@@ -248,7 +248,7 @@ class Simulation:
         for command in list(self.outstanding):
             self._submit(command)
 
-    def _submit(self, command: str) -> None:
+    def _submit(self, command: bytes) -> None:
         """Like an SDK: send to the hinted primary, else to a random live node."""
         hint = self.outstanding.get(command)
         target = self.nodes.get(hint) if hint else None

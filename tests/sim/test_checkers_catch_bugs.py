@@ -51,7 +51,7 @@ class CorruptsValues(Acceptor):
 
     def on_accept(self, msg: Accept, records: list[Record]) -> AcceptedEntry | object:
         if isinstance(msg.value, Batch):
-            forged = Batch((*msg.value.commands[::-1], "forged"))
+            forged = Batch((*msg.value.commands[::-1], b"forged"))
             msg = Accept(msg.ballot, msg.slot, forged, msg.chosen_index)
         return super().on_accept(msg, records)
 

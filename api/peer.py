@@ -1,0 +1,170 @@
+"""The peer transport: one persistent WebSocket per peer, carrying batches of messages.
+
+Each node dials every peer and sends on that connection only; replies come back over the
+peer's own connection. Everything queued for a peer while the previous frame was being
+written goes out as one frame (message batching). The queue is bounded and drops the oldest
+messages when full: Paxos tolerates loss, and retransmission covers it. Connections are
+authenticated with the cluster token when one is configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+from collections import deque
+from collections.abc import Callable, Sequence
+
+import aiohttp
+import msgspec
+import structlog
+from aiohttp import web
+
+from paxlock.coordinator.core.messages import Envelope, Message
+
+log = structlog.get_logger("paxlock.peer")
+
+WS_PATH = "/internal/ws"
+NODE_HEADER = "X-Paxlock-Node"
+TOKEN_HEADER = "X-Paxlock-Cluster-Token"
+QUEUE_MAX = 20_000
+RECONNECT_S_MAX = 0.5
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(list[Message])
+
+
+def encode_batch(messages: Sequence[Message]) -> bytes:
+    return _encoder.encode(list(messages))
+
+
+def decode_batch(frame: bytes) -> list[Message]:
+    return _decoder.decode(frame)
+
+
+def token_ok(request: web.Request, token: str | None) -> bool:
+    if not token:
+        return True
+    offered = request.headers.get(TOKEN_HEADER, "")
+    return hmac.compare_digest(offered.encode(), token.encode())
+
+
+class _Link:
+    """The outbound half of one peer connection."""
+
+    def __init__(self, peer: str, url: str) -> None:
+        self.peer = peer
+        self.url = url.rstrip("/") + WS_PATH
+        self.queue: deque[Message] = deque(maxlen=QUEUE_MAX)
+        self.ready = asyncio.Event()
+        self.connected = False
+        self.dropped = 0
+
+
+class PeerTransport:
+    """Implements ``coordinator.ports.Transport`` over aiohttp WebSockets."""
+
+    def __init__(self, node_id: str, peers: dict[str, str], *, cluster_token: str | None,
+                 on_frame: Callable[[int], None] | None = None) -> None:  # fmt: skip
+        self.node_id = node_id
+        self.token = cluster_token
+        self.links = {peer: _Link(peer, url) for peer, url in peers.items() if peer != node_id}
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.on_frame = on_frame
+
+    def send(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            link = self.links.get(envelope.dst)
+            if link is None:
+                continue
+            if len(link.queue) == link.queue.maxlen:
+                link.dropped += 1
+            link.queue.append(envelope.msg)
+            link.ready.set()
+
+    def reachable(self, peer: str) -> bool:
+        link = self.links.get(peer)
+        return link is not None and link.connected
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=1.0),
+        )
+        self._tasks = [
+            asyncio.create_task(self._pump(link), name=f"paxlock-peer-{link.peer}")
+            for link in self.links.values()
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _pump(self, link: _Link) -> None:
+        assert self._session is not None
+        headers = {NODE_HEADER: self.node_id}
+        if self.token:
+            headers[TOKEN_HEADER] = self.token
+        backoff = 0.02
+        while True:
+            try:
+                async with self._session.ws_connect(
+                    link.url, headers=headers, heartbeat=5.0, max_msg_size=64 * 1024 * 1024
+                ) as ws:
+                    link.connected = True
+                    backoff = 0.02
+                    await self._write_frames(link, ws)
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
+                log.debug("peer_unreachable", peer=link.peer, error=repr(error))
+            finally:
+                link.connected = False
+            await asyncio.sleep(backoff)  # reconnect backoff, not synchronisation
+            backoff = min(backoff * 2, RECONNECT_S_MAX)
+
+    async def _write_frames(self, link: _Link, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while not ws.closed:
+            if not link.queue:
+                link.ready.clear()
+                await link.ready.wait()
+            batch = list(link.queue)
+            link.queue.clear()
+            await ws.send_bytes(encode_batch(batch))
+            if self.on_frame is not None:
+                self.on_frame(len(batch))
+
+
+def websocket_handler(
+    node_id: str,
+    cluster_token: str | None,
+    deliver: Callable[[str, list[Message]], None],
+) -> Callable[[web.Request], object]:
+    """The inbound half: ``GET /internal/ws`` from a peer, frames delivered in order."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if not token_ok(request, cluster_token):
+            raise web.HTTPUnauthorized(
+                text='{"error": "unauthorized", "message": "bad cluster token"}',
+                content_type="application/json",
+            )
+        src = request.headers.get(NODE_HEADER, "")
+        ws = web.WebSocketResponse(max_msg_size=64 * 1024 * 1024, heartbeat=5.0)
+        await ws.prepare(request)
+        async for frame in ws:
+            if frame.type is not aiohttp.WSMsgType.BINARY:
+                continue
+            try:
+                messages = decode_batch(frame.data)
+            except msgspec.DecodeError as error:
+                log.warning("peer_bad_frame", peer=src, error=str(error))
+                continue
+            deliver(src, messages)
+        return ws
+
+    return handle
