@@ -1,0 +1,71 @@
+"""The errors of lease operations, shared by the runtime, the HTTP API and embedded use.
+
+Each maps to one error code of DESIGN.md §4; the HTTP layer turns them into
+``{"error": CODE, "message": TEXT}`` with the matching status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LeaseError(Exception):
+    code = "internal"
+    status = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        """Extra JSON fields of the error body (e.g. ``holder`` and ``expires_in``)."""
+
+
+class BadRequest(LeaseError):
+    code = "bad_request"
+    status = 400
+
+
+class NotFound(LeaseError):
+    code = "not_found"
+    status = 404
+
+
+class Held(LeaseError):
+    """409: the name is held (or blocked by lock-delay); details carry holder, expires_in."""
+
+    code = "held"
+    status = 409
+
+
+class NotHolder(LeaseError):
+    code = "not_holder"
+    status = 409
+
+
+class PayloadTooLarge(LeaseError):
+    code = "payload_too_large"
+    status = 413
+
+
+class Unavailable(LeaseError):
+    """503 with Retry-After: no primary, no quorum, or the outcome is unknown (retry with
+    the same request id)."""
+
+    code = "unavailable"
+    status = 503
+
+    def __init__(self, message: str, retry_after_s: float = 0.2, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after_s = retry_after_s
+
+
+class NotPrimary(LeaseError):
+    """Raised by a node that is not the primary: the API forwards the request to
+    ``primary`` (a node id), or answers 503 when no primary is known."""
+
+    code = "unavailable"
+    status = 503
+
+    def __init__(self, primary: str | None) -> None:
+        super().__init__(f"this node is not the primary (primary: {primary or 'unknown'})")
+        self.primary = primary

@@ -1,0 +1,60 @@
+"""The lease operations every edge uses — the HTTP API, the embedded ``paxlock.Node`` — as one
+Protocol. ``coordinator.service.LeaseService`` implements it over the replicated log; tests of
+the edges may implement it in memory.
+
+Durations are seconds. Every method raises the errors of ``coordinator.errors``:
+``BadRequest``, ``NotFound``, ``Held`` (details: holder, expires_in, token),
+``NotHolder``, ``Unavailable`` (retry_after_s), and ``NotPrimary`` (primary: node id or None)
+when this node is not the primary and the operation must be forwarded there.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from paxlock.coordinator.views import LeaseView
+
+
+class Leasing(Protocol):
+    @property
+    def node_id(self) -> str: ...
+
+    async def acquire(
+        self, name: str, *, holder: str, ttl: float, wait: float = 0.0,
+        value: str | None = None, lock_delay: float = 0.0, request_id: str | None = None,
+    ) -> LeaseView:  # fmt: skip
+        """Grant ``name`` to ``holder``; with ``wait`` > 0 wait in FIFO order up to ``wait``
+        seconds while it is held, then raise ``Held``."""
+        ...
+
+    async def renew(self, name: str, *, holder: str, token: int) -> LeaseView: ...
+
+    async def release(self, name: str, *, holder: str, token: int,
+                      request_id: str | None = None) -> None: ...  # fmt: skip
+
+    async def proclaim(self, name: str, *, holder: str, token: int, value: str | None,
+                       request_id: str | None = None) -> LeaseView: ...  # fmt: skip
+
+    async def get(self, name: str, *, consistent: bool = True) -> LeaseView:
+        """The current lease; ``NotFound`` when nobody holds it. ``consistent=False`` reads
+        this node's possibly stale state instead of asking the primary."""
+        ...
+
+    async def list(self, prefix: str = "", *, consistent: bool = True) -> list[LeaseView]: ...
+
+    async def verify(self, name: str, *, token: int) -> tuple[bool, int | None]:
+        """Whether ``token`` is the current grant of ``name``, and the current token."""
+        ...
+
+    async def observe(self, name: str, *, after: int, timeout: float) -> LeaseView | None:
+        """The state of ``name`` once its revision exceeds ``after`` (a view with ``holder``
+        None when nobody holds it), or None when ``timeout`` passes first."""
+        ...
+
+    def cluster(self) -> dict[str, Any]:
+        """The cluster object of DESIGN.md §4 as this node sees it."""
+        ...
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, reason): ready when a primary is known and this node is not far behind."""
+        ...
