@@ -94,10 +94,13 @@ class Node:
         )
         self.highest_seen: Ballot = self.acceptor.promised
         self.primary_hint: str | None = None
+        self.heard_primary_at = float("-inf")
         self.election_deadline = 0.0
         self.next_heartbeat = 0.0
         self.catchup_due = 0.0
         self.catchup_target: tuple[str, int] | None = None
+        self.catchup_asked = False
+        """Whether the current source was already asked once (a retry asks another)."""
         # Confirmation rounds (heartbeats with a sequence number), primary side.
         self.heartbeat_seq = 0
         self.confirmed_seq = 0
@@ -168,6 +171,7 @@ class Node:
                 # have elected a successor; stop serving rather than answer from a stale view.
                 out.events.append(SteppedDown(self.ballot, None))
                 out.rejected += self.proposer.step_down(None)
+                self.primary_hint = None
                 self._heard_primary(None, now)
             case Role.PRIMARY:
                 if now >= self.next_heartbeat:
@@ -209,6 +213,7 @@ class Node:
     # -- phase 1 ---------------------------------------------------------------------------
 
     def _run_phase1(self, now: float, out: Ready) -> None:
+        self.primary_hint = None
         if self.role is Role.PRIMARY:
             out.rejected += self.proposer.step_down(None)
         above = max(self.highest_seen, self.acceptor.promised, self.proposer.ballot)
@@ -224,6 +229,8 @@ class Node:
             self._send(member, prepare, out)
 
     def _on_prepare(self, src: str, msg: Prepare, now: float, out: Ready) -> None:
+        if msg.ballot > self.acceptor.promised and self._has_live_primary(src, now):
+            return
         self._saw(msg.ballot, now, out)
         reply = self.acceptor.on_prepare(msg, out.records)
         if isinstance(reply, Promise):
@@ -289,7 +296,8 @@ class Node:
             self.highest_seen = ballot
         if self.role is not Role.FOLLOWER and ballot > self.proposer.ballot:
             out.events.append(SteppedDown(self.proposer.ballot, ballot))
-            out.rejected += self.proposer.step_down(ballot.node)
+            out.rejected += self.proposer.step_down(ballot.node)  # a likely successor
+            self.primary_hint = None  # until the new primary is heard from
             self._heard_primary(None, now)
 
     def _on_nack(self, msg: Nack, now: float, out: Ready) -> None:
@@ -311,6 +319,9 @@ class Node:
             return
         if msg.seq > self._acked.get(src, 0):
             self._acked[src] = msg.seq
+        self._confirm_progress(out)
+
+    def _confirm_progress(self, out: Ready) -> None:
         acked = sorted([self.heartbeat_seq, *self._acked.values()], reverse=True)
         if len(acked) < self.config.quorum:
             return
@@ -323,11 +334,25 @@ class Node:
             del self._round_sent_at[old]
         out.events.append(Confirmed(seq, self.confirmed_sent_at))
 
+    def _has_live_primary(self, candidate: str, now: float) -> bool:
+        """No disruption by a node that merely lost its own link (DESIGN.md §2): while a
+        node heard a live primary within T — or is one, confirmed by a majority within T —
+        it ignores another node's phase 1a. Once the primary is silent for T, it answers.
+        Only with the election on; safety does not depend on it."""
+        if not self.config.election or candidate == self.id:
+            return False
+        t = self.config.election_timeout_s
+        if self.role is Role.PRIMARY:
+            return now - self.confirmed_sent_at < t
+        return (self.role is Role.FOLLOWER and self.primary_hint not in (None, candidate)
+                and now - self.heard_primary_at < t)  # fmt: skip
+
     def _heard_primary(self, primary: str | None, now: float) -> None:
         """"A node that has heard from a live primary within T does not start phase 1": the
         election deadline moves to a random point in [T, 2T] after every sign of life."""
         if primary is not None:
             self.primary_hint = primary
+            self.heard_primary_at = now
         self.election_deadline = now + self._election_timeout()
 
     def _election_timeout(self) -> float:
@@ -342,6 +367,8 @@ class Node:
         for member in self.members:
             if member != self.id:
                 self._send(member, beat, out)
+        if self.config.quorum == 1:  # a cluster of one confirms itself
+            self._confirm_progress(out)
 
     # -- catch-up ----------------------------------------------------------------------------
 
@@ -355,6 +382,7 @@ class Node:
         elif self.catchup_target[1] >= chosen_index:
             return
         self.catchup_target = (src, chosen_index)
+        self.catchup_asked = False
 
     def _request_catchup(self, now: float, out: Ready) -> None:
         assert self.catchup_target is not None
@@ -362,6 +390,16 @@ class Node:
         if target <= self.learner.chosen_index:
             self.catchup_target = None
             return
+        # The first request goes to whoever showed us ahead; a retry (that source may have
+        # crashed) goes to the known primary, else to the next member in turn.
+        if self.catchup_asked:
+            others = [m for m in self.members if m != self.id]
+            if self.primary_hint not in (None, self.id, src):
+                src = self.primary_hint  # type: ignore[assignment]
+            elif others:
+                src = others[(others.index(src) + 1) % len(others)] if src in others else others[0]
+            self.catchup_target = (src, target)
+        self.catchup_asked = True
         self.catchup_due = now + self.config.retry_s
         self._send(src, CatchupRequest(self.learner.chosen_index + 1), out)
 
@@ -381,6 +419,7 @@ class Node:
         self.learner.deliver(out.learned)
         if msg.entries and msg.chosen_index > self.learner.chosen_index:
             self.catchup_target = (src, msg.chosen_index)
+            self.catchup_asked = False
             self.catchup_due = now  # more to fetch: ask again at once
 
     # -- output ------------------------------------------------------------------------------

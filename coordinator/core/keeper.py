@@ -1,0 +1,424 @@
+"""The primary's side of leases (DESIGN.md §3): expiry and lock-delay timers, renewals that
+cost one quorum round instead of a log write, and FIFO waiters.
+
+Only the current primary runs a keeper, and its state is volatile: a new primary rebuilds
+it from the applied ``LeaseMachine`` in ``take_office``. Pure like the rest of the core:
+every entry point takes ``now`` (monotonic seconds) and returns a ``KeeperReady`` with the
+commands to propose, the replies to deliver and when to call ``tick`` next.
+
+The runtime's side of the contract (proposals, replies, confirmation rounds) is written in
+``keeper_effects``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import assert_never
+
+from paxlock.coordinator.core.deadlines import Deadlines
+from paxlock.coordinator.core.keeper_effects import (
+    AcquireRequest,
+    KeeperConfig,
+    KeeperReady,
+    Propose,
+    Reply,
+    RequestKey,
+    Unavailable,
+)
+from paxlock.coordinator.core.lease_commands import (
+    Acquire,
+    Expire,
+    Expired,
+    Lease,
+    LeaseCommand,
+    Proclaim,
+    Refused,
+    Release,
+    Released,
+    Result,
+    Unblock,
+    Unblocked,
+    invalid_reason,
+)
+from paxlock.coordinator.core.leases import LeaseMachine
+
+__all__ = [  # the effect types are re-exported: callers need only this module
+    "AcquireRequest", "KeeperConfig", "KeeperReady", "LeaseKeeper",
+    "Propose", "Reply", "RequestKey", "Unavailable",
+]
+
+
+class _Kind(IntEnum):
+    EXPIRE = 0
+    UNBLOCK = 1
+    WAIT = 2
+
+
+_Key = tuple[_Kind, str | int]
+"""A deadline: (EXPIRE or UNBLOCK, name) or (WAIT, waiter id)."""
+
+
+@dataclass(slots=True)
+class _Timer:
+    token: int
+    deadline: float
+    """When the lease (or its lock-delay) runs out; fixed until restarted."""
+    proposed: bool = False
+    """Its Expire/Unblock was proposed; the deadline entry now means "propose it again"."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Waiter:
+    wid: int
+    request: AcquireRequest
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Renewal:
+    seq: int
+    key: RequestKey
+    name: str
+    holder: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Round:
+    round_id: int
+    started_at: float
+
+
+class LeaseKeeper:
+    def __init__(self, config: KeeperConfig | None = None) -> None:
+        self.config = config or KeeperConfig()
+        self._renew_seq = 0
+        """Arrival number of the last renewal; never reset, so that a round id from an earlier
+        term in office can serve no renewal of a later one."""
+        self._reset()
+
+    def _reset(self) -> None:
+        self._machine: LeaseMachine | None = None
+        self._timers: dict[tuple[_Kind, str], _Timer] = {}
+        self._deadlines: Deadlines[_Key] = Deadlines()
+        self._waiters: dict[str, deque[_Waiter]] = {}
+        self._waiter_by_id: dict[int, _Waiter] = {}
+        self._next_wid = 0
+        self._reserved: dict[str, Acquire] = {}
+        """Names with an Acquire proposed by this keeper and not yet applied."""
+        self._renewals: list[_Renewal] = []
+        self._round: _Round | None = None
+
+    # -- office ---------------------------------------------------------------------------
+
+    @property
+    def in_office(self) -> bool:
+        return self._machine is not None
+
+    @property
+    def machine(self) -> LeaseMachine:
+        assert self._machine is not None, "the keeper runs only on the primary"
+        return self._machine
+
+    def take_office(self, machine: LeaseMachine, now: float) -> KeeperReady:
+        """Restart every lease timer at the full TTL and every lock-delay at its full length:
+        the old primary's timers are unknown, so a lease may outlive its TTL, never end early."""
+        assert self._machine is None, "take_office twice without step_down"
+        self._machine = machine
+        for lease in machine.list():
+            self._start(_Kind.EXPIRE, lease.name, lease.token, now + lease.ttl_s)
+        for block in machine.blocks():
+            self._start(_Kind.UNBLOCK, block.name, block.token, now + block.lock_delay_s)
+        return self._ready()
+
+    def step_down(self) -> list[Reply]:
+        """Forget everything; parked waiters and waiting renewals are answered 503."""
+        gone = Unavailable("no longer primary")
+        replies = [Reply(w.request.key, gone) for q in self._waiters.values() for w in q]
+        replies += [Reply(r.key, gone) for r in self._renewals]
+        self._reset()
+        return replies
+
+    # -- client requests ------------------------------------------------------------------
+
+    def acquire(self, request: AcquireRequest, now: float) -> KeeperReady:
+        """Propose the Acquire when the name is free, else park it FIFO for ``wait_s``.
+
+        With ``wait_s == 0`` a contended acquire is still proposed: the log orders it and the
+        state machine answers (and remembers) the exact result."""
+        assert math.isfinite(request.wait_s) and request.wait_s >= 0, request
+        command, key = request.command, request.key
+        reason = invalid_reason(command)
+        if reason is not None:
+            refused = Refused("bad_request", command.name, message=reason)
+            return self._ready(replies=[Reply(key, refused)])
+        replayed = self.machine.replay(command)
+        if replayed is not None:
+            return self._ready(replies=[self._reply(key, replayed, now)])
+        ready = KeeperReady()
+        if command.request_id is not None and self._supersede(request, now, ready.replies):
+            return self._ready(replies=ready.replies)
+        if self._free(command.name) and not self._waiters.get(command.name):
+            self._reserved[command.name] = command
+            ready.proposals.append(Propose(command, key))
+        elif request.wait_s == 0:
+            ready.proposals.append(Propose(command, key))
+        elif (
+            len(self._waiter_by_id) >= self.config.waiters_max
+            or len(self._waiters.get(command.name, ())) >= self.config.waiters_per_name_max
+        ):
+            ready.replies.append(Reply(key, Unavailable("too many waiters")))
+        else:
+            self._park(request, now + request.wait_s)
+        return self._ready(ready.proposals, ready.replies)
+
+    def renew(
+        self, name: str, holder: str, token: int, key: RequestKey, now: float
+    ) -> KeeperReady:
+        """Check holder and token now; the reply waits for one confirmation round."""
+        if not self._renewable(name, holder, token):
+            return self._ready(replies=[Reply(key, self._not_holder(name))])
+        if len(self._renewals) >= self.config.renewals_max:
+            return self._ready(replies=[Reply(key, Unavailable("too many renewals"))])
+        self._renew_seq += 1
+        self._renewals.append(_Renewal(self._renew_seq, key, name, holder, token))
+        return self._ready()
+
+    def expires_in(self, name: str, now: float) -> float | None:
+        """Seconds left of the lease on ``name`` (or of its lock-delay), None if neither."""
+        timer = self._timers.get((_Kind.EXPIRE, name)) or self._timers.get((_Kind.UNBLOCK, name))
+        return None if timer is None else max(0.0, timer.deadline - now)
+
+    @property
+    def waiters(self) -> int:
+        return len(self._waiter_by_id)
+
+    @property
+    def renewals_waiting(self) -> int:
+        return len(self._renewals)
+
+    # -- confirmation rounds ----------------------------------------------------------------
+
+    def needs_confirmation(self) -> bool:
+        return bool(self._renewals) and self._round is None
+
+    def start_round(self, now: float) -> int:
+        assert self._round is None, "one confirmation round at a time"
+        self._round = _Round(self._renew_seq, now)
+        return self._renew_seq
+
+    def on_round_failed(self, round_id: int) -> None:
+        if self._round is not None and self._round.round_id == round_id:
+            self._round = None
+
+    def on_confirmed(self, round_id: int, now: float) -> KeeperReady:
+        """This node was still primary after round ``round_id`` started: every renewal that
+        arrived before restarts its timer at the full TTL."""
+        if self._round is not None and self._round.round_id <= round_id:
+            self._round = None
+        served = [r for r in self._renewals if r.seq <= round_id]
+        self._renewals = [r for r in self._renewals if r.seq > round_id]
+        replies = []
+        for renewal in served:
+            lease = self.machine.get(renewal.name)
+            if lease is None or not self._renewable(renewal.name, renewal.holder, renewal.token):
+                replies.append(Reply(renewal.key, self._not_holder(renewal.name)))
+                continue
+            self._start(_Kind.EXPIRE, lease.name, lease.token, now + lease.ttl_s)
+            replies.append(Reply(renewal.key, lease, lease.ttl_s))
+        return self._ready(replies=replies)
+
+    # -- the log --------------------------------------------------------------------------
+
+    def on_applied(self, command: LeaseCommand, result: Result, now: float) -> KeeperReady:
+        """Start and stop timers after a chosen command was applied; a name that became free
+        goes straight to its first waiter."""
+        replies: list[Reply] = []
+        match command:
+            case Acquire():
+                self._acquire_applied(command, result, now, replies)
+            case Release():
+                if isinstance(result, Released):
+                    self._stop(_Kind.EXPIRE, command.name)
+            case Proclaim():
+                pass
+            case Expire():
+                if isinstance(result, Expired):
+                    lease_timer = self._stop(_Kind.EXPIRE, command.name)
+                    assert lease_timer is None or lease_timer.token == command.token
+                    if result.blocked:
+                        block = self.machine.blocked(command.name)
+                        assert block is not None and block.token == command.token
+                        deadline = now + block.lock_delay_s
+                        self._start(_Kind.UNBLOCK, block.name, block.token, deadline)
+            case Unblock():
+                if isinstance(result, Unblocked):
+                    self._stop(_Kind.UNBLOCK, command.name)
+            case _:
+                assert_never(command)
+        proposals = self._grant_next(command.name, now, replies)
+        return self._ready(proposals, replies)
+
+    def on_rejected(self, command: LeaseCommand, now: float) -> KeeperReady:
+        """A proposal that will not enter the log: free its reservation. (Expire and Unblock
+        need nothing: their timers propose them again.)"""
+        replies: list[Reply] = []
+        if isinstance(command, Acquire) and self._reserved.get(command.name) == command:
+            del self._reserved[command.name]
+        return self._ready(self._grant_next(command.name, now, replies), replies)
+
+    def tick(self, now: float) -> KeeperReady:
+        ready = KeeperReady()
+        for key in self._deadlines.pop_due(now):
+            self._fire(key, now, ready)
+        round_ = self._round
+        if round_ is not None and now >= round_.started_at + self.config.confirm_timeout_s:
+            self._round = None  # given up: the renewals it would have served wait for another
+        return self._ready(ready.proposals, ready.replies)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _acquire_applied(
+        self, command: Acquire, result: Result, now: float, replies: list[Reply]
+    ) -> None:
+        if self._reserved.get(command.name) == command:
+            del self._reserved[command.name]
+        if isinstance(result, Lease) and self.machine.verify(result.name, result.token).current:
+            timer = self._timers.get((_Kind.EXPIRE, result.name))
+            if timer is None or timer.token != result.token:  # a grant, not a replay of it
+                self._start(_Kind.EXPIRE, result.name, result.token, now + result.ttl_s)
+        if command.request_id is not None:  # parked retries of it get the same answer
+            for waiter in list(self._waiters.get(command.name, ())):
+                if waiter.request.command == command:
+                    self._unpark(waiter)
+                    replies.append(self._reply(waiter.request.key, result, now))
+
+    def _grant_next(self, name: str, now: float, replies: list[Reply]) -> list[Propose]:
+        """Give a free name to its first live waiter: one proposal, no thundering herd."""
+        proposals = []
+        queue = self._waiters.get(name)
+        while queue and self._free(name):
+            waiter = queue[0]
+            self._unpark(waiter)
+            if waiter.deadline <= now:
+                held = self._held(name)
+                replies.append(Reply(waiter.request.key, held, self.expires_in(name, now)))
+                continue
+            self._reserved[name] = waiter.request.command
+            proposals.append(Propose(waiter.request.command, waiter.request.key))
+        return proposals
+
+    def _fire(self, key: _Key, now: float, ready: KeeperReady) -> None:
+        kind, ident = key
+        if kind is _Kind.WAIT:
+            assert isinstance(ident, int)
+            waiter = self._waiter_by_id[ident]
+            name = waiter.request.command.name
+            self._unpark(waiter)
+            held = self._held(name)
+            ready.replies.append(Reply(waiter.request.key, held, self.expires_in(name, now)))
+            return
+        assert isinstance(ident, str)
+        timer = self._timers[(kind, ident)]
+        timer.proposed = True
+        self._deadlines.set(key, now + self.config.retry_s)  # until it is applied
+        token = timer.token
+        command = Expire(ident, token) if kind is _Kind.EXPIRE else Unblock(ident, token)
+        ready.proposals.append(Propose(command, None))
+
+    def _start(self, kind: _Kind, name: str, token: int, deadline: float) -> None:
+        self._timers[(kind, name)] = _Timer(token, deadline)
+        self._deadlines.set((kind, name), deadline)
+
+    def _stop(self, kind: _Kind, name: str) -> _Timer | None:
+        self._deadlines.cancel((kind, name))
+        return self._timers.pop((kind, name), None)
+
+    def _park(self, request: AcquireRequest, deadline: float) -> None:
+        self._next_wid += 1
+        waiter = _Waiter(self._next_wid, request, deadline)
+        self._waiters.setdefault(request.command.name, deque()).append(waiter)
+        self._waiter_by_id[waiter.wid] = waiter
+        self._deadlines.set((_Kind.WAIT, waiter.wid), deadline)
+        assert len(self._waiter_by_id) <= self.config.waiters_max
+
+    def _unpark(self, waiter: _Waiter) -> None:
+        name = waiter.request.command.name
+        queue = self._waiters[name]
+        queue.remove(waiter)
+        del self._waiter_by_id[waiter.wid]
+        self._deadlines.cancel((_Kind.WAIT, waiter.wid))
+        if not queue:
+            del self._waiters[name]
+
+    def _supersede(self, request: AcquireRequest, now: float, replies: list[Reply]) -> bool:
+        """A retry of a parked request takes its place in the queue (and its own wait); the
+        old one is answered 503. A retry that will not wait only removes the old one."""
+        queue = self._waiters.get(request.command.name, deque())
+        for index, waiter in enumerate(queue):
+            if waiter.request.command == request.command:
+                replies.append(Reply(waiter.request.key, Unavailable("superseded by a retry")))
+                if request.wait_s == 0:
+                    self._unpark(waiter)
+                    return False
+                retry = _Waiter(waiter.wid, request, now + request.wait_s)
+                queue[index] = self._waiter_by_id[waiter.wid] = retry
+                self._deadlines.set((_Kind.WAIT, retry.wid), retry.deadline)
+                return True
+        return False
+
+    def _free(self, name: str) -> bool:
+        machine = self.machine
+        return (
+            machine.get(name) is None
+            and machine.blocked(name) is None
+            and name not in self._reserved
+        )
+
+    def _renewable(self, name: str, holder: str, token: int) -> bool:
+        lease = self.machine.get(name)
+        timer = self._timers.get((_Kind.EXPIRE, name))
+        return (
+            lease is not None
+            and lease.holder == holder
+            and lease.token == token
+            and timer is not None
+            and timer.token == token
+            and not timer.proposed  # its Expire is already on the way to the log
+        )
+
+    def _held(self, name: str) -> Refused:
+        lease = self.machine.get(name)
+        if lease is not None:
+            return Refused("held", name, lease.holder, lease.token)
+        block = self.machine.blocked(name)
+        if block is not None:
+            return Refused("held", name, None, block.token, blocked=True)
+        return Refused("held", name)  # a grant to another request is on its way
+
+    def _not_holder(self, name: str) -> Refused:
+        lease = self.machine.get(name)
+        if lease is None:
+            return Refused("not_holder", name)
+        return Refused("not_holder", name, lease.holder, lease.token)
+
+    def _reply(self, key: RequestKey, result: Result, now: float) -> Reply:
+        machine = self.machine
+        current = isinstance(result, Lease) and machine.verify(result.name, result.token).current
+        if current or (isinstance(result, Refused) and result.code == "held"):
+            return Reply(key, result, self.expires_in(result.name, now))
+        return Reply(key, result, 0.0 if isinstance(result, Lease) else None)
+
+    def _next_deadline(self) -> float | None:
+        deadlines = [d for d in [self._deadlines.next()] if d is not None]
+        if self._round is not None:
+            deadlines.append(self._round.started_at + self.config.confirm_timeout_s)
+        return min(deadlines, default=None)
+
+    def _ready(
+        self, proposals: list[Propose] | None = None, replies: list[Reply] | None = None
+    ) -> KeeperReady:
+        return KeeperReady(proposals or [], replies or [], self._next_deadline())

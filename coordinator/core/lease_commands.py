@@ -1,0 +1,220 @@
+"""The commands of the lease state machine and the results it answers with (DESIGN.md §3).
+
+Commands travel inside ``Batch.commands`` of the replicated log, so they are frozen, tagged
+msgspec structs: hashable, comparable by value (a retry *is* an equal command) and decodable
+from one union type. Results are typed too; the HTTP layer maps them to status codes
+(``Lease`` → 200, ``Refused`` → 409 or 400).
+
+Durations are seconds as floats. Integer durations are widened to ``float`` on construction
+so that two equal commands always encode to the same bytes (snapshots must be byte-exact).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Literal, NamedTuple, TypeAlias
+
+import msgspec
+from msgspec.structs import force_setattr
+
+NAME_RE = re.compile(r"[A-Za-z0-9._/-]{1,256}")
+"""The name pattern of DESIGN.md §4."""
+VALUE_BYTES_MAX = 4096
+HOLDER_CHARS_MAX = 256
+REQUEST_ID_CHARS_MAX = 256
+
+
+def _widen(struct: msgspec.Struct, *fields: str) -> None:
+    for field in fields:
+        value = getattr(struct, field)
+        if isinstance(value, int) and not isinstance(value, bool):
+            force_setattr(struct, field, float(value))
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+class Acquire(msgspec.Struct, frozen=True, tag="acquire"):
+    """Grant ``name`` to ``holder`` if it is free and not in lock-delay."""
+
+    name: str
+    holder: str
+    ttl_s: float
+    value: str | None = None
+    lock_delay_s: float = 0.0
+    request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _widen(self, "ttl_s", "lock_delay_s")
+
+
+class Release(msgspec.Struct, frozen=True, tag="release"):
+    """End the grant ``token`` of ``holder`` early; never blocks the name (no lock-delay)."""
+
+    name: str
+    holder: str
+    token: int
+    request_id: str | None = None
+
+
+class Proclaim(msgspec.Struct, frozen=True, tag="proclaim"):
+    """Change the value of a held lease (an election's leader announcing a new value)."""
+
+    name: str
+    holder: str
+    token: int
+    value: str | None
+    request_id: str | None = None
+
+
+class Expire(msgspec.Struct, frozen=True, tag="expire"):
+    """Proposed by the primary when its timer for grant ``token`` ran out. Only the grant it
+    names is ended: a stale Expire (the lease was since released or re-granted) is a no-op."""
+
+    name: str
+    token: int
+
+
+class Unblock(msgspec.Struct, frozen=True, tag="unblock"):
+    """Proposed by the primary when the lock-delay after the expiry of ``token`` ran out."""
+
+    name: str
+    token: int
+
+
+LeaseCommand: TypeAlias = Acquire | Release | Proclaim | Expire | Unblock
+ClientCommand: TypeAlias = Acquire | Release | Proclaim
+"""The commands a client sends, and so the ones that may carry a ``request_id``."""
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+class Lease(msgspec.Struct, frozen=True, tag="lease"):
+    """A current (or, replayed from the idempotency window, a once current) grant.
+
+    ``token`` is the cluster revision at the grant (the fencing token); ``revision`` is the
+    revision of the last change to this lease (its grant or its last proclaim).
+    """
+
+    name: str
+    holder: str
+    token: int
+    revision: int
+    ttl_s: float
+    value: str | None
+    lock_delay_s: float
+
+    def __post_init__(self) -> None:
+        _widen(self, "ttl_s", "lock_delay_s")
+
+
+class Released(msgspec.Struct, frozen=True, tag="released"):
+    name: str
+    token: int
+    revision: int
+
+
+class Expired(msgspec.Struct, frozen=True, tag="expired"):
+    """The grant ``token`` ended by expiry; ``blocked`` when lock-delay now holds the name."""
+
+    name: str
+    holder: str
+    token: int
+    revision: int
+    blocked: bool
+
+
+class Unblocked(msgspec.Struct, frozen=True, tag="unblocked"):
+    name: str
+    token: int
+    revision: int
+    """The cluster revision, unchanged: an unblock changes no lease object (see ``leases``)."""
+
+
+ErrorCode: TypeAlias = Literal["held", "not_holder", "bad_request"]
+
+
+class Refused(msgspec.Struct, frozen=True, tag="refused"):
+    """The command changed nothing.
+
+    ``held``: the name is taken; ``holder``/``token`` describe the current grant, or, when
+    ``blocked`` (lock-delay after an expiry), ``holder`` is None and ``token`` is the expired
+    grant's. ``not_holder``: holder or token did not match the current grant (``holder`` and
+    ``token`` are the current grant's, None when the name is free). ``bad_request``: the
+    command is malformed, or reuses a request id of a *different* command.
+    """
+
+    code: ErrorCode
+    name: str
+    holder: str | None = None
+    token: int | None = None
+    blocked: bool = False
+    message: str = ""
+
+
+class Ignored(msgspec.Struct, frozen=True, tag="ignored"):
+    """A stale ``Expire`` or ``Unblock``: the grant it names is no longer the current one."""
+
+    name: str
+    token: int
+
+
+Result: TypeAlias = Lease | Released | Expired | Unblocked | Refused | Ignored
+
+
+class Block(msgspec.Struct, frozen=True):
+    """A name in lock-delay after the expiry of grant ``token`` of ``holder``."""
+
+    name: str
+    holder: str
+    token: int
+    revision: int
+    lock_delay_s: float
+
+    def __post_init__(self) -> None:
+        _widen(self, "lock_delay_s")
+
+
+class Verification(NamedTuple):
+    """Answer to a resource server's fencing check (Chubby's CheckSequencer)."""
+
+    current: bool
+    token: int | None
+    """The current grant's token, None when the name is free."""
+
+
+# --- validation ----------------------------------------------------------------------------
+
+
+def _duration_ok(seconds: float, *, positive: bool) -> bool:
+    return math.isfinite(seconds) and (seconds > 0 if positive else seconds >= 0)
+
+
+def invalid_reason(command: LeaseCommand) -> str | None:
+    """Why ``command`` is malformed, or None.
+
+    The API validates requests first; this check is the state machine's own, because a
+    command in the log is applied on every node and must never crash them all (a malformed
+    command is answered ``bad_request``, deterministically, instead of tripping an assert).
+    """
+    if NAME_RE.fullmatch(command.name) is None:
+        return "name must match [A-Za-z0-9._/-]{1,256}"
+    if isinstance(command, Expire | Unblock):
+        return None
+    if not 0 < len(command.holder) <= HOLDER_CHARS_MAX:
+        return f"holder must have 1 to {HOLDER_CHARS_MAX} characters"
+    if command.request_id is not None and not (
+        0 < len(command.request_id) <= REQUEST_ID_CHARS_MAX
+    ):
+        return f"request_id must have 1 to {REQUEST_ID_CHARS_MAX} characters"
+    if isinstance(command, Acquire):
+        if not _duration_ok(command.ttl_s, positive=True):
+            return "ttl must be a positive finite number of seconds"
+        if not _duration_ok(command.lock_delay_s, positive=False):
+            return "lock_delay must be a non-negative finite number of seconds"
+    if isinstance(command, Acquire | Proclaim) and command.value is not None:
+        if len(command.value.encode("utf-8", "surrogatepass")) > VALUE_BYTES_MAX:
+            return f"value must be at most {VALUE_BYTES_MAX} bytes"
+    return None

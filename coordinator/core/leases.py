@@ -1,0 +1,332 @@
+"""The lease state machine (DESIGN.md §3): applied identically on every node, in slot order.
+
+It never reads a clock: expiry is a command (``Expire``) proposed by the primary's timer, so
+every node agrees on *when* in the log a lease ended. Decisions written down here:
+
+- **Revision.** One cluster-wide counter, raised by every change of a lease object: a grant,
+  a proclaim, a release, an expiry. A grant's fencing token is the revision it raised, so
+  tokens strictly increase across the cluster. ``Unblock`` does *not* raise it: the end of a
+  lock-delay changes no lease object (the name was already free of any holder since the
+  expiry, which did raise it), so observers are not woken by a change they cannot see.
+- **Idempotency window.** A client command with a ``request_id`` has its first result
+  remembered under ``(holder, request_id)``; applying an equal command again returns that
+  result unchanged, whatever happened since. The window is FIFO, bounded both per holder
+  (the holder's oldest entry goes first) and in total (the cluster's oldest entry goes
+  first); hits do not refresh an entry, so eviction depends only on the command sequence and
+  is the same on every node. A different command under a remembered key is refused with
+  ``bad_request`` rather than answered with another command's result.
+- **Not reentrant.** An acquire by the current holder that is not a replay is ``held``.
+- **Lock-delay** follows an expiry only, never a release, and answers acquires ``held``.
+- **Determinism.** Snapshots list leases and blocks sorted by name and the window in
+  insertion order; nothing is ever produced by iterating a set or a hash-ordered structure.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections import deque
+from typing import assert_never
+
+import msgspec
+
+from paxlock.coordinator.core.lease_commands import (
+    Acquire,
+    Block,
+    ClientCommand,
+    Expire,
+    Expired,
+    Ignored,
+    Lease,
+    LeaseCommand,
+    Proclaim,
+    Refused,
+    Release,
+    Released,
+    Result,
+    Unblock,
+    Unblocked,
+    Verification,
+    invalid_reason,
+)
+
+WINDOW_PER_HOLDER = 64
+WINDOW_TOTAL = 65_536
+SNAPSHOT_VERSION = 1
+
+
+class Remembered(msgspec.Struct, frozen=True, array_like=True):
+    """One entry of the idempotency window: the first result of a client command."""
+
+    holder: str
+    request_id: str
+    command: ClientCommand
+    result: Result
+
+
+class _Snapshot(msgspec.Struct, frozen=True, array_like=True):
+    version: int
+    revision: int
+    last_token: int
+    window_per_holder: int
+    window_total: int
+    leases: tuple[Lease, ...]
+    blocks: tuple[Block, ...]
+    window: tuple[Remembered, ...]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(_Snapshot)
+
+
+class LeaseMachine:
+    """Leases, lock-delay blocks, the revision counter and the idempotency window."""
+
+    def __init__(
+        self,
+        *,
+        window_per_holder: int = WINDOW_PER_HOLDER,
+        window_total: int = WINDOW_TOTAL,
+    ) -> None:
+        """The window sizes must be equal on every node (they are part of the snapshot)."""
+        assert 0 < window_per_holder <= window_total
+        self.window_per_holder = window_per_holder
+        self.window_total = window_total
+        self._revision = 0
+        self._last_token = 0
+        self._leases: dict[str, Lease] = {}
+        self._blocks: dict[str, Block] = {}
+        self._window: dict[tuple[str, str], Remembered] = {}
+        self._window_by_holder: dict[str, deque[str]] = {}
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    def get(self, name: str) -> Lease | None:
+        return self._leases.get(name)
+
+    def blocked(self, name: str) -> Block | None:
+        """The lock-delay block on ``name``, if the name is waiting for an ``Unblock``."""
+        return self._blocks.get(name)
+
+    def list(self, prefix: str = "") -> list[Lease]:
+        """Current leases whose name starts with ``prefix``, sorted by name."""
+        return [self._leases[n] for n in sorted(self._leases) if n.startswith(prefix)]
+
+    def blocks(self) -> builtins.list[Block]:
+        """Every name in lock-delay, sorted by name."""
+        return [self._blocks[n] for n in sorted(self._blocks)]
+
+    def verify(self, name: str, token: int) -> Verification:
+        lease = self._leases.get(name)
+        current = None if lease is None else lease.token
+        return Verification(current == token, current)
+
+    def replay(self, command: ClientCommand) -> Result | None:
+        """What the window answers for ``command`` without applying it (None: not in it).
+
+        Lets the primary answer a retry of an already-applied command without a log write;
+        a remembered result is a past fact, so returning it is always linearizable.
+        """
+        if command.request_id is None:
+            return None
+        entry = self._window.get((command.holder, command.request_id))
+        if entry is None:
+            return None
+        if entry.command != command:
+            return Refused(
+                "bad_request",
+                command.name,
+                message="request_id was already used for a different request",
+            )
+        return entry.result
+
+    def window_size(self) -> int:
+        return len(self._window)
+
+    # -- apply --------------------------------------------------------------------------------
+
+    def apply(self, command: LeaseCommand) -> Result:
+        """Apply one chosen command; the same sequence yields the same results everywhere."""
+        reason = invalid_reason(command)
+        if reason is not None:
+            return Refused("bad_request", command.name, message=reason)
+        match command:
+            case Acquire() | Release() | Proclaim():
+                replayed = self.replay(command)
+                if replayed is not None:
+                    return replayed
+                result = self._apply_client(command)
+                if command.request_id is not None:
+                    self._remember(command, command.request_id, result)
+                return result
+            case Expire():
+                return self._expire(command)
+            case Unblock():
+                return self._unblock(command)
+            case _:
+                assert_never(command)
+
+    def _apply_client(self, command: ClientCommand) -> Result:
+        match command:
+            case Acquire():
+                return self._acquire(command)
+            case Release():
+                return self._release(command)
+            case Proclaim():
+                return self._proclaim(command)
+            case _:
+                assert_never(command)
+
+    def _acquire(self, command: Acquire) -> Lease | Refused:
+        held = self._leases.get(command.name)
+        if held is not None:
+            return Refused("held", command.name, held.holder, held.token)
+        block = self._blocks.get(command.name)
+        if block is not None:
+            return Refused("held", command.name, None, block.token, blocked=True)
+        token = self._bump()
+        assert token > self._last_token, "fencing tokens strictly increase"
+        self._last_token = token
+        lease = Lease(
+            command.name,
+            command.holder,
+            token,
+            token,
+            command.ttl_s,
+            command.value,
+            command.lock_delay_s,
+        )
+        self._leases[command.name] = lease
+        self._check_name(command.name)
+        return lease
+
+    def _matching(self, name: str, holder: str, token: int) -> Lease | Refused:
+        lease = self._leases.get(name)
+        if lease is None:
+            return Refused("not_holder", name)
+        if lease.holder != holder or lease.token != token:
+            return Refused("not_holder", name, lease.holder, lease.token)
+        return lease
+
+    def _release(self, command: Release) -> Released | Refused:
+        lease = self._matching(command.name, command.holder, command.token)
+        if isinstance(lease, Refused):
+            return lease
+        del self._leases[command.name]
+        return Released(command.name, lease.token, self._bump())
+
+    def _proclaim(self, command: Proclaim) -> Lease | Refused:
+        lease = self._matching(command.name, command.holder, command.token)
+        if isinstance(lease, Refused):
+            return lease
+        updated = msgspec.structs.replace(lease, value=command.value, revision=self._bump())
+        self._leases[command.name] = updated
+        self._check_name(command.name)
+        return updated
+
+    def _expire(self, command: Expire) -> Expired | Ignored:
+        lease = self._leases.get(command.name)
+        if lease is None or lease.token != command.token:
+            return Ignored(command.name, command.token)
+        del self._leases[command.name]
+        revision = self._bump()
+        blocked = lease.lock_delay_s > 0
+        if blocked:
+            self._blocks[command.name] = Block(
+                lease.name, lease.holder, lease.token, revision, lease.lock_delay_s
+            )
+        self._check_name(command.name)
+        return Expired(lease.name, lease.holder, lease.token, revision, blocked)
+
+    def _unblock(self, command: Unblock) -> Unblocked | Ignored:
+        block = self._blocks.get(command.name)
+        if block is None or block.token != command.token:
+            return Ignored(command.name, command.token)
+        del self._blocks[command.name]
+        return Unblocked(command.name, command.token, self._revision)
+
+    def _bump(self) -> int:
+        before = self._revision
+        self._revision += 1
+        assert self._revision > before, "the revision never goes down"
+        return self._revision
+
+    def _check_name(self, name: str) -> None:
+        """Negative space: a name is held by at most one grant, and never held while blocked."""
+        assert not (name in self._leases and name in self._blocks), name
+        lease = self._leases.get(name)
+        assert lease is None or lease.token <= lease.revision <= self._revision, lease
+
+    # -- idempotency window ---------------------------------------------------------------
+
+    def _remember(self, command: ClientCommand, request_id: str, result: Result) -> None:
+        key = (command.holder, request_id)
+        assert key not in self._window, "a remembered request is replayed, never re-applied"
+        mine = self._window_by_holder.setdefault(command.holder, deque())
+        if len(mine) >= self.window_per_holder:
+            self._forget((command.holder, mine[0]))
+        if len(self._window) >= self.window_total:
+            self._forget(next(iter(self._window)))
+        self._window[key] = Remembered(command.holder, request_id, command, result)
+        self._window_by_holder.setdefault(command.holder, deque()).append(request_id)
+        assert len(self._window) <= self.window_total
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        """Evict ``key``, which is always its holder's oldest entry (FIFO in both bounds)."""
+        holder, request_id = key
+        del self._window[key]
+        mine = self._window_by_holder[holder]
+        assert mine[0] == request_id, "window eviction is FIFO per holder"
+        mine.popleft()
+        if not mine:
+            del self._window_by_holder[holder]
+
+    # -- snapshots ------------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """msgpack of the whole state; equal states give equal bytes."""
+        return _encoder.encode(
+            _Snapshot(
+                SNAPSHOT_VERSION,
+                self._revision,
+                self._last_token,
+                self.window_per_holder,
+                self.window_total,
+                tuple(self.list()),
+                tuple(self.blocks()),
+                tuple(self._window.values()),
+            )
+        )
+
+    @classmethod
+    def restore(cls, data: bytes) -> LeaseMachine:
+        snap = _decoder.decode(data)
+        if snap.version != SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported lease snapshot version {snap.version}")
+        machine = cls(window_per_holder=snap.window_per_holder, window_total=snap.window_total)
+        machine._revision = snap.revision
+        machine._last_token = snap.last_token
+        machine._leases = {lease.name: lease for lease in snap.leases}
+        machine._blocks = {block.name: block for block in snap.blocks}
+        for entry in snap.window:
+            machine._window[(entry.holder, entry.request_id)] = entry
+            machine._window_by_holder.setdefault(entry.holder, deque()).append(
+                entry.request_id
+            )
+        machine._check_restored(snap)
+        return machine
+
+    def _check_restored(self, snap: _Snapshot) -> None:
+        """Paired assertions: what ``apply`` checks before writing, checked again on reading."""
+        assert len(self._leases) == len(snap.leases), "one lease per name"
+        assert len(self._blocks) == len(snap.blocks), "one block per name"
+        assert len(self._window) == len(snap.window) <= self.window_total
+        assert all(len(q) <= self.window_per_holder for q in self._window_by_holder.values())
+        assert self._last_token <= self._revision
+        for name in [*self._leases, *self._blocks]:
+            self._check_name(name)
+        for lease in self._leases.values():
+            assert lease.token <= self._last_token
