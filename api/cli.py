@@ -47,7 +47,88 @@ def build_parser() -> argparse.ArgumentParser:
                      help="broadcast | primary | set:K (default: rotates per seed)")
     sim.add_argument("--trace", action="store_true", help="print the fault trace of --seed")
     sim.set_defaults(handler=_cmd_sim)
+
+    from paxlock.api.serve import add_serve_arguments
+
+    serve = commands.add_parser(
+        "serve", help="run one cluster member",
+        description="Run one member of a paxlock cluster. Settings come from flags, then "
+        "PAXLOCK_* environment variables (e.g. PAXLOCK_DATA_DIR, PAXLOCK_PEER=n2=URL,n3=URL), "
+        "then the --config TOML file.",
+    )  # fmt: skip
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=_cmd_serve)
+
+    up = commands.add_parser("up", help="run a local cluster on loopback until Ctrl-C")
+    up.add_argument("--nodes", type=int, choices=(1, 3, 5), default=3)
+    up.add_argument("--base-port", type=int, default=7001, help="port of n1; n2 is next...")
+    up.add_argument("--data-dir", default="paxlock-data", help="default: ./paxlock-data")
+    up.set_defaults(handler=_cmd_up)
+
+    status = commands.add_parser("status", help="show the cluster as a node sees it")
+    status.add_argument("--endpoint", action="append",
+                        help="node URL (repeatable; default http://127.0.0.1:7001)")
+    status.add_argument("--json", action="store_true", help="print the raw cluster object")
+    status.set_defaults(handler=_cmd_status)
     return parser
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from paxlock.api.logs import configure_logging
+    from paxlock.api.serve import ConfigError, node_config, resolve, serve
+    from paxlock.persistence import StoreError
+
+    try:
+        settings = resolve(args, os.environ)
+        config = node_config(settings)
+    except ConfigError as error:
+        print(f"paxlock serve: {error}", file=sys.stderr)
+        return 2
+    configure_logging(str(settings.get("log_level") or "info"), node=config.node_id)
+    try:
+        return asyncio.run(serve(config))
+    except StoreError as error:
+        print(f"paxlock serve: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"paxlock serve: cannot listen on {config.bind()}: {error}", file=sys.stderr)
+        return 2
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from paxlock.api.serve import up
+
+    return up(args.base_port, args.nodes, Path(args.data_dir).resolve())
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    for endpoint in args.endpoint or ["http://127.0.0.1:7001"]:
+        try:
+            with urllib.request.urlopen(endpoint.rstrip("/") + "/v1/cluster", timeout=3) as r:
+                cluster = json.load(r)
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            print(f"paxlock status: {endpoint}: {error}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps(cluster, indent=2))
+            return 0
+        print(f"node {cluster['node']}  primary {cluster['primary'] or '-'}  "
+              f"ballot {cluster['ballot'] or '-'}  learn {cluster['learn_mode']}  "
+              f"chosen {cluster['chosen_index']}  applied {cluster['applied_index']}")  # fmt: skip
+        for member in cluster["members"]:
+            mark = "up  " if member["reachable"] else "DOWN"
+            print(f"  {mark} {member['id']:<8} {member['url']}")
+        return 0
+    return 1
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:

@@ -1,0 +1,194 @@
+"""``paxlock.Node``: one cluster member — store, replica, lease service, peer transport and
+HTTP API — startable inside any asyncio program, or mounted into a host aiohttp app."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from paxlock.api.peer import WS_PATH, PeerTransport, websocket_handler
+from paxlock.coordinator.core.learner import LearnMode
+from paxlock.coordinator.core.leases import LeaseMachine
+from paxlock.coordinator.core.messages import ChosenEntry, Message
+from paxlock.coordinator.core.proposer import Role
+from paxlock.coordinator.core.ready import CoreEvent
+from paxlock.coordinator.core.node import CoreConfig
+from paxlock.coordinator.instrument import CountingTransport, Instrumentation
+from paxlock.coordinator.metrics import Metrics
+from paxlock.coordinator.runtime import Replica
+from paxlock.coordinator.service import LeaseService
+from paxlock.persistence import SqliteStore
+
+log = structlog.get_logger("paxlock.node")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """How to run one member. ``peers`` maps every member id (this one included) to its
+    base URL; membership is static in this version."""
+
+    node_id: str
+    peers: Mapping[str, str]
+    data_dir: str | Path
+    listen: str | None = None
+    """``host:port`` to bind; by default the host and port of this node's own URL."""
+    cluster_id: str = "paxlock"
+    cluster_token: str | None = None
+    learn_mode: str = "primary"
+    election_timeout_s: float = 0.3
+    heartbeat_s: float = 0.05
+    retry_s: float = 0.1
+    serve_http: bool = True
+    """False to only build ``Node.app`` for mounting into a host application."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.node_id not in self.peers:
+            raise ValueError(f"node id {self.node_id!r} must be one of the peers "
+                             f"({', '.join(sorted(self.peers)) or 'none given'})")  # fmt: skip
+        if len(self.peers) % 2 == 0:
+            log.warning("even_cluster_size", members=len(self.peers))
+        LearnMode.parse(self.learn_mode)
+        for member, url in self.peers.items():
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname or not parts.port:
+                raise ValueError(f"peer {member}: URL must look like http://HOST:PORT, "
+                                 f"not {url!r}")  # fmt: skip
+
+    def bind(self) -> tuple[str, int]:
+        if self.listen:
+            host, _, port = self.listen.rpartition(":")
+            return host or "0.0.0.0", int(port)
+        parts = urlsplit(self.peers[self.node_id])
+        assert parts.hostname and parts.port
+        return parts.hostname, parts.port
+
+    def core(self) -> CoreConfig:
+        return CoreConfig(
+            self.node_id, tuple(sorted(self.peers)), LearnMode.parse(self.learn_mode),
+            election_timeout_s=self.election_timeout_s, heartbeat_s=self.heartbeat_s,
+            retry_s=self.retry_s,
+        )  # fmt: skip
+
+
+class Node:
+    """Use as ``async with Node(config) as node:`` or ``await node.start()`` / ``stop()``.
+
+    ``node.service`` offers the lease operations in-process (``coordinator.leasing``);
+    ``node.app`` is the aiohttp application (public API, peer endpoint, metrics) that a host
+    can mount with ``host_app.add_subapp("/paxlock", node.app)`` when ``serve_http`` is off.
+    """
+
+    def __init__(self, config: NodeConfig, *, registry: CollectorRegistry | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics(config.node_id, registry=registry)
+        self.store: SqliteStore | None = None
+        self.transport: PeerTransport | None = None
+        self.replica: Replica | None = None
+        self._service: LeaseService | None = None
+        self._app: web.Application | None = None
+        self._runner: web.AppRunner | None = None
+        self.url = config.peers[config.node_id]
+
+    @property
+    def service(self) -> LeaseService:
+        assert self._service is not None, "start() the node first"
+        return self._service
+
+    @property
+    def app(self) -> web.Application:
+        assert self._app is not None, "start() the node first"
+        return self._app
+
+    async def start(self) -> None:
+        from paxlock.api.app import create_app
+
+        config = self.config
+        self.store = await SqliteStore.open(config.data_dir, node_id=config.node_id,
+                                            cluster_id=config.cluster_id)  # fmt: skip
+        loaded = self.store.load()
+        machine = (LeaseMachine.restore(loaded.snapshot) if loaded.snapshot is not None
+                   else LeaseMachine())  # fmt: skip
+        self.transport = PeerTransport(config.node_id, dict(config.peers),
+                                       cluster_token=config.cluster_token)  # fmt: skip
+        service_box: list[LeaseService] = []
+        instruments = Instrumentation(self.metrics, time.monotonic)
+
+        def apply(entry: ChosenEntry) -> None:
+            instruments.on_entry(entry)
+            service_box[0].apply(entry)
+
+        def on_event(event: CoreEvent) -> None:
+            service_box[0].on_event(event)
+            instruments.on_event(event, self.replica.node.role if self.replica else Role.FOLLOWER)
+
+        self.replica = Replica(
+            config.core(), loaded.durable, self.store,
+            CountingTransport(self.transport, self.metrics, len(config.peers) - 1),
+            apply=apply,
+            on_rejected=lambda rejection: service_box[0].on_rejected(rejection),
+            on_event=on_event, clock=time.monotonic, rng=random.Random(),
+        )  # fmt: skip
+        self._service = LeaseService(
+            self.replica, machine, clock=time.monotonic, learn_mode=config.learn_mode,
+            peer_urls=dict(config.peers), reachable=self.transport.reachable,
+        )  # fmt: skip
+        service_box.append(self._service)
+        instruments.attach(self.replica, self._service)
+        app = create_app(self._service, peers=dict(config.peers), metrics=self.metrics,
+                         cluster_token=config.cluster_token)  # fmt: skip
+        app.router.add_get(WS_PATH, websocket_handler(config.node_id, config.cluster_token,
+                                                      self._deliver))  # fmt: skip
+        self._app = app
+        await self.transport.start()
+        await self.replica.start()
+        if config.serve_http:
+            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            await self._runner.setup()
+            host, port = config.bind()
+            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+        log.info("node_started", node=config.node_id, url=self.url,
+                 chosen_index=self.replica.node.chosen_index)  # fmt: skip
+
+    def _deliver(self, src: str, messages: list[Message]) -> None:
+        if self.replica is not None and self.replica.failure is None:
+            self.metrics.peer_messages_received.inc(len(messages))
+            self.replica.receive_many(src, messages)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._service is not None:
+            await self._service.close()
+        if self.replica is not None:
+            await self.replica.stop()
+        if self.transport is not None:
+            await self.transport.stop()
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
+        log.info("node_stopped", node=self.config.node_id)
+
+    async def wait_failed(self) -> BaseException | None:
+        """Return the replica's failure once its loop ended (a store failure)."""
+        assert self.replica is not None and self.replica._task is not None
+        await asyncio.shield(self.replica._task)
+        return self.replica.failure
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

@@ -1,0 +1,180 @@
+"""``paxlock serve`` and ``paxlock up``: configuration from flags, ``PAXLOCK_*`` environment
+variables and a TOML file (in that order of precedence), and the process lifecycle."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from paxlock.api.node import Node, NodeConfig
+
+ENV_PREFIX = "PAXLOCK_"
+SETTINGS = {
+    # setting: (type, help)
+    "id": (str, "this node's id (required)"),
+    "listen": (str, "HOST:PORT to bind (required)"),
+    "advertise": (str, "this node's URL as peers reach it (default: http://LISTEN)"),
+    "peer": (list, "another member as ID=URL; repeat for each (env: comma-separated)"),
+    "data_dir": (str, "directory of this node's store (required)"),
+    "cluster_id": (str, "cluster name, checked against the store (default: paxlock)"),
+    "cluster_token": (str, "shared secret required on /internal/ peer endpoints"),
+    "learn_mode": (str, "broadcast | primary | set:K (default: primary)"),
+    "election_timeout": (float, "seconds T: a silent primary is replaced after [T, 2T]"),
+    "heartbeat": (float, "seconds between primary heartbeats (below the election timeout)"),
+    "log_level": (str, "debug | info | warning | error (default: info)"),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration mistake: reported on one line, exit status 2."""
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="a TOML file with the settings below")
+    for name, (kind, text) in SETTINGS.items():
+        flag = "--" + name.replace("_", "-")
+        if kind is list:
+            parser.add_argument(flag, action="append", metavar="ID=URL", help=text)
+        else:
+            parser.add_argument(flag, type=kind, help=text)
+
+
+def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Merge TOML < environment < flags into one settings dict."""
+    merged: dict[str, Any] = {}
+    if args.config:
+        try:
+            with open(args.config, "rb") as file:
+                table = tomllib.load(file)
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"cannot read config file {args.config}: {error}") from None
+        for key, value in table.items():
+            key = key.replace("-", "_")
+            if key not in SETTINGS:
+                raise ConfigError(f"unknown setting {key!r} in {args.config}")
+            merged[key] = value
+    for name, (kind, _) in SETTINGS.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            merged[name] = _parse(name, kind, raw)
+    for name in SETTINGS:
+        value = getattr(args, name, None)
+        if value is not None:
+            merged[name] = value
+    return merged
+
+
+def _parse(name: str, kind: type, raw: str) -> Any:
+    if kind is list:
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: not a {kind.__name__}: {raw!r}") from None
+
+
+def node_config(settings: Mapping[str, Any]) -> NodeConfig:
+    for required in ("id", "listen", "data_dir"):
+        if not settings.get(required):
+            flag = "--" + required.replace("_", "-")
+            raise ConfigError(f"missing {flag} (or {ENV_PREFIX}{required.upper()})")
+    node_id, listen = str(settings["id"]), str(settings["listen"])
+    if ":" not in listen or not listen.rpartition(":")[2].isdigit():
+        raise ConfigError(f"--listen must be HOST:PORT, not {listen!r}")
+    peers = {node_id: str(settings.get("advertise") or f"http://{listen}")}
+    for item in settings.get("peer") or []:
+        peer_id, sep, url = str(item).partition("=")
+        if not sep or not peer_id or not url:
+            raise ConfigError(f"--peer must be ID=URL, not {item!r}")
+        if peer_id in peers:
+            raise ConfigError(f"peer {peer_id!r} given twice (or equal to --id)")
+        peers[peer_id] = url
+    options: dict[str, Any] = {}
+    if settings.get("election_timeout") is not None:
+        options["election_timeout_s"] = float(settings["election_timeout"])
+    if settings.get("heartbeat") is not None:
+        options["heartbeat_s"] = float(settings["heartbeat"])
+    elif "election_timeout_s" in options:
+        options["heartbeat_s"] = options["election_timeout_s"] / 6
+    try:
+        return NodeConfig(
+            node_id, peers, settings["data_dir"], listen=listen,
+            cluster_id=str(settings.get("cluster_id") or "paxlock"),
+            cluster_token=settings.get("cluster_token") or None,
+            learn_mode=str(settings.get("learn_mode") or "primary"), **options,
+        )  # fmt: skip
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+async def serve(config: NodeConfig) -> int:
+    """Run one node until SIGINT/SIGTERM (exit 0) or until its store fails (exit 1)."""
+    node = Node(config)
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    failed = asyncio.ensure_future(node.wait_failed())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    failure = failed.result() if failed.done() else None
+    failed.cancel()
+    await node.stop()
+    if failure is not None:
+        print(f"paxlock: node {config.node_id} stopped: store failed: {failure}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def up(base_port: int, nodes: int, data_dir: Path, host: str = "127.0.0.1") -> int:
+    """A local cluster: one ``paxlock serve`` child process per member, stopped on Ctrl-C."""
+    ids = [f"n{i + 1}" for i in range(nodes)]
+    urls = {node_id: f"http://{host}:{base_port + i}" for i, node_id in enumerate(ids)}
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        for i, node_id in enumerate(ids):
+            command = [sys.executable, "-m", "paxlock.api.cli", "serve", "--id", node_id,
+                       "--listen", f"{host}:{base_port + i}",
+                       "--data-dir", str(data_dir / node_id)]  # fmt: skip
+            for other in ids:
+                if other != node_id:
+                    command += ["--peer", f"{other}={urls[other]}"]
+            children.append(subprocess.Popen(command, env=dict(os.environ)))
+        print(f"paxlock: {nodes}-node cluster on {host}, data under {data_dir}/")
+        for node_id in ids:
+            print(f"  {node_id}  {urls[node_id]}")
+        print(f"try:  curl -s -XPOST {urls[ids[0]]}/v1/leases/demo:acquire "
+              """-d '{"holder": "me", "ttl": 10}'""")  # fmt: skip
+        print("Ctrl-C stops the cluster.", flush=True)
+        while all(child.poll() is None for child in children):
+            try:
+                children[0].wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                continue
+        failed = [ids[i] for i, child in enumerate(children) if child.poll() not in (None, 0)]
+        print(f"paxlock: node(s) {', '.join(failed) or '?'} exited; stopping", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\npaxlock: stopping", flush=True)
+        return 0
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()

@@ -1,0 +1,98 @@
+"""Wires a node's parts to its ``Metrics``: the core's events, the runtime's flushes, the
+transport's messages and the state machine's changes. The core itself never counts: it
+returns events, and this module turns them into samples."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from paxlock.coordinator.core.lease_commands import (
+    Expired,
+    Lease,
+    LeaseCommand,
+    Released,
+    Result,
+)
+from paxlock.coordinator.core.messages import Accept, Accepted, Batch, Chosen, ChosenEntry, Envelope
+from paxlock.coordinator.core.proposer import Role
+from paxlock.coordinator.core.ready import BecamePrimary, CoreEvent, Phase1Started, SteppedDown
+from paxlock.coordinator.metrics import Metrics
+from paxlock.coordinator.ports import Clock, Transport
+from paxlock.coordinator.runtime import Replica
+from paxlock.coordinator.service import LeaseService
+
+
+class CountingTransport:
+    """A transport that counts what it carries (learn messages, phase-2 rounds)."""
+
+    def __init__(self, inner: Transport, metrics: Metrics, peers: int) -> None:
+        self.inner = inner
+        self.metrics = metrics
+        self.peers = max(1, peers)
+
+    def send(self, envelopes: Sequence[Envelope]) -> None:
+        learn = accepts = 0
+        for envelope in envelopes:
+            if isinstance(envelope.msg, Accepted | Chosen):
+                learn += 1
+            elif isinstance(envelope.msg, Accept):
+                accepts += 1
+        if learn:
+            self.metrics.learn_messages.inc(learn)
+        if accepts:
+            self.metrics.phase2_rounds.inc(accepts / self.peers)
+        self.metrics.peer_messages_sent.inc(len(envelopes))
+        self.inner.send(envelopes)
+
+
+class Instrumentation:
+    def __init__(self, metrics: Metrics, clock: Clock) -> None:
+        self.metrics = metrics
+        self.clock = clock
+        self._phase1_started: float | None = None
+
+    def attach(self, replica: Replica, service: LeaseService) -> None:
+        m = self.metrics
+        m.is_primary.set_function(lambda: 1.0 if replica.is_primary else 0.0)
+        m.chosen_index.set_function(lambda: float(replica.node.chosen_index))
+        m.applied_index.set_function(lambda: float(replica.node.chosen_index))
+        m.ballot_round.set_function(lambda: float(replica.node.highest_seen.round))
+        m.leases_held.set_function(lambda: float(len(service.machine.list())))
+        m.waiters.set_function(
+            lambda: float(service.keeper.waiters) if service.keeper.in_office else 0.0
+        )
+
+        def flushed(records: int, messages: int, seconds: float) -> None:
+            if records:
+                m.fsync_latency.observe(seconds)
+                m.fsync_records.observe(records)
+
+        replica.on_flush = flushed
+        service.on_applied = self.on_applied
+
+    def on_entry(self, entry: ChosenEntry) -> None:
+        self.metrics.slots_chosen.inc()
+        if isinstance(entry.value, Batch):
+            self.metrics.batch_size.observe(len(entry.value.commands))
+
+    def on_applied(self, command: LeaseCommand, result: Result) -> None:
+        m = self.metrics
+        if isinstance(result, Lease) and result.token == result.revision:
+            m.grants.inc()
+        elif isinstance(result, Released):
+            m.releases.inc()
+        elif isinstance(result, Expired):
+            m.expiries.inc()
+
+    def on_event(self, event: CoreEvent, role: Role) -> None:
+        m = self.metrics
+        if isinstance(event, Phase1Started):
+            m.phase1_rounds.inc()
+            self._phase1_started = self.clock()
+        elif isinstance(event, BecamePrimary):
+            m.primary_changes.inc()
+            if self._phase1_started is not None:
+                m.phase1_latency.observe(self.clock() - self._phase1_started)
+                self._phase1_started = None
+        elif isinstance(event, SteppedDown):
+            m.primary_changes.inc()
