@@ -1,0 +1,146 @@
+"""The runtime's one hard rule: a promise or an acceptance is durable before the reply that
+reports it leaves the node. A store whose commit hangs must hold every reply back; a store
+whose commit fails must stop the node without a reply ever leaving."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import Sequence
+
+import pytest
+
+from paxlock.coordinator.core.ballot import Ballot
+from paxlock.coordinator.core.messages import (
+    Accept,
+    Accepted,
+    Batch,
+    Envelope,
+    Prepare,
+    Promise,
+    Record,
+)
+from paxlock.coordinator.core.node import CoreConfig
+from paxlock.coordinator.core.ready import DurableState
+from paxlock.coordinator.runtime import Replica, ReplicaFailed
+
+MEMBERS = ("n1", "n2", "n3")
+
+
+class GatedStore:
+    """A store whose commits wait for the test to open a gate (or fail on purpose)."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.called = asyncio.Event()
+        self.fail_with: BaseException | None = None
+        self.durable: list[Record] = []
+
+    async def append(self, records: Sequence[Record]) -> None:
+        self.called.set()
+        await self.gate.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.durable += records
+
+    async def save_snapshot(self, slot: int, data: bytes) -> None:
+        raise NotImplementedError
+
+
+class RecordingTransport:
+    def __init__(self, store: GatedStore) -> None:
+        self.store = store
+        self.sent: list[Envelope] = []
+        self.records_when_sent: list[int] = []
+        self.any_sent = asyncio.Event()
+
+    def send(self, envelopes: Sequence[Envelope]) -> None:
+        self.sent += envelopes
+        self.records_when_sent.append(len(self.store.durable))
+        self.any_sent.set()
+
+
+def follower() -> tuple[Replica, GatedStore, RecordingTransport]:
+    store = GatedStore()
+    transport = RecordingTransport(store)
+    clock = itertools.count(0.0, 0.001).__next__
+    config = CoreConfig("n1", MEMBERS, election=False)
+    replica = Replica(config, DurableState(), store, transport, apply=lambda entry: None,
+                      on_rejected=lambda rejection: None, clock=clock,
+                      rng=random.Random(1))  # fmt: skip
+    return replica, store, transport
+
+
+async def test_a_promise_leaves_only_after_its_record_is_durable() -> None:
+    """Phase 1b: the Promise is sent only once the PromiseRecord is committed."""
+    replica, store, transport = follower()
+    await replica.start()
+    try:
+        replica.receive("n2", Prepare(Ballot(1, "n2"), 1))
+        await asyncio.wait_for(store.called.wait(), 5)
+        for _ in range(20):  # let the loop run freely: nothing may leave while the commit hangs
+            await asyncio.sleep(0)
+        assert transport.sent == []
+        store.gate.set()
+        await asyncio.wait_for(transport.any_sent.wait(), 5)
+        assert [e.msg for e in transport.sent] == [Promise(Ballot(1, "n2"), 1, (), 0)]
+        assert transport.records_when_sent == [1]  # the record was durable when it left
+    finally:
+        await replica.stop()
+
+
+async def test_an_acceptance_leaves_only_after_its_record_is_durable() -> None:
+    """Phase 2b: Accepted is sent only once the AcceptRecord is committed."""
+    replica, store, transport = follower()
+    await replica.start()
+    try:
+        replica.receive("n2", Accept(Ballot(1, "n2"), 1, Batch((b"x",)), 0))
+        await asyncio.wait_for(store.called.wait(), 5)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert transport.sent == []
+        store.gate.set()
+        await asyncio.wait_for(transport.any_sent.wait(), 5)
+        assert any(isinstance(e.msg, Accepted) for e in transport.sent)
+        assert transport.records_when_sent[0] >= 2  # promise raised + acceptance
+    finally:
+        await replica.stop()
+
+
+async def test_a_retransmitted_prepare_waits_for_the_first_promise_to_be_durable() -> None:
+    """The second Prepare needs no new record — but its Promise reports a promise that is
+    durable only once the *first* step's record is: it must wait for that commit too."""
+    replica, store, transport = follower()
+    await replica.start()
+    try:
+        replica.receive("n2", Prepare(Ballot(1, "n2"), 1))
+        await asyncio.wait_for(store.called.wait(), 5)
+        replica.receive("n2", Prepare(Ballot(1, "n2"), 1))  # retransmission, no record
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert transport.sent == []
+        store.gate.set()
+        await asyncio.wait_for(transport.any_sent.wait(), 5)
+        assert all(count >= 1 for count in transport.records_when_sent)
+    finally:
+        await replica.stop()
+
+
+async def test_a_failed_commit_stops_the_node_and_no_reply_ever_leaves() -> None:
+    replica, store, transport = follower()
+    await replica.start()
+    try:
+        replica.receive("n2", Prepare(Ballot(1, "n2"), 1))
+        await asyncio.wait_for(store.called.wait(), 5)
+        store.fail_with = OSError("disk full")
+        store.gate.set()
+        assert replica._task is not None
+        await asyncio.wait_for(asyncio.shield(replica._task), 5)
+        assert isinstance(replica.failure, OSError)
+        assert transport.sent == []
+        with pytest.raises(ReplicaFailed):
+            replica.receive("n2", Prepare(Ballot(2, "n2"), 1))
+        assert transport.sent == []
+    finally:
+        await replica.stop()
