@@ -1,9 +1,31 @@
 """paxlock: an embeddable lock and leader-election service on Multi-Paxos.
 
-The public face. Only the names in ``__all__`` are public.
+The public face. Only the names in ``__all__`` are public. They are loaded on first use, so
+that importing the pure core (``paxlock.coordinator.core``) pulls in no I/O framework.
 """
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Node": "paxlock.api.node",
+    "NodeConfig": "paxlock.api.node",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from paxlock.api.node import Node, NodeConfig
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'paxlock' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -74,11 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import asyncio
     import os
 
     from paxlock.api.logs import configure_logging
-    from paxlock.api.serve import ConfigError, node_config, resolve, serve
+    from paxlock.api.serve import ConfigError, node_config, resolve, run_fast, serve
     from paxlock.persistence import StoreError
 
     try:
@@ -89,7 +88,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(str(settings.get("log_level") or "info"), node=config.node_id)
     try:
-        return asyncio.run(serve(config))
+        return run_fast(serve(config))
     except StoreError as error:
         print(f"paxlock serve: {error}", file=sys.stderr)
         return 2

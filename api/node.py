@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from paxlock.api.embedded import EmbeddedLeases
 from paxlock.api.peer import WS_PATH, PeerTransport, websocket_handler
 from paxlock.coordinator.core.learner import LearnMode
 from paxlock.coordinator.core.leases import LeaseMachine
@@ -98,12 +99,19 @@ class Node:
         self._service: LeaseService | None = None
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
+        self._leases: EmbeddedLeases | None = None
         self.url = config.peers[config.node_id]
 
     @property
     def service(self) -> LeaseService:
         assert self._service is not None, "start() the node first"
         return self._service
+
+    @property
+    def leases(self) -> EmbeddedLeases:
+        """The lease operations in-process, whichever member is the primary."""
+        assert self._leases is not None, "start() the node first"
+        return self._leases
 
     @property
     def app(self) -> web.Application:
@@ -144,6 +152,7 @@ class Node:
             peer_urls=dict(config.peers), reachable=self.transport.reachable,
         )  # fmt: skip
         service_box.append(self._service)
+        self._leases = EmbeddedLeases(self._service, dict(config.peers), config.cluster_token)
         instruments.attach(self.replica, self._service)
         app = create_app(self._service, peers=dict(config.peers), metrics=self.metrics,
                          cluster_token=config.cluster_token)  # fmt: skip
@@ -169,6 +178,8 @@ class Node:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._leases is not None:
+            await self._leases.close()
         if self._service is not None:
             await self._service.close()
         if self.replica is not None:
@@ -179,6 +190,16 @@ class Node:
             await self.store.close()
             self.store = None
         log.info("node_stopped", node=self.config.node_id)
+
+    async def wait_ready(self, timeout_s: float = 10.0) -> None:
+        """Wait until this member is ready to serve (a primary is known and in office, or
+        being followed); raise ``TimeoutError`` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not self.service.readiness()[0]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"node {self.config.node_id} not ready: "
+                                   f"{self.service.readiness()[1]}")  # fmt: skip
+            await asyncio.sleep(0.01)  # polling a local flag, no I/O
 
     async def wait_failed(self) -> BaseException | None:
         """Return the replica's failure once its loop ended (a store failure)."""
