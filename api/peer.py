@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import hmac
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 import msgspec
@@ -144,7 +144,7 @@ def websocket_handler(
     node_id: str,
     cluster_token: str | None,
     deliver: Callable[[str, list[Message]], None],
-) -> Callable[[web.Request], object]:
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The inbound half: ``GET /internal/ws`` from a peer, frames delivered in order."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
