@@ -11,6 +11,7 @@ precision for the SDK.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -50,10 +51,10 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 def error_response(
     status: int, code: str, message: str, *, retry_after_s: float | None = None,
-    headers: dict[str, str] | None = None, **details: Any,
+    headers: dict[str, str] | None = None, details: Mapping[str, Any] | None = None,
 ) -> web.Response:  # fmt: skip
     """The one error shape. Details never override ``error``/``message``."""
-    body = {**details, "error": code, "message": message}
+    body = {**(details or {}), "error": code, "message": message}
     out = dict(headers or {})
     if status == 503:
         retry = DEFAULT_RETRY_AFTER_S if retry_after_s is None else retry_after_s
@@ -70,7 +71,7 @@ def lease_error_response(error: LeaseError) -> web.Response:
     elif isinstance(error, NotPrimary):
         details.setdefault("primary", error.primary)
     return error_response(
-        error.status, error.code, error.message, retry_after_s=retry_after_s, **details
+        error.status, error.code, error.message, retry_after_s=retry_after_s, details=details
     )
 
 

@@ -274,7 +274,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     ready, reason = _service(request).readiness()
     if ready:
         return json_response({"ready": True, "reason": reason})
-    return error_response(503, "unavailable", reason, ready=False, reason=reason)
+    return error_response(503, "unavailable", reason, details={"ready": False, "reason": reason})
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
