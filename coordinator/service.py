@@ -253,13 +253,20 @@ class LeaseService:
             raise Unavailable(reply.outcome.reason)
         return reply
 
-    async def _propose(self, command: LeaseCommand) -> Reply:
+    async def _propose(
+        self, command: LeaseCommand,
+        then: Callable[[Release, float], KeeperReady] | None = None,
+    ) -> Reply:  # fmt: skip
+        """Propose ``command`` for this request; ``then`` lets the keeper propose right
+        behind it (the direct handoff of a released name to its first waiter)."""
         await self._primary()
         key, future = self._request()
         self._seq += 1
         self._mine[self._seq] = command
         self._reply_keys[self._seq] = key
         self.replica.submit(_encode(Proposal(self.origin, self._seq, command)))
+        if then is not None and isinstance(command, Release):
+            self._run(then(command, self.clock()))
         return await self._answer(key, future)
 
     async def acquire(self, name: str, *, holder: str, ttl: float, wait: float = 0.0,
@@ -281,7 +288,8 @@ class LeaseService:
 
     async def release(self, name: str, *, holder: str, token: int,
                       request_id: str | None = None) -> None:  # fmt: skip
-        reply = await self._propose(Release(name, holder, token, request_id))
+        command = Release(name, holder, token, request_id)
+        reply = await self._propose(command, then=self.keeper.release_requested)
         if not isinstance(reply.outcome, Released):
             self._lease_or_raise(name, reply)
 

@@ -109,6 +109,8 @@ class LeaseKeeper:
         self._next_wid = 0
         self._reserved: dict[str, Acquire] = {}
         """Names with an Acquire proposed by this keeper and not yet applied."""
+        self._handoffs: dict[str, _Waiter] = {}
+        """Waiters whose Acquire was proposed right behind the holder's Release."""
         self._renewals: list[_Renewal] = []
         self._round: _Round | None = None
 
@@ -139,6 +141,7 @@ class LeaseKeeper:
         gone = Unavailable("no longer primary")
         replies = [Reply(w.request.key, gone) for q in self._waiters.values() for w in q]
         replies += [Reply(r.key, gone) for r in self._renewals]
+        replies += [Reply(w.request.key, gone) for w in self._handoffs.values()]
         self._reset()
         return replies
 
@@ -174,6 +177,26 @@ class LeaseKeeper:
         else:
             self._park(request, now + request.wait_s)
         return self._ready(ready.proposals, ready.replies)
+
+    def release_requested(self, release: Release, now: float) -> KeeperReady:
+        """Direct handoff in one log round: when the holder asks to release a name that has
+        waiters, the first waiter's Acquire is proposed right behind the Release (the next
+        slot, pipelined), instead of after the Release is applied. Call it after proposing
+        the Release. Should the Release fail, the Acquire is refused ``held`` and the waiter
+        goes back to the head of its queue, unanswered."""
+        name = release.name
+        queue = self._waiters.get(name)
+        if not queue or name in self._reserved or name in self._handoffs:
+            return self._ready()
+        if not self._renewable(name, release.holder, release.token):
+            return self._ready()
+        waiter = queue[0]
+        if waiter.deadline <= now:
+            return self._ready()
+        self._unpark(waiter)
+        self._handoffs[name] = waiter
+        self._reserved[name] = waiter.request.command
+        return self._ready([Propose(waiter.request.command, None)])
 
     def renew(
         self, name: str, holder: str, token: int, key: RequestKey, now: float
@@ -268,6 +291,10 @@ class LeaseKeeper:
         replies: list[Reply] = []
         if isinstance(command, Acquire) and self._reserved.get(command.name) == command:
             del self._reserved[command.name]
+        handoff = self._handoffs.get(command.name)
+        if handoff is not None and handoff.request.command == command:
+            del self._handoffs[command.name]
+            replies.append(Reply(handoff.request.key, Unavailable("not accepted by the primary")))
         return self._ready(self._grant_next(command.name, now, replies), replies)
 
     def tick(self, now: float) -> KeeperReady:
@@ -286,6 +313,13 @@ class LeaseKeeper:
     ) -> None:
         if self._reserved.get(command.name) == command:
             del self._reserved[command.name]
+        handoff = self._handoffs.get(command.name)
+        if handoff is not None and handoff.request.command == command:
+            del self._handoffs[command.name]
+            if isinstance(result, Refused) and result.code == "held":  # the Release failed
+                self._park(handoff.request, handoff.deadline, front=True)
+            else:
+                replies.append(self._reply(handoff.request.key, result, now))
         if isinstance(result, Lease) and self.machine.verify(result.name, result.token).current:
             timer = self._timers.get((_Kind.EXPIRE, result.name))
             if timer is None or timer.token != result.token:  # a grant, not a replay of it
@@ -337,10 +371,14 @@ class LeaseKeeper:
         self._deadlines.cancel((kind, name))
         return self._timers.pop((kind, name), None)
 
-    def _park(self, request: AcquireRequest, deadline: float) -> None:
+    def _park(self, request: AcquireRequest, deadline: float, *, front: bool = False) -> None:
         self._next_wid += 1
         waiter = _Waiter(self._next_wid, request, deadline)
-        self._waiters.setdefault(request.command.name, deque()).append(waiter)
+        queue = self._waiters.setdefault(request.command.name, deque())
+        if front:
+            queue.appendleft(waiter)
+        else:
+            queue.append(waiter)
         self._waiter_by_id[waiter.wid] = waiter
         self._deadlines.set((_Kind.WAIT, waiter.wid), deadline)
         assert len(self._waiter_by_id) <= self.config.waiters_max

@@ -6,6 +6,7 @@ exactly once."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -525,3 +526,57 @@ def test_random_workload_never_ends_a_lease_early_and_answers_every_request_once
             lease_key = (result.name, result.token)
             start = max(granted_at[lease_key], renewed_at.get(lease_key, 0.0))
             assert t >= start + 3.0, "a lease never ends before its TTL"
+
+
+# -- direct handoff in one log round -------------------------------------------------------
+
+
+def _held_with_waiter() -> tuple[Any, Any, Any, Any]:
+    from paxlock.coordinator.core.keeper import AcquireRequest, LeaseKeeper, RequestKey
+    from paxlock.coordinator.core.lease_commands import Acquire
+    from paxlock.coordinator.core.leases import LeaseMachine
+
+    machine, keeper = LeaseMachine(), LeaseKeeper()
+    keeper.take_office(machine, 0.0)
+    first = Acquire("job", "a", 10.0)
+    keeper.on_applied(first, machine.apply(first), 0.0)
+    waiting = Acquire("job", "b", 10.0)
+    ready = keeper.acquire(AcquireRequest(RequestKey(7), waiting, wait_s=5.0), 0.1)
+    assert ready.proposals == [] and ready.replies == []  # parked
+    return machine, keeper, waiting, machine.get("job")
+
+
+def test_release_requested_proposes_the_first_waiter_right_behind_the_release() -> None:
+    """Handoff in one round: the waiter's Acquire goes out before the Release is applied,
+    and the waiter is answered with its grant once both are applied."""
+    from paxlock.coordinator.core.lease_commands import Lease, Release
+
+    machine, keeper, waiting, lease = _held_with_waiter()
+    release = Release("job", "a", lease.token)
+    ready = keeper.release_requested(release, 0.2)
+    assert [p.command for p in ready.proposals] == [waiting]
+    assert ready.proposals[0].reply_to is None  # the keeper answers it itself
+    keeper.on_applied(release, machine.apply(release), 0.3)
+    applied = keeper.on_applied(waiting, machine.apply(waiting), 0.3)
+    (reply,) = applied.replies
+    assert reply.to == 7 and isinstance(reply.outcome, Lease) and reply.outcome.holder == "b"
+    assert applied.proposals == []  # no second grant of the name
+
+
+def test_handoff_behind_a_failed_release_puts_the_waiter_back_unanswered() -> None:
+    from paxlock.coordinator.core.lease_commands import Release
+
+    machine, keeper, waiting, lease = _held_with_waiter()
+    assert keeper.release_requested(Release("job", "a", lease.token), 0.2).proposals
+    # the Release does not make it (say, its Expire got there first under another name's
+    # grant); the speculative Acquire is refused held
+    applied = keeper.on_applied(waiting, machine.apply(waiting), 0.3)
+    assert applied.replies == []
+    assert keeper.waiters == 1  # back in the queue, at its head
+
+
+def test_release_requested_by_a_non_holder_proposes_nothing() -> None:
+    from paxlock.coordinator.core.lease_commands import Release
+
+    _, keeper, _, lease = _held_with_waiter()
+    assert keeper.release_requested(Release("job", "mallory", lease.token), 0.2).proposals == []
