@@ -70,7 +70,45 @@ def build_parser() -> argparse.ArgumentParser:
                         help="node URL (repeatable; default http://127.0.0.1:7001)")
     status.add_argument("--json", action="store_true", help="print the raw cluster object")
     status.set_defaults(handler=_cmd_status)
+
+    lock = commands.add_parser(
+        "lock", help="run a command while holding a lease",
+        description="Hold lease NAME while CMD runs, renewing it; if the lease is lost, CMD "
+        "gets SIGTERM, then SIGKILL, both before anyone else can be granted NAME. CMD sees "
+        "the fencing token in PAXLOCK_TOKEN. Exits with CMD's status; 3 when NAME stayed "
+        "held for --wait, 4 when the cluster is unavailable, 5 when the lease was lost.",
+    )  # fmt: skip
+    lock.add_argument("name", metavar="NAME")
+    lock.add_argument("--ttl", type=float, default=10.0, help="lease TTL in seconds")
+    lock.add_argument("--wait", type=float, default=None,
+                      help="give up after this many seconds (default: wait for ever)")
+    lock.add_argument("--margin", type=float, default=0.2,
+                      help="fraction of the TTL kept as safety margin (default 0.2)")
+    lock.add_argument("--endpoint", action="append",
+                      help="node URL (repeatable; default $PAXLOCK_ENDPOINTS or "
+                      "http://127.0.0.1:7001,7002,7003)")
+    lock.add_argument("--identity", help="holder name (default: host-pid-random)")
+    lock.set_defaults(handler=_cmd_lock, cmd=[])
     return parser
+
+
+def _cmd_lock(args: argparse.Namespace) -> int:
+    import os
+
+    from paxlock.api.lock_command import run_locked
+    from paxlock.api.serve import run_fast
+
+    command = args.cmd
+    if not command:
+        print("paxlock lock: give the command after --", file=sys.stderr)
+        return 2
+    if not args.ttl > 0 or not 0 < args.margin < 1:
+        print("paxlock lock: --ttl must be > 0 and --margin in (0, 1)", file=sys.stderr)
+        return 2
+    endpoints = args.endpoint or os.environ.get("PAXLOCK_ENDPOINTS", "").split(",")
+    endpoints = [e for e in endpoints if e] or [f"http://127.0.0.1:{p}" for p in (7001, 7002, 7003)]
+    return run_fast(run_locked(endpoints, args.name, command, ttl=args.ttl, wait=args.wait,
+                               margin=args.margin, identity=args.identity))  # fmt: skip
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -153,7 +191,16 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "--" in words:  # everything after -- is the command of `paxlock lock`
+        at = words.index("--")
+        words, command = words[:at], words[at + 1:]
+    args = parser.parse_args(words)
+    if command:
+        if args.command != "lock":
+            parser.error("only 'paxlock lock' takes a command after --")
+        args.cmd = command
     handler = args.handler
     return int(handler(args))
 

@@ -119,6 +119,8 @@ def run_fast(main: Coroutine[Any, Any, int]) -> int:
     """Run on uvloop where it is installed (Linux, macOS): the event loop is most of a
     request's CPU time here; plain asyncio otherwise."""
     try:
+        if os.environ.get("PAXLOCK_NO_UVLOOP"):
+            raise ImportError("uvloop disabled by PAXLOCK_NO_UVLOOP")
         import uvloop
     except ImportError:
         return asyncio.run(main)

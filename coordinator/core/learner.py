@@ -109,6 +109,15 @@ class Learner:
             self.applied_index += 1
             learned.append(ChosenEntry(self.applied_index, value))
 
+    def forget_through(self, slot: int) -> None:
+        """A snapshot at ``slot`` stands for every slot up to it: drop the chosen values and
+        votes it covers, and resume delivery after it. Taken here (compaction), it covers
+        applied slots only; installed from a peer, it jumps the applied index forward, and the
+        slots it covers must never be delivered (the state machine gets the snapshot)."""
+        self.applied_index = max(self.applied_index, slot)
+        self.chosen = {s: v for s, v in self.chosen.items() if s > slot}
+        self._votes = {s: v for s, v in self._votes.items() if s > slot}
+
     @property
     def chosen_index(self) -> int:
         """The end of the contiguous chosen prefix (every slot up to it is known chosen)."""

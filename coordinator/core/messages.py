@@ -119,13 +119,29 @@ class HeartbeatAck(msgspec.Struct, frozen=True, tag="heartbeat_ack"):
     seq: int
 
 
+class Snapshot(msgspec.Struct, frozen=True, array_like=True):
+    """The state machine's snapshot after applying every slot up to ``slot``. The core never
+    looks inside ``data``: only the runtime's state machine can read it."""
+
+    slot: int
+    data: bytes
+
+
 class CatchupRequest(msgspec.Struct, frozen=True, tag="catchup_request"):
     from_slot: int
 
 
 class CatchupReply(msgspec.Struct, frozen=True, tag="catchup_reply"):
+    """Chosen slots from the one asked for. When that slot was compacted away, ``snapshot``
+    stands for every slot up to its own, and ``entries`` start right after it.
+
+    Also sent unasked, with no entries, to a proposer whose Accept fell in a compacted slot:
+    it only shows the proposer how far the log is known chosen (see ``Acceptor.on_accept``).
+    """
+
     entries: tuple[ChosenEntry, ...]
     chosen_index: int
+    snapshot: Snapshot | None = None
 
 
 Message: TypeAlias = (
@@ -172,4 +188,13 @@ class ChosenRecord(msgspec.Struct, frozen=True, tag="chosen"):
     value: Value
 
 
-Record: TypeAlias = PromiseRecord | AcceptRecord | ChosenRecord
+class SnapshotRecord(msgspec.Struct, frozen=True, tag="snapshot"):
+    """The state machine's snapshot at applied slot ``slot``: every accepted and chosen entry
+    at or below it may be dropped (compaction). Taken by this node, or installed from a peer
+    by catch-up."""
+
+    slot: int
+    data: bytes
+
+
+Record: TypeAlias = PromiseRecord | AcceptRecord | ChosenRecord | SnapshotRecord

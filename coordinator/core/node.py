@@ -1,17 +1,20 @@
 """One paxlock node's consensus logic: acceptor, learner and proposer composed, plus the
-election of the primary and catch-up. Pure and synchronous: every entry point takes the
-current time and returns a ``Ready``; randomness comes from the injected ``random.Random``.
+election of the primary, catch-up and snapshots (``compact()``, ``Ready.installed``). Pure and
+synchronous: every entry point takes the current time and returns a ``Ready``; randomness
+comes from the injected ``random.Random``.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 from typing import Any
 
 from paxlock.coordinator.core.acceptor import Acceptor
-from paxlock.coordinator.core.ballot import Ballot
-from paxlock.coordinator.core.learner import Learner, LearnMode
+from paxlock.coordinator.core.ballot import Ballot, NodeId
+from paxlock.coordinator.core.catchup import CatchUp, serve
+from paxlock.coordinator.core.config import CoreConfig
+from paxlock.coordinator.core.confirm import Rounds
+from paxlock.coordinator.core.learner import Learner
 from paxlock.coordinator.core.messages import (
     Accept,
     Accepted,
@@ -27,6 +30,8 @@ from paxlock.coordinator.core.messages import (
     Nack,
     Prepare,
     Promise,
+    Snapshot,
+    SnapshotRecord,
     Value,
 )
 from paxlock.coordinator.core.proposer import Proposer, Role
@@ -40,34 +45,7 @@ from paxlock.coordinator.core.ready import (
     SteppedDown,
 )
 
-
-@dataclass(frozen=True, slots=True)
-class CoreConfig:
-    node_id: str
-    members: tuple[str, ...]
-    learn_mode: LearnMode = field(default_factory=lambda: LearnMode("broadcast"))
-    election: bool = True
-    """Off only in tests that drive phase 1 by hand (the notes' dueling proposers)."""
-    election_timeout_s: float = 0.5
-    """T: a follower that heard no primary for a random time in [T, 2T] runs phase 1."""
-    heartbeat_s: float = 0.1
-    retry_s: float = 0.2
-    window: int = 64
-    max_batch: int = 512
-    max_pending: int = 10_000
-    catchup_max_entries: int = 256
-
-    def __post_init__(self) -> None:
-        if self.node_id not in self.members:
-            raise ValueError(f"node {self.node_id!r} is not among members {self.members}")
-        if len(set(self.members)) != len(self.members):
-            raise ValueError("member ids must be unique")
-        if not 0 < self.heartbeat_s < self.election_timeout_s:
-            raise ValueError("heartbeat_s must be positive and below election_timeout_s")
-
-    @property
-    def quorum(self) -> int:
-        return len(self.members) // 2 + 1
+__all__ = ["CoreConfig", "Node"]
 
 
 class Node:
@@ -92,21 +70,20 @@ class Node:
         self.proposer = proposer or Proposer(
             self.id, config.quorum, config.window, config.max_batch, config.max_pending
         )
+        self.snapshot: Snapshot | None = None
+        """The latest snapshot (taken or installed): restored first, and served to nodes
+        behind it. None before the first one."""
+        if durable.snapshot is not None:
+            self.snapshot = Snapshot(durable.snapshot_slot, durable.snapshot)
+            self._forget_through(durable.snapshot_slot)
+        assert self.snapshot is not None or durable.snapshot_slot == 0, "snapshot data missing"
         self.highest_seen: Ballot = self.acceptor.promised
         self.primary_hint: str | None = None
         self.heard_primary_at = float("-inf")
         self.election_deadline = 0.0
         self.next_heartbeat = 0.0
-        self.catchup_due = 0.0
-        self.catchup_target: tuple[str, int] | None = None
-        self.catchup_asked = False
-        """Whether the current source was already asked once (a retry asks another)."""
-        # Confirmation rounds (heartbeats with a sequence number), primary side.
-        self.heartbeat_seq = 0
-        self.confirmed_seq = 0
-        self.confirmed_sent_at = 0.0
-        self._acked: dict[str, int] = {}
-        self._round_sent_at: dict[int, float] = {}
+        self.catchup = CatchUp(self.id, self.members, config.retry_s)
+        self.rounds = Rounds(config.quorum)  # confirmation rounds, primary side
 
     # -- public entry points -----------------------------------------------------------------
 
@@ -122,10 +99,31 @@ class Node:
     def chosen_index(self) -> int:
         return self.learner.chosen_index
 
+    @property
+    def catchup_target(self) -> tuple[str, int] | None:
+        """(a member known to be ahead, its chosen index) while this node is behind."""
+        return self.catchup.target
+
     def start(self, now: float) -> Ready:
-        """First step of an incarnation: deliver the durable chosen log, arm the timer."""
+        """First step of an incarnation: restore the durable snapshot (``installed``), then
+        deliver the durable chosen log after it; arm the timer."""
         out = Ready()
+        if self.snapshot is not None:
+            out.installed = (self.snapshot.slot, self.snapshot.data)
         self._heard_primary(None, now)
+        return self._finish(out, now)
+
+    def compact(self, slot: int, data: bytes, now: float) -> Ready:
+        """The state machine applied every slot up to ``slot`` and its snapshot is ``data``:
+        persist it and drop the chosen and accepted entries it covers (compaction). A slot
+        is compacted only once applied here, so it is chosen and within this node's chosen
+        index, which every Promise reports: no primary proposes into it again."""
+        assert slot <= self.learner.chosen_index, "a snapshot covers applied slots only"
+        assert slot >= self.acceptor.snapshot_slot, "the snapshot slot never goes down"
+        out = Ready()
+        self.snapshot = Snapshot(slot, data)
+        out.records.append(SnapshotRecord(slot, data))
+        self._forget_through(slot)
         return self._finish(out, now)
 
     def receive(self, src: str, msg: Message, now: float) -> Ready:
@@ -166,7 +164,7 @@ class Node:
         out = Ready()
         cfg = self.config
         match self.role:
-            case Role.PRIMARY if now - self.confirmed_sent_at > cfg.election_timeout_s:
+            case Role.PRIMARY if now - self.rounds.confirmed_sent_at > cfg.election_timeout_s:
                 # Check quorum: no majority acked any round sent in the last T, so others may
                 # have elected a successor; stop serving rather than answer from a stale view.
                 out.events.append(SteppedDown(self.ballot, None))
@@ -190,8 +188,10 @@ class Node:
             case Role.FOLLOWER:
                 if cfg.election and now >= self.election_deadline:
                     self._run_phase1(now, out)
-        if self.catchup_target is not None and now >= self.catchup_due:
-            self._request_catchup(now, out)
+        if self.catchup.target is not None and now >= self.catchup.due:
+            asked = self.catchup.ask(self.learner.chosen_index, self.primary_hint, now)
+            if asked is not None:
+                self._send(*asked, out)
         return self._finish(out, now)
 
     def request_confirmation(self, now: float) -> tuple[int | None, Ready]:
@@ -201,7 +201,7 @@ class Node:
         seq = None
         if self.role is Role.PRIMARY:
             self._send_heartbeats(now, out)
-            seq = self.heartbeat_seq
+            seq = self.rounds.seq
         return seq, self._finish(out, now)
 
     def run_phase1(self, now: float) -> Ready:
@@ -217,7 +217,7 @@ class Node:
         if self.role is Role.PRIMARY:
             out.rejected += self.proposer.step_down(None)
         above = max(self.highest_seen, self.acceptor.promised, self.proposer.ballot)
-        ballot = above.successor(self.id)
+        ballot = above.successor(NodeId(self.id))
         self.highest_seen = ballot
         self.acceptor.promise_own(ballot, out.records)
         from_slot = self.learner.chosen_index + 1
@@ -234,6 +234,7 @@ class Node:
         self._saw(msg.ballot, now, out)
         reply = self.acceptor.on_prepare(msg, out.records)
         if isinstance(reply, Promise):
+            assert self.chosen_index >= self.acceptor.snapshot_slot, "compacted slots are chosen"
             reply = Promise(reply.ballot, reply.from_slot, reply.accepted, self.chosen_index)
         self._send(src, reply, out)
 
@@ -241,14 +242,11 @@ class Node:
         if not self.proposer.on_promise(src, msg):
             return
         best = max(self.proposer.promises.items(), key=lambda item: item[1].chosen_index)
-        reproposed = self.proposer.take_office(self.learner.chosen, now)
+        reproposed = self.proposer.take_office(
+            self.learner.chosen, now, chosen_index=self.learner.chosen_index
+        )
         self.primary_hint = self.id
-        # A new ballot starts its rounds afresh (older acks do not count); the phase-1 quorum
-        # that just answered counts as recent contact for the check-quorum rule.
-        self._acked = {}
-        self._round_sent_at = {}
-        self.confirmed_seq = self.heartbeat_seq
-        self.confirmed_sent_at = now
+        self.rounds.restart(now)
         out.events.append(BecamePrimary(self.ballot, reproposed))
         self._note_chosen_index(best[0], best[1].chosen_index, now)
         self._send_heartbeats(now, out)
@@ -268,6 +266,10 @@ class Node:
             return
         self._heard_primary(msg.ballot.node, now)
         self._note_chosen_index(src, msg.chosen_index, now)
+        if result is None:  # a compacted slot: show the proposer it is behind
+            if msg.chosen_index < self.chosen_index and src != self.id:
+                self._send(src, CatchupReply((), self.chosen_index), out)
+            return
         accepted = Accepted(result.ballot, result.slot, result.value)
         for learner in self.config.learn_mode.accepted_targets(msg.ballot.node, self.members):
             self._send(learner, accepted, out)
@@ -317,22 +319,11 @@ class Node:
     def _on_heartbeat_ack(self, src: str, msg: HeartbeatAck, out: Ready) -> None:
         if self.role is not Role.PRIMARY or msg.ballot != self.ballot:
             return
-        if msg.seq > self._acked.get(src, 0):
-            self._acked[src] = msg.seq
-        self._confirm_progress(out)
+        self._confirmed(self.rounds.on_ack(src, msg.seq), out)
 
-    def _confirm_progress(self, out: Ready) -> None:
-        acked = sorted([self.heartbeat_seq, *self._acked.values()], reverse=True)
-        if len(acked) < self.config.quorum:
-            return
-        seq = acked[self.config.quorum - 1]  # the highest round a majority has acked
-        if seq <= self.confirmed_seq:
-            return
-        self.confirmed_seq = seq
-        self.confirmed_sent_at = self._round_sent_at[seq]
-        for old in [s for s in self._round_sent_at if s < seq]:
-            del self._round_sent_at[old]
-        out.events.append(Confirmed(seq, self.confirmed_sent_at))
+    def _confirmed(self, confirmed: Confirmed | None, out: Ready) -> None:
+        if confirmed is not None:
+            out.events.append(confirmed)
 
     def _has_live_primary(self, candidate: str, now: float) -> bool:
         """No disruption by a node that merely lost its own link (DESIGN.md §2): while a
@@ -343,7 +334,7 @@ class Node:
             return False
         t = self.config.election_timeout_s
         if self.role is Role.PRIMARY:
-            return now - self.confirmed_sent_at < t
+            return now - self.rounds.confirmed_sent_at < t
         return (self.role is Role.FOLLOWER and self.primary_hint not in (None, candidate)
                 and now - self.heard_primary_at < t)  # fmt: skip
 
@@ -361,66 +352,44 @@ class Node:
 
     def _send_heartbeats(self, now: float, out: Ready) -> None:
         self.next_heartbeat = now + self.config.heartbeat_s
-        self.heartbeat_seq += 1
-        self._round_sent_at[self.heartbeat_seq] = now
-        beat = Heartbeat(self.ballot, self.learner.chosen_index, self.heartbeat_seq)
+        beat = Heartbeat(self.ballot, self.learner.chosen_index, self.rounds.begin(now))
         for member in self.members:
             if member != self.id:
                 self._send(member, beat, out)
         if self.config.quorum == 1:  # a cluster of one confirms itself
-            self._confirm_progress(out)
+            self._confirmed(self.rounds.progress(), out)
 
-    # -- catch-up ----------------------------------------------------------------------------
+    # -- catch-up and snapshots ---------------------------------------------------------------
 
     def _note_chosen_index(self, src: str, chosen_index: int, now: float) -> None:
-        """Behind the sender: fetch chosen slots, unless ordinary learning fills the gap
-        within one retry interval (the usual case: its Chosen or Accepted are on the way)."""
-        if chosen_index <= self.learner.chosen_index:
-            return
-        if self.catchup_target is None:
-            self.catchup_due = now + self.config.retry_s
-        elif self.catchup_target[1] >= chosen_index:
-            return
-        self.catchup_target = (src, chosen_index)
-        self.catchup_asked = False
-
-    def _request_catchup(self, now: float, out: Ready) -> None:
-        assert self.catchup_target is not None
-        src, target = self.catchup_target
-        if target <= self.learner.chosen_index:
-            self.catchup_target = None
-            return
-        # The first request goes to whoever showed us ahead; a retry (that source may have
-        # crashed) goes to the known primary, else to the next member in turn.
-        if self.catchup_asked:
-            others = [m for m in self.members if m != self.id]
-            if self.primary_hint not in (None, self.id, src):
-                src = self.primary_hint  # type: ignore[assignment]
-            elif others:
-                src = others[(others.index(src) + 1) % len(others)] if src in others else others[0]
-            self.catchup_target = (src, target)
-        self.catchup_asked = True
-        self.catchup_due = now + self.config.retry_s
-        self._send(src, CatchupRequest(self.learner.chosen_index + 1), out)
+        self.catchup.note(src, chosen_index, self.learner.chosen_index, now)
 
     def _on_catchup_request(self, src: str, msg: CatchupRequest, out: Ready) -> None:
-        entries = []
-        chosen = self.learner.chosen
-        for slot in range(msg.from_slot, msg.from_slot + self.config.catchup_max_entries):
-            value = chosen.get(slot)
-            if value is None:
-                break
-            entries.append(ChosenEntry(slot, value))
-        self._send(src, CatchupReply(tuple(entries), self.learner.chosen_index), out)
+        reply = serve(msg, self.learner.chosen, self.learner.chosen_index, self.snapshot,
+                      self.config.catchup_max_entries)  # fmt: skip
+        self._send(src, reply, out)
 
     def _on_catchup_reply(self, src: str, msg: CatchupReply, now: float, out: Ready) -> None:
+        if msg.snapshot is not None and msg.snapshot.slot > self.learner.chosen_index:
+            self._install(msg.snapshot, out)
         for entry in msg.entries:
             self._learned(entry.slot, entry.value, out, by_learner=True)
         self.learner.deliver(out.learned)
-        if msg.entries and msg.chosen_index > self.learner.chosen_index:
-            self.catchup_target = (src, msg.chosen_index)
-            self.catchup_asked = False
-            self.catchup_due = now  # more to fetch: ask again at once
+        self.catchup.on_reply(src, msg, self.learner.chosen_index, now)
+
+    def _install(self, snapshot: Snapshot, out: Ready) -> None:
+        """Jump to a peer's snapshot: it stands for every slot up to its own, all chosen."""
+        assert not out.learned, "the state machine is replaced before anything after it"
+        self.snapshot = snapshot
+        out.records.append(SnapshotRecord(snapshot.slot, snapshot.data))
+        out.installed = (snapshot.slot, snapshot.data)
+        self._forget_through(snapshot.slot)
+
+    def _forget_through(self, slot: int) -> None:
+        """Every slot up to ``slot`` is covered by the snapshot: no role keeps or wants it."""
+        self.learner.forget_through(slot)
+        self.acceptor.compact(slot)
+        self.proposer.forget_through(slot)
 
     # -- output ------------------------------------------------------------------------------
 
@@ -449,8 +418,8 @@ class Node:
             case Role.FOLLOWER:
                 if self.config.election:
                     deadlines.append(self.election_deadline)
-        if self.catchup_target is not None:
-            deadlines.append(self.catchup_due)
+        if self.catchup.target is not None:
+            deadlines.append(self.catchup.due)
         return min(deadlines) if deadlines else float("inf")
 
     def accepted_entries(self) -> dict[int, AcceptedEntry]:

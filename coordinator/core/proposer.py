@@ -81,14 +81,16 @@ class Proposer:
         accepted anything in the slot, any value: a no-op fills the hole."""
         return NOOP if reported is None else reported.value
 
-    def take_office(self, chosen: dict[int, Value], now: float) -> int:
+    def take_office(self, chosen: dict[int, Value], now: float, *, chosen_index: int = 0) -> int:
         """Phase 2a after a majority promised: re-propose every open slot the quorum reported
         (P2c(b)), fill holes with no-ops, and number new batches after them. Slots that a
-        promiser already knows chosen need no proposal (they are fetched by catch-up).
-        Returns how many slots are queued for re-proposal."""
+        promiser (or this node: ``chosen_index``) already knows chosen need no proposal (they
+        are fetched by catch-up); this is also what keeps a primary out of compacted slots,
+        whose accepted entries no promise reports any more. Returns how many slots are queued
+        for re-proposal."""
         assert self.role is Role.CANDIDATE and len(self.promises) >= self.quorum
         highest: dict[int, AcceptedEntry] = {}
-        known_chosen = self.from_slot - 1
+        known_chosen = max(self.from_slot - 1, chosen_index)
         for promise in self.promises.values():
             known_chosen = max(known_chosen, promise.chosen_index)
             for entry in promise.accepted:
@@ -137,6 +139,12 @@ class Proposer:
 
     def on_chosen(self, slot: int) -> None:
         self.in_flight.pop(slot, None)
+
+    def forget_through(self, slot: int) -> None:
+        """A snapshot covers every slot up to ``slot``: they are chosen, propose none again."""
+        self.in_flight = {s: f for s, f in self.in_flight.items() if s > slot}
+        self.recovery = deque((s, v) for s, v in self.recovery if s > slot)
+        self.next_slot = max(self.next_slot, slot + 1)
 
     def due_retransmits(self, now: float, retry_s: float) -> list[tuple[int, Value]]:
         due = []

@@ -1,7 +1,8 @@
 """What one step of the core returns, and the durable state it is rebuilt from.
 
 Like etcd-raft's ``Ready``: the runtime must make ``records`` durable (fsync) *before* any of
-``messages`` leaves the node, then apply ``learned`` in order. The core itself does no I/O.
+``messages`` leaves the node, then replace its state machine with ``installed`` (if set), then
+apply ``learned`` in order. The core itself does no I/O.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from paxlock.coordinator.core.messages import (
     Envelope,
     PromiseRecord,
     Record,
+    SnapshotRecord,
     Value,
 )
 
@@ -69,10 +71,14 @@ CoreEvent = BecamePrimary | SteppedDown | Phase1Started | Confirmed
 
 @dataclass(slots=True)
 class Ready:
-    """The effects of one step. Order of obligations: persist, send, apply."""
+    """The effects of one step. Order of obligations: persist, send, install, apply."""
 
     records: list[Record] = field(default_factory=list)
     messages: list[Envelope] = field(default_factory=list)
+    installed: tuple[int, bytes] | None = None
+    """``(slot, data)``: replace the state machine with this snapshot *before* applying
+    ``learned`` (which then starts at ``slot + 1``). Set when catch-up installed a peer's
+    snapshot, and by ``start()`` of a node restarted from a snapshot."""
     learned: list[ChosenEntry] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     events: list[CoreEvent] = field(default_factory=list)
@@ -82,7 +88,9 @@ class Ready:
 
 @dataclass(slots=True)
 class DurableState:
-    """Everything a node keeps across a crash: its acceptor state and its chosen log.
+    """Everything a node keeps across a crash: its acceptor state, its chosen log and the
+    latest snapshot of its state machine, which stands for every slot up to ``snapshot_slot``
+    (no accepted or chosen entry at or below it is kept).
 
     ``apply()`` is the one definition of what a record means; the in-memory store of the
     simulator and the SQLite store must agree with it.
@@ -91,6 +99,8 @@ class DurableState:
     promised: Ballot = ZERO_BALLOT
     accepted: dict[int, AcceptedEntry] = field(default_factory=dict)
     chosen: dict[int, Value] = field(default_factory=dict)
+    snapshot_slot: int = 0
+    snapshot: bytes | None = None
 
     def apply(self, record: Record) -> None:
         match record:
@@ -99,10 +109,19 @@ class DurableState:
                 self.promised = ballot
             case AcceptRecord(slot=slot, ballot=ballot, value=value):
                 assert ballot <= self.promised, "accepted ballot never exceeds the promise"
+                assert slot > self.snapshot_slot, "nothing is accepted in a compacted slot"
                 self.accepted[slot] = AcceptedEntry(slot, ballot, value)
             case ChosenRecord(slot=slot, value=value):
+                assert slot > self.snapshot_slot, "a compacted slot is never learned again"
                 previous = self.chosen.setdefault(slot, value)
                 assert previous == value, "a chosen slot's value never changes"
+            case SnapshotRecord(slot=slot, data=data):
+                assert slot >= self.snapshot_slot, "the snapshot slot never goes down"
+                self.snapshot_slot = slot
+                self.snapshot = data
+                self.accepted = {s: e for s, e in self.accepted.items() if s > slot}
+                self.chosen = {s: v for s, v in self.chosen.items() if s > slot}
 
     def copy(self) -> DurableState:
-        return DurableState(self.promised, dict(self.accepted), dict(self.chosen))
+        return DurableState(self.promised, dict(self.accepted), dict(self.chosen),
+                            self.snapshot_slot, self.snapshot)  # fmt: skip

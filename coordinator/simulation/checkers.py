@@ -11,7 +11,10 @@ later. Each check is named after the requirement of the notes it enforces:
 - ``P2a``       (d) once v is chosen at ballot b, every proposal accepted at a higher ballot
                 in that slot has value v;
 - ``P2b``       (e) ... every proposal *issued* at a higher ballot in that slot has value v;
-- ``prefix``    (f) the learners' logs are prefixes of one another;
+- ``prefix``    (f) the learners' logs are prefixes of one another; a log may resume right
+                after a snapshot (installed by catch-up, or restored at restart), and every
+                snapshot must equal the state machine's state after the chosen prefix up to
+                its slot (folded from the ground truth, see ``machine.py``);
 - ``liveness``  (g) once faults stop, every submitted command is chosen and learned by every
                 node within the remaining steps.
 """
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 
 from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.messages import Batch, ChosenEntry, Value
+from paxlock.coordinator.simulation.machine import INITIAL, fold, snapshot_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,10 @@ class Checker:
         self.logs: dict[tuple[str, int], int] = {}
         self.violations: list[Violation] = []
         self.decisions = 0
+        self.chain = [INITIAL]
+        """The state machine's state after each slot of the ground-truth chosen prefix."""
+        self.installs = 0
+        """Snapshots installed by catch-up (restores at restart not counted)."""
 
     def _fail(self, check: str, detail: str) -> None:
         self.violations.append(Violation(check, self.step, detail))
@@ -144,6 +152,33 @@ class Checker:
         if truth is None or truth[1] != entry.value:
             self._fail("learned", f"{node} delivered {entry.value} in slot {entry.slot}, "
                                   f"which is not chosen there")  # fmt: skip
+
+    def on_snapshot(self, node: str, slot: int, data: bytes) -> None:
+        """A node persisted a snapshot (taken or installed): it must be the state after the
+        chosen prefix up to ``slot`` — a snapshot past the applied slots, or of corrupted
+        content, would silently change the replicated state."""
+        while len(self.chain) <= slot:
+            truth = self.first_chosen(len(self.chain))
+            if truth is None:
+                self._fail("prefix", f"{node} has a snapshot at slot {slot}, but slot "
+                                     f"{len(self.chain)} is not chosen")  # fmt: skip
+                return
+            self.chain.append(fold(self.chain[-1], truth[1]))
+        if data != snapshot_bytes(slot, self.chain[slot]):
+            self._fail("prefix", f"{node}'s snapshot at slot {slot} is not the state of the "
+                                 f"chosen prefix up to it")  # fmt: skip
+
+    def on_install(self, node: str, incarnation: int, slot: int, data: bytes, *,
+                   transferred: bool) -> None:  # fmt: skip
+        """A node replaced its state machine with a snapshot (from a peer by catch-up, or its
+        own at restart): its log resumes right after ``slot``, never goes back."""
+        key = (node, incarnation)
+        last = self.logs.get(key, 0)
+        if slot < last:
+            self._fail("prefix", f"{node} installed a snapshot at slot {slot} after slot {last}")
+        self.logs[key] = max(last, slot)
+        self.installs += transferred
+        self.on_snapshot(node, slot, data)
 
     def check_liveness(self, delivered_by_node: dict[str, int]) -> None:
         missing = sorted(self.submitted - self.chosen_commands)

@@ -36,19 +36,24 @@ class Summary:
     steps: int = 0
     decisions: int = 0
     violations: int = 0
+    compactions: int = 0
+    installs: int = 0
     failed: list[Result] | None = None
 
     def add(self, result: Result) -> None:
         self.seeds += 1
         self.steps += result.steps
         self.decisions += result.decisions
+        self.compactions += result.compactions
+        self.installs += result.installs
         if result.violations:
             self.violations += len(result.violations)
             self.failed = (self.failed or []) + [result]
 
     def line(self) -> str:
         return (f"seeds={self.seeds} steps={self.steps} decisions={self.decisions} "
-                f"violations={self.violations}")  # fmt: skip
+                f"violations={self.violations} compactions={self.compactions} "
+                f"snapshot_installs={self.installs}")  # fmt: skip
 
 
 def run_many(seeds: Iterable[int], steps: int, nodes: int | None = None,

@@ -9,6 +9,11 @@ The runtime's rule "persist, then send" is modelled literally: a node's records 
 first, then — unless the node crashes in between, which the simulation injects — its messages
 leave. A crash loses all volatile state; a restarted node is rebuilt from its disk alone.
 
+Each node runs a tiny state machine (``machine.HashChain``) over the values it delivers and
+compacts its log through ``Node.compact`` every 10–40 applied slots (seeded), so that nodes
+that crashed or lagged behind must catch up by snapshot transfer; an ``installed`` snapshot
+replaces the state machine before the step's ``learned`` values are applied, as in the runtime.
+
 A run has a *safety phase* (every fault on) and then a *liveness phase*: faults stop, crashed
 nodes restart, the network heals, and every submitted command must be chosen and learned by
 every node before the last step.
@@ -29,11 +34,13 @@ from paxlock.coordinator.core.messages import (
     Chosen,
     ChosenRecord,
     Envelope,
+    SnapshotRecord,
 )
 from paxlock.coordinator.core.node import CoreConfig, Node
 from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.ready import DurableState, Ready
 from paxlock.coordinator.simulation.checkers import Checker, Violation
+from paxlock.coordinator.simulation.machine import HashChain
 from paxlock.coordinator.simulation.network import Network, NetworkFaults
 
 NodeFactory = Callable[[CoreConfig, DurableState, random.Random], Node]
@@ -62,6 +69,8 @@ class SimConfig:
     max_outstanding: int = 16
     window: int = 8
     max_batch: int = 4
+    compact_every: tuple[int, int] = (10, 40)
+    """A node compacts after applying a seeded number of slots in this range (inclusive)."""
 
     def core(self, node_id: str, members: tuple[str, ...]) -> CoreConfig:
         return CoreConfig(
@@ -79,6 +88,9 @@ class SimNode:
     incarnation: int = 0
     tick_at: float = float("inf")
     delivered: int = 0
+    machine: HashChain = field(default_factory=HashChain)
+    compact_at: int = 0
+    """Compact once ``delivered`` reaches this slot."""
 
 
 @dataclass(slots=True)
@@ -90,6 +102,9 @@ class Result:
     learn_messages: int
     sim_time_s: float
     trace: list[str] = field(default_factory=list)
+    compactions: int = 0
+    installs: int = 0
+    """Snapshots installed by catch-up (transfers; restores at restart not counted)."""
 
 
 def default_node(config: CoreConfig, durable: DurableState, rng: random.Random) -> Node:
@@ -128,6 +143,8 @@ class Simulation:
         self.outstanding: dict[bytes, str | None] = {}  # command -> node to send it to
         self.next_command = 0
         self.learn_messages = 0
+        self.compactions = 0
+        self.compact_rng = random.Random(f"paxlock-sim/{seed}/compact")
 
     # -- event queue -------------------------------------------------------------------------
 
@@ -145,6 +162,8 @@ class Simulation:
         sim_node.incarnation += 1
         sim_node.delivered = 0
         sim_node.tick_at = float("inf")
+        sim_node.machine = HashChain()
+        sim_node.compact_at = sim_node.disk.snapshot_slot + self._compact_interval()
         rng = random.Random(f"paxlock-sim/{self.seed}/{sim_node.id}/{sim_node.incarnation}")
         config = self.config.core(sim_node.id, self.members)
         sim_node.node = self.node_factory(config, sim_node.disk.copy(), rng)
@@ -158,8 +177,12 @@ class Simulation:
         restart_in = self.rng.expovariate(1 / self.config.crash_every_s)
         self._at(self.now + restart_in, ("restart", sim_node.id))
 
+    def _compact_interval(self) -> int:
+        return self.compact_rng.randint(*self.config.compact_every)
+
     def _process(self, sim_node: SimNode, ready: Ready) -> None:
-        """Persist, then (unless crashed in between) send; then apply and arm the timer."""
+        """Persist, then (unless crashed in between) send; then install, apply, maybe compact,
+        and arm the timer."""
         checker = self.checker
         for record in ready.records:
             sim_node.disk.apply(record)
@@ -167,6 +190,8 @@ class Simulation:
                 checker.on_accept_record(sim_node.id, record.slot, record.ballot, record.value)
             elif isinstance(record, ChosenRecord):
                 checker.on_learn(sim_node.id, record.slot, record.value)
+            elif isinstance(record, SnapshotRecord):
+                checker.on_snapshot(sim_node.id, record.slot, record.data)
         if (
             self.faults_on
             and ready.messages
@@ -176,15 +201,42 @@ class Simulation:
             return
         for envelope in ready.messages:
             self._send(envelope)
+        if ready.installed is not None:
+            self._install(sim_node, ready)
+        machine = sim_node.machine
         for entry in ready.learned:
             checker.on_deliver(sim_node.id, sim_node.incarnation, entry)
             sim_node.delivered = entry.slot
+            machine.apply(entry.slot, entry.value)
         for rejection in ready.rejected:
             if rejection.command in self.outstanding:
                 self.outstanding[rejection.command] = rejection.primary_hint
         if ready.deadline is not None and ready.deadline < sim_node.tick_at:
             sim_node.tick_at = max(ready.deadline, self.now)
             self._at(sim_node.tick_at, ("tick", sim_node.id, sim_node.incarnation))
+        if sim_node.delivered >= sim_node.compact_at and sim_node.node is not None:
+            self._compact(sim_node)
+
+    def _install(self, sim_node: SimNode, ready: Ready) -> None:
+        """Replace the state machine with the snapshot, before any value after it."""
+        assert ready.installed is not None
+        slot, data = ready.installed
+        transferred = any(isinstance(r, SnapshotRecord) for r in ready.records)
+        self._log(f"{sim_node.id} installs a snapshot at slot {slot}"
+                  f"{' from a peer' if transferred else ''}")  # fmt: skip
+        sim_node.machine.restore(data)
+        sim_node.delivered = slot
+        self.checker.on_install(sim_node.id, sim_node.incarnation, slot, data,
+                                transferred=transferred)  # fmt: skip
+
+    def _compact(self, sim_node: SimNode) -> None:
+        """Snapshot the state machine at the applied slot, as a runtime would."""
+        assert sim_node.node is not None
+        slot = sim_node.delivered
+        sim_node.compact_at = slot + self._compact_interval()
+        self.compactions += 1
+        self._log(f"{sim_node.id} compacts at slot {slot}")
+        self._process(sim_node, sim_node.node.compact(slot, sim_node.machine.snapshot(), self.now))
 
     def _send(self, envelope: Envelope) -> None:
         msg = envelope.msg
@@ -317,7 +369,7 @@ class Simulation:
             checker.check_liveness({n.id: n.delivered for n in self.nodes.values()})
         return Result(
             self.seed, checker.step, checker.decisions, list(checker.violations),
-            self.learn_messages, self.now, self.trace,
+            self.learn_messages, self.now, self.trace, self.compactions, checker.installs,
         )  # fmt: skip
 
     def primaries(self) -> list[str]:

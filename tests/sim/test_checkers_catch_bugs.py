@@ -18,13 +18,20 @@ from paxlock.coordinator.core.messages import (
     AcceptedEntry,
     AcceptRecord,
     Batch,
+    CatchupReply,
     ChosenEntry,
+    Envelope,
+    Message,
+    Promise,
     PromiseRecord,
     Record,
+    Snapshot,
+    SnapshotRecord,
+    Value,
 )
 from paxlock.coordinator.core.node import CoreConfig, Node
 from paxlock.coordinator.core.proposer import Proposer
-from paxlock.coordinator.core.ready import DurableState
+from paxlock.coordinator.core.ready import DurableState, Ready
 from paxlock.coordinator.simulation.runner import config_for
 from paxlock.coordinator.simulation.sim import DiskFactory, NodeFactory, Simulation
 
@@ -33,9 +40,12 @@ STEPS = 2000
 
 
 class AcceptsBelowPromise(Acceptor):
-    """Breaks P1a: accepts whatever ballot arrives, even below its promise."""
+    """Breaks P1a: accepts whatever ballot arrives, even below its promise (compacted slots
+    aside: that is another rule, and breaking it too would trip an assertion first)."""
 
-    def on_accept(self, msg: Accept, records: list[Record]) -> AcceptedEntry:
+    def on_accept(self, msg: Accept, records: list[Record]) -> AcceptedEntry | None:
+        if msg.slot <= self.snapshot_slot:
+            return None
         if msg.ballot > self.promised:
             self.promised = msg.ballot
             records.append(PromiseRecord(msg.ballot))
@@ -62,6 +72,19 @@ class IgnoresPhase1bValues(Proposer):
 
     def value_for(self, slot: int, reported: AcceptedEntry | None) -> object:
         return NOOP
+
+
+class IgnoresPromisedChosenIndex(Proposer):
+    """Takes office as if no promiser knew any slot chosen: with compaction, the slots an
+    acceptor compacted are reported by nothing but its chosen index, so this proposer takes
+    them for holes and proposes new batches into chosen slots."""
+
+    def on_promise(self, acceptor: str, msg: Promise) -> bool:
+        return super().on_promise(acceptor, Promise(msg.ballot, msg.from_slot, msg.accepted))
+
+    def take_office(self, chosen: dict[int, Value], now: float, *,
+                    chosen_index: int = 0) -> int:  # fmt: skip
+        return super().take_office(chosen, now)
 
 
 class LearnsFromOneAcceptor(Learner):
@@ -97,7 +120,43 @@ class ForgetsPromises(DurableState):
                 super().apply(record)
 
     def copy(self) -> DurableState:
-        return ForgetsPromises(self.promised, dict(self.accepted), dict(self.chosen))
+        return ForgetsPromises(self.promised, dict(self.accepted), dict(self.chosen),
+                               self.snapshot_slot, self.snapshot)  # fmt: skip
+
+
+def _flip(data: bytes) -> bytes:
+    return data[:-1] + bytes([data[-1] ^ 1])
+
+
+class CorruptsSnapshots(Node):
+    """Persists a snapshot whose content is not its state machine's (a bad serializer)."""
+
+    def compact(self, slot: int, data: bytes, now: float) -> Ready:
+        return super().compact(slot, _flip(data), now)
+
+
+class CompactsPastApplied(Node):
+    """Labels its snapshot one slot past what its state machine applied, dropping that slot."""
+
+    def compact(self, slot: int, data: bytes, now: float) -> Ready:
+        ready = super().compact(slot, data, now)
+        ready.records = [SnapshotRecord(r.slot + 1, r.data) if isinstance(r, SnapshotRecord)
+                         else r for r in ready.records]  # fmt: skip
+        return ready
+
+
+class ServesCorruptSnapshots(Node):
+    """Keeps a good snapshot but ships a corrupted copy to nodes that catch up from it."""
+
+    def receive(self, src: str, msg: Message, now: float) -> Ready:
+        ready = super().receive(src, msg, now)
+        for i, envelope in enumerate(ready.messages):
+            reply = envelope.msg
+            if isinstance(reply, CatchupReply) and reply.snapshot is not None:
+                bad = Snapshot(reply.snapshot.slot, _flip(reply.snapshot.data))
+                reply = CatchupReply(reply.entries, reply.chosen_index, bad)
+                ready.messages[i] = Envelope(envelope.src, envelope.dst, reply)
+        return ready
 
 
 def node_with(
@@ -175,6 +234,12 @@ def test_check_e_p2b_catches_a_proposer_that_ignores_phase1b_values() -> None:
     assert checks_fired(node_with(proposer=IgnoresPhase1bValues)).get("P2b", 0) > 0
 
 
+def test_check_e_p2b_catches_a_primary_that_proposes_into_compacted_slots() -> None:
+    """Compaction's safety rests on the promise's chosen index: ignore it and a new primary
+    proposes new values into slots already chosen (and compacted away) — P2b breaks."""
+    assert checks_fired(node_with(proposer=IgnoresPromisedChosenIndex)).get("P2b", 0) > 0
+
+
 def test_check_e_p2b_catches_an_acceptor_that_forgets_its_promise_on_restart() -> None:
     """A forgotten promise lets a restarted node reissue an old ballot: P2b breaks."""
     assert checks_fired(disk_factory=ForgetsPromises).get("P2b", 0) > 0
@@ -183,6 +248,23 @@ def test_check_e_p2b_catches_an_acceptor_that_forgets_its_promise_on_restart() -
 def test_check_f_prefix_catches_a_learner_that_delivers_out_of_order() -> None:
     """(f) the learners' logs are prefixes of one another."""
     assert checks_fired(node_with(learner=DeliversOutOfOrder)).get("prefix", 0) > 0
+
+
+@pytest.mark.parametrize(
+    "broken", [CorruptsSnapshots, CompactsPastApplied, ServesCorruptSnapshots],
+    ids=["corrupt-snapshot", "compacts-past-applied", "installs-corrupt-snapshot"],
+)  # fmt: skip
+def test_check_f_prefix_catches_a_snapshot_that_is_not_the_chosen_prefix(
+    broken: type[Node],
+) -> None:
+    """(f) a log that resumes after a snapshot is a prefix of the others only if the snapshot
+    is the state of the chosen prefix up to its slot: a wrong one (taken, or installed from a
+    peer by catch-up) is caught."""
+
+    def build(config: CoreConfig, durable: DurableState, rng: random.Random) -> Node:
+        return broken(config, durable, rng)
+
+    assert checks_fired(build).get("prefix", 0) > 0
 
 
 def test_check_g_liveness_catches_a_cluster_that_never_elects_a_primary() -> None:

@@ -49,6 +49,8 @@ class _Cluster:
         self.sent: list[Envelope] = []
         """Every envelope a node handed to the network, in order (lost ones included)."""
         self.learned: dict[str, list[ChosenEntry]] = {m: [] for m in self.members}
+        self.installed: dict[str, list[tuple[int, bytes]]] = {m: [] for m in self.members}
+        """Snapshots each node was told to install (``Ready.installed``), in order."""
         self.events: list[tuple[str, CoreEvent]] = []
         self.rejected: list[tuple[str, Rejection]] = []
         self.deadlines = dict.fromkeys(self.members, INF)
@@ -67,6 +69,7 @@ class _Cluster:
         """Crash (volatile state lost) and restart from the disk alone."""
         self._boot(node_id)
         self.learned[node_id] = []
+        self.installed[node_id] = []
         return self.start(node_id)
 
     # -- one step of one node ------------------------------------------------------------------
@@ -78,7 +81,10 @@ class _Cluster:
             assert envelope.src == node_id
             self.sent.append(envelope)
             self._enqueue(envelope)
-        self.learned[node_id] += ready.learned
+        if ready.installed is not None:  # the state machine is replaced first ...
+            self.installed[node_id].append(ready.installed)
+            self.learned[node_id] = []
+        self.learned[node_id] += ready.learned  # ... then what comes after it is applied
         self.events += [(node_id, event) for event in ready.events]
         self.rejected += [(node_id, rejection) for rejection in ready.rejected]
         self.deadlines[node_id] = INF if ready.deadline is None else ready.deadline

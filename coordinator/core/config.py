@@ -1,0 +1,36 @@
+"""A node's consensus configuration (static membership, timers, bounds)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from paxlock.coordinator.core.learner import LearnMode
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    node_id: str
+    members: tuple[str, ...]
+    learn_mode: LearnMode = field(default_factory=lambda: LearnMode("broadcast"))
+    election: bool = True
+    """Off only in tests that drive phase 1 by hand (the notes' dueling proposers)."""
+    election_timeout_s: float = 0.5
+    """T: a follower that heard no primary for a random time in [T, 2T] runs phase 1."""
+    heartbeat_s: float = 0.1
+    retry_s: float = 0.2
+    window: int = 64
+    max_batch: int = 512
+    max_pending: int = 10_000
+    catchup_max_entries: int = 256
+
+    def __post_init__(self) -> None:
+        if self.node_id not in self.members:
+            raise ValueError(f"node {self.node_id!r} is not among members {self.members}")
+        if len(set(self.members)) != len(self.members):
+            raise ValueError("member ids must be unique")
+        if not 0 < self.heartbeat_s < self.election_timeout_s:
+            raise ValueError("heartbeat_s must be positive and below election_timeout_s")
+
+    @property
+    def quorum(self) -> int:
+        return len(self.members) // 2 + 1

@@ -1,0 +1,55 @@
+"""Confirmation rounds of the primary: heartbeats with a sequence number.
+
+Once a majority acked round ``seq``, the primary knows it was still primary at some instant
+after it sent that round (DESIGN.md §3, renew and linearizable reads): any successor needs a
+promise from one of the acceptors that acked, so it took office after the ack.
+"""
+
+from __future__ import annotations
+
+from paxlock.coordinator.core.ready import Confirmed
+
+
+class Rounds:
+    __slots__ = ("quorum", "seq", "confirmed_seq", "confirmed_sent_at", "_acked", "_sent_at")
+
+    def __init__(self, quorum: int) -> None:
+        self.quorum = quorum
+        self.seq = 0
+        """The last round sent."""
+        self.confirmed_seq = 0
+        self.confirmed_sent_at = 0.0
+        self._acked: dict[str, int] = {}
+        self._sent_at: dict[int, float] = {}
+
+    def restart(self, now: float) -> None:
+        """A new ballot starts its rounds afresh (older acks do not count); the phase-1
+        quorum that just answered counts as recent contact for the check-quorum rule."""
+        self._acked = {}
+        self._sent_at = {}
+        self.confirmed_seq = self.seq
+        self.confirmed_sent_at = now
+
+    def begin(self, now: float) -> int:
+        self.seq += 1
+        self._sent_at[self.seq] = now
+        return self.seq
+
+    def on_ack(self, src: str, seq: int) -> Confirmed | None:
+        if seq > self._acked.get(src, 0):
+            self._acked[src] = seq
+        return self.progress()
+
+    def progress(self) -> Confirmed | None:
+        """The newly confirmed round, if a majority (this node included) acked a later one."""
+        acked = sorted([self.seq, *self._acked.values()], reverse=True)
+        if len(acked) < self.quorum:
+            return None
+        seq = acked[self.quorum - 1]  # the highest round a majority has acked
+        if seq <= self.confirmed_seq:
+            return None
+        self.confirmed_seq = seq
+        self.confirmed_sent_at = self._sent_at[seq]
+        for old in [s for s in self._sent_at if s < seq]:
+            del self._sent_at[old]
+        return Confirmed(seq, self.confirmed_sent_at)
