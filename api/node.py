@@ -49,6 +49,8 @@ class NodeConfig:
     election_timeout_s: float = 0.3
     heartbeat_s: float = 0.05
     retry_s: float = 0.1
+    snapshot_every: int = 5000
+    """Snapshot the lease state machine and compact the log every this many slots."""
     serve_http: bool = True
     """False to only build ``Node.app`` for mounting into a host application."""
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -125,8 +127,9 @@ class Node:
         self.store = await SqliteStore.open(config.data_dir, node_id=config.node_id,
                                             cluster_id=config.cluster_id)  # fmt: skip
         loaded = self.store.load()
-        machine = (LeaseMachine.restore(loaded.snapshot) if loaded.snapshot is not None
-                   else LeaseMachine())  # fmt: skip
+        durable = loaded.durable
+        durable.snapshot_slot, durable.snapshot = loaded.snapshot_slot, loaded.snapshot
+        machine = LeaseMachine()  # the snapshot, if any, is installed by the first step
         self.transport = PeerTransport(config.node_id, dict(config.peers),
                                        cluster_token=config.cluster_token)  # fmt: skip
         service_box: list[LeaseService] = []
@@ -141,15 +144,16 @@ class Node:
             instruments.on_event(event, self.replica.node.role if self.replica else Role.FOLLOWER)
 
         self.replica = Replica(
-            config.core(), loaded.durable, self.store,
+            config.core(), durable, self.store,
             CountingTransport(self.transport, self.metrics, len(config.peers) - 1),
-            apply=apply,
+            apply=apply, install=lambda slot, data: service_box[0].install(slot, data),
             on_rejected=lambda rejection: service_box[0].on_rejected(rejection),
             on_event=on_event, clock=time.monotonic, rng=random.Random(),
         )  # fmt: skip
         self._service = LeaseService(
             self.replica, machine, clock=time.monotonic, learn_mode=config.learn_mode,
             peer_urls=dict(config.peers), reachable=self.transport.reachable,
+            snapshot_every=config.snapshot_every,
         )  # fmt: skip
         service_box.append(self._service)
         self._leases = EmbeddedLeases(self._service, dict(config.peers), config.cluster_token)

@@ -29,6 +29,7 @@ SETTINGS = {
     "learn_mode": (str, "broadcast | primary | set:K (default: primary)"),
     "election_timeout": (float, "seconds T: a silent primary is replaced after [T, 2T]"),
     "heartbeat": (float, "seconds between primary heartbeats (below the election timeout)"),
+    "snapshot_every": (int, "snapshot and compact the log every N slots (default: 5000)"),
     "log_level": (str, "debug | info | warning | error (default: info)"),
 }
 
@@ -100,6 +101,10 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
     options: dict[str, Any] = {}
     if settings.get("election_timeout") is not None:
         options["election_timeout_s"] = float(settings["election_timeout"])
+    if settings.get("snapshot_every") is not None:
+        if int(settings["snapshot_every"]) < 1:
+            raise ConfigError("--snapshot-every must be at least 1")
+        options["snapshot_every"] = int(settings["snapshot_every"])
     if settings.get("heartbeat") is not None:
         options["heartbeat_s"] = float(settings["heartbeat"])
     elif "election_timeout_s" in options:

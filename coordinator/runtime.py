@@ -22,7 +22,13 @@ from typing import Any
 
 import structlog
 
-from paxlock.coordinator.core.messages import ChosenEntry, Envelope, Message
+from paxlock.coordinator.core.messages import (
+    ChosenEntry,
+    Envelope,
+    Message,
+    Record,
+    SnapshotRecord,
+)
 from paxlock.coordinator.core.node import CoreConfig, Node
 from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.ready import (
@@ -39,6 +45,7 @@ from paxlock.coordinator.ports import Clock, Store, Transport
 log = structlog.get_logger("paxlock.runtime")
 
 Applier = Callable[[ChosenEntry], None]
+Installer = Callable[[int, bytes], None]
 RejectionSink = Callable[[Rejection], None]
 EventSink = Callable[[CoreEvent], None]
 
@@ -56,6 +63,7 @@ class Replica:
         transport: Transport,
         *,
         apply: Applier,
+        install: Installer,
         on_rejected: RejectionSink,
         on_event: EventSink | None = None,
         clock: Clock,
@@ -67,6 +75,7 @@ class Replica:
         self.transport = transport
         self.clock = clock
         self._apply = apply
+        self._install = install
         self._on_rejected = on_rejected
         self._on_event = on_event
         self._unsent = Ready()
@@ -111,6 +120,13 @@ class Replica:
     def submit(self, command: Any) -> None:
         self._step(self.node.submit(command, self.clock()))
 
+    def compact(self, slot: int, data: bytes) -> None:
+        """Snapshot taken by the state machine after applying ``slot``: persist it and drop
+        the log and acceptor records it covers (call between steps, never inside one)."""
+        current = self.node.snapshot.slot if self.node.snapshot is not None else 0
+        if self.failure is None and current < slot <= self.node.chosen_index:
+            self._step(self.node.compact(slot, data, self.clock()))
+
     async def confirm(self) -> bool:
         """One quorum round started after this call: true once a majority confirmed this
         node still primary. Callers that arrive before a round leaves share it."""
@@ -149,6 +165,8 @@ class Replica:
             self._deadline = ready.deadline
         for event in ready.events:
             self._event(event)
+        if ready.installed is not None:  # a snapshot replaces the state machine first
+            self._install(*ready.installed)
         for entry in ready.learned:
             self._apply(entry)
         for rejection in ready.rejected:
@@ -200,7 +218,7 @@ class Replica:
             return
         started = self.clock()
         if batch.records:
-            await self.store.append(batch.records)
+            await self._persist(batch.records)
         persisted = self.clock() - started
         # Persist, then send: the only place messages leave the node.
         local = [e for e in batch.messages if e.dst == self.id]
@@ -212,6 +230,19 @@ class Replica:
             self.on_flush(len(batch.records), len(remote), persisted)
         for envelope in local:  # loopback: the node's own acceptor and learner
             self.receive(envelope.src, envelope.msg)
+
+    async def _persist(self, records: list[Record]) -> None:
+        """Append records in order; a snapshot goes through ``save_snapshot`` (which compacts
+        in the same transaction) between the records before and after it."""
+        start = 0
+        for index, record in enumerate(records):
+            if isinstance(record, SnapshotRecord):
+                if start < index:
+                    await self.store.append(records[start:index])
+                await self.store.save_snapshot(record.slot, record.data)
+                start = index + 1
+        if start < len(records):
+            await self.store.append(records[start:])
 
     def describe(self) -> dict[str, Any]:
         node = self.node

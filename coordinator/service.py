@@ -66,7 +66,7 @@ _decode = msgspec.msgpack.Decoder(Proposal).decode
 class LeaseService:
     def __init__(self, replica: Replica, machine: LeaseMachine, *, clock: Callable[[], float],
                  learn_mode: str, peer_urls: dict[str, str],
-                 reachable: Callable[[str], bool]) -> None:  # fmt: skip
+                 reachable: Callable[[str], bool], snapshot_every: int = 5000) -> None:  # fmt: skip
         self.replica = replica
         self.machine = machine
         self.keeper = LeaseKeeper()
@@ -87,6 +87,9 @@ class LeaseService:
         self._rounds: set[asyncio.Task[None]] = set()
         self._changes: dict[str, int] = {}
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
+        self.snapshot_every = snapshot_every
+        self.applied_slot = 0
+        self._compaction_due = False
         self.on_applied: Callable[[LeaseCommand, Result], None] | None = None
         """Observer of every applied command (metrics)."""
 
@@ -102,8 +105,30 @@ class LeaseService:
             now = self.clock()
             for raw in entry.value.commands:
                 self._apply_one(_decode(raw), now)
+        self.applied_slot = entry.slot
+        if entry.slot % self.snapshot_every == 0 and not self._compaction_due:
+            # Between steps, never inside the one that is applying this entry.
+            self._compaction_due = True
+            asyncio.get_running_loop().call_soon(self._compact)
         if self._office_slot is not None and entry.slot >= self._office_slot:
             self._take_office()
+
+    def _compact(self) -> None:
+        """Snapshot the machine at the slot it has applied, and let the log below it go."""
+        self._compaction_due = False
+        self.replica.compact(self.applied_slot, self.machine.snapshot())
+
+    def install(self, slot: int, data: bytes) -> None:
+        """Replace the machine with a snapshot (a restart, or catch-up from a peer)."""
+        self.machine = LeaseMachine.restore(data)
+        self.applied_slot = slot
+        for name in list(self._watchers):  # observers re-read the new state
+            self._changed(name, self._changes.get(name, 0))
+        if self.keeper.in_office:  # rebuild the keeper's timers on the new machine
+            for reply in self.keeper.step_down():
+                self._resolve(reply)
+            self._run(self.keeper.take_office(self.machine, self.clock()))
+        log.info("snapshot_installed", node=self.node_id, slot=slot)
 
     def _apply_one(self, proposal: Proposal, now: float) -> None:
         command = proposal.command

@@ -67,6 +67,7 @@ def follower() -> tuple[Replica, GatedStore, RecordingTransport]:
     clock = itertools.count(0.0, 0.001).__next__
     config = CoreConfig("n1", MEMBERS, election=False)
     replica = Replica(config, DurableState(), store, transport, apply=lambda entry: None,
+                      install=lambda slot, data: None,
                       on_rejected=lambda rejection: None, clock=clock,
                       rng=random.Random(1))  # fmt: skip
     return replica, store, transport
