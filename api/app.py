@@ -94,7 +94,9 @@ class Forwarder:
         body = await request.read() if request.body_exists else None
         try:
             async with self.session.request(
-                request.method, url, data=body, headers=headers, timeout=timeout,
+                # encoded=True: the path is passed as received, dot-segments included (a
+                # name like "a/../b" must reach the primary as that name, not as "b")
+                request.method, URL(url, encoded=True), data=body, headers=headers, timeout=timeout,
                 allow_redirects=False,
             ) as upstream:  # fmt: skip
                 self.metrics.http_forwarded.labels(outcome="ok").inc()

@@ -118,6 +118,9 @@ B = TypeVar("B", bound=_Body)
 _decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
 
 
+_check_encoder = msgspec.msgpack.Encoder()
+
+
 def decode_body(raw: bytes, kind: type[B]) -> B:
     """Bytes to a validated body; every failure is a ``BadRequest`` saying what is wrong."""
     if not raw.strip():
@@ -129,8 +132,12 @@ def decode_body(raw: bytes, kind: type[B]) -> B:
         body: B = decoder.decode(raw)
     except msgspec.ValidationError as error:
         raise BadRequest(f"invalid request body: {error}") from None
-    except msgspec.DecodeError as error:
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise BadRequest(f"malformed JSON: {error}") from None
+    try:  # JSON escapes can smuggle lone surrogates, which no log entry can encode
+        _check_encoder.encode(body)
+    except UnicodeEncodeError:
+        raise BadRequest("strings must be valid Unicode (no lone surrogates)") from None
     return body
 
 
@@ -160,6 +167,11 @@ def request_id_of(request: web.Request, from_body: str | None) -> str | None:
     header = request.headers.get(IDEMPOTENCY_HEADER)
     if header is not None and not 1 <= len(header) <= ID_CHARS_MAX:
         raise BadRequest(f"{IDEMPOTENCY_HEADER} must be 1..{ID_CHARS_MAX} characters")
+    if header is not None:
+        try:
+            header.encode("utf-8")
+        except UnicodeEncodeError:  # aiohttp keeps undecodable header bytes as surrogates
+            raise BadRequest(f"{IDEMPOTENCY_HEADER} must be UTF-8") from None
     if header is not None and from_body is not None and header != from_body:
         raise BadRequest(f"request_id and {IDEMPOTENCY_HEADER} differ; send one, or the same")
     return from_body if from_body is not None else header

@@ -1,12 +1,21 @@
 """Real clusters for tests: one ``paxlock serve`` process per member on free loopback ports,
 with temporary data dirs; always cleaned up. Loaded by ``tests/conftest.py`` and exposed as
 the ``cluster`` fixture (pytest runs with --import-mode=importlib, so tests get it through
-the fixture rather than by importing this module)."""
+the fixture rather than by importing this module). A test module that needs more — a
+module-scoped cluster (``running_cluster``), raw requests, event streams — takes the module
+conftest registered: ``harness = sys.modules["paxlock_test_harness"]``.
+
+Beyond ``Cluster``, ``http`` and ``wait_for``: ``try_http`` (None when a node is down),
+``raw_request`` (exact body bytes, chunked uploads), ``EventStream`` (a server-sent-events
+client), ``metric_value`` / ``Cluster.metric`` (one Prometheus sample), and
+``Cluster.restart_all`` / ``start_many`` / ``followers``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -14,10 +23,12 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http import client as http_client
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 def free_port() -> int:
@@ -57,6 +68,120 @@ def http(method: str, url: str, body: Any = None, timeout_s: float = 5.0,
     except ValueError:
         parsed = raw.decode(errors="replace")
     return status, got, parsed
+
+
+def try_http(method: str, url: str, body: Any = None, timeout_s: float = 1.0,
+             headers: dict[str, str] | None = None
+             ) -> tuple[int, dict[str, str], Any] | None:  # fmt: skip
+    """``http`` for a cluster in trouble: None instead of raising when the node is down,
+    refuses the connection or does not answer within ``timeout_s``."""
+    try:
+        return http(method, url, body, timeout_s=timeout_s, headers=headers)
+    except (OSError, http_client.HTTPException):
+        return None
+
+
+def raw_request(url: str, method: str, body: bytes | None,
+                headers: dict[str, str | bytes] | None = None, timeout_s: float = 5.0,
+                chunked: bool = False) -> tuple[int, dict[str, str], Any]:  # fmt: skip
+    """A request with exactly these body bytes (malformed JSON, non-UTF-8, chunked uploads),
+    which ``http`` cannot send because it encodes its body as JSON. Header values may be
+    bytes, sent as they are. A server that answers (413) and closes before reading the
+    whole body is fine: its answer is still read."""
+    parts = urlsplit(url)
+    connection = http_client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
+                                            timeout=timeout_s)  # fmt: skip
+    try:
+        connection.putrequest(method, parts.path + (f"?{parts.query}" if parts.query else ""))
+        for key, value in (headers or {}).items():
+            connection.putheader(key, value)
+        if chunked:
+            connection.putheader("Transfer-Encoding", "chunked")
+        elif body is not None:
+            connection.putheader("Content-Length", str(len(body)))
+        connection.endheaders()
+        step = 64 * 1024
+        try:
+            for start in range(0, len(body or b""), step):
+                chunk = (body or b"")[start:start + step]
+                connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if chunked:
+                connection.send(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered (and closed) before reading everything
+        response = connection.getresponse()
+        raw = response.read()
+        got = dict(response.headers)
+        status = response.status
+    finally:
+        connection.close()
+    try:
+        parsed = json.loads(raw) if raw else None
+    except ValueError:
+        parsed = raw.decode(errors="replace")
+    return status, got, parsed
+
+
+class EventStream:
+    """A client of one server-sent-events response (``Accept: text/event-stream``).
+
+    ``next_event(timeout_s)`` returns the next event as ``{"id", "event", "data"}`` (``data``
+    parsed as JSON), skipping comments (keepalives); it fails after ``timeout_s``."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None,
+                 timeout_s: float = 10.0) -> None:  # fmt: skip
+        parts = urlsplit(url)
+        self.connection = http_client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port,
+                                                     timeout=timeout_s)  # fmt: skip
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        self.connection.request("GET", path, headers={"Accept": "text/event-stream",
+                                                      **(headers or {})})  # fmt: skip
+        self.response = self.connection.getresponse()
+        self.status = self.response.status
+        self.headers = dict(self.response.headers)
+
+    def next_event(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        assert self.connection.sock is not None
+        self.connection.sock.settimeout(timeout_s)
+        event: dict[str, Any] = {}
+        data: list[str] = []
+        while True:
+            try:
+                line = self.response.readline()
+            except TimeoutError:
+                raise AssertionError(f"no server-sent event within {timeout_s}s") from None
+            if not line:
+                raise AssertionError("the event stream ended")
+            text = line.decode().rstrip("\r\n")
+            if text == "":
+                if data or event:
+                    event["data"] = json.loads("\n".join(data)) if data else None
+                    return event
+                continue
+            if text.startswith(":"):
+                continue  # a comment: the server's keepalive
+            key, _, value = text.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if key == "data":
+                data.append(value)
+            else:
+                event[key] = value
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
+
+
+def metric_value(text: str, name: str, labels: str = "") -> float | None:
+    """One sample of a Prometheus text exposition; ``labels`` is the ``{...}`` part as
+    written by prometheus-client (``""`` for an unlabelled sample)."""
+    for line in text.splitlines():
+        match = METRIC_LINE.match(line)
+        if match and match.group(1) == name and (match.group(2) or "") == labels:
+            return float(match.group(3))
+    return None
 
 
 @dataclass
@@ -112,6 +237,28 @@ class Cluster:
         self.wait_ready()
         return self
 
+    def start_many(self, node_ids: list[str] | None = None, timeout_s: float = 20.0) -> str:
+        """Start these members (every member by default) and wait for an agreed primary."""
+        for node_id in node_ids if node_ids is not None else list(self.members):
+            self.start(node_id)
+        try:
+            return self.wait_ready(timeout_s)
+        except AssertionError:
+            views = {n: (self.alive(n), self.cluster_view(n)) for n in self.members}
+            print(f"members (alive, /v1/cluster): {views}\n{self.logs()}")  # shown on failure
+            raise
+
+    def restart_all(self, sig: int = signal.SIGKILL, timeout_s: float = 20.0) -> str:
+        """Stop every member with ``sig`` (SIGKILL: a power cut; SIGTERM: a clean stop),
+        start them all on the same ports and data dirs, and return the agreed primary."""
+        for node_id in self.members:
+            if self.alive(node_id):
+                self.members[node_id].process.send_signal(sig)  # type: ignore[union-attr]
+        for member in self.members.values():
+            if member.process is not None:
+                member.process.wait(timeout=15)
+        return self.start_many(timeout_s=timeout_s)
+
     def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
         member = self.members[node_id]
         if member.process is not None and member.process.poll() is None:
@@ -155,6 +302,19 @@ class Cluster:
     def url(self, node_id: str) -> str:
         return self.members[node_id].url
 
+    def followers(self, primary: str | None = None) -> list[str]:
+        """The live members other than ``primary`` (the agreed primary by default)."""
+        primary = primary or self.wait_ready()
+        return [n for n in self.members if n != primary and self.alive(n)]
+
+    def metric(self, node_id: str, name: str, labels: str = "") -> float | None:
+        """A sample of ``/metrics`` of one member (None if absent or unreachable)."""
+        try:
+            status, _, body = http("GET", self.url(node_id) + "/metrics", timeout_s=2.0)
+        except OSError:
+            return None
+        return metric_value(body, name, labels) if status == 200 else None
+
     def urls(self) -> list[str]:
         return [m.url for m in self.members.values()]
 
@@ -185,3 +345,20 @@ class Cluster:
     def wait_ready(self, timeout_s: float = 20.0) -> str:
         primary: str = wait_for(self.primary, timeout_s, "a primary agreed by every member")
         return primary
+
+
+@contextlib.contextmanager
+def running_cluster(root: Path, size: int = 3, extra_args: list[str] | None = None
+                    ) -> Iterator[Cluster]:  # fmt: skip
+    """A started ``Cluster`` for a ``with`` block (a module-scoped fixture, typically); its
+    members' logs are printed when it fails to start, and every process is stopped after."""
+    cluster = Cluster(root, size, extra_args or [])
+    try:
+        try:
+            cluster.start_all()
+        except AssertionError:
+            print(cluster.logs())
+            raise
+        yield cluster
+    finally:
+        cluster.stop_all()
