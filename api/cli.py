@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--learn-mode", type=_learn_mode,
                      help="broadcast | primary | set:K (default: rotates per seed)")
     sim.add_argument("--trace", action="store_true", help="print the fault trace of --seed")
+    sim.add_argument("--leases", action="store_true",
+                     help="simulate at the lease level: state machine, keeper, lease clients, "
+                     "and the lease checkers (overlap, tokens, deposed)")
     sim.set_defaults(handler=_cmd_sim)
 
     from paxlock.api.serve import add_serve_arguments
@@ -175,13 +178,14 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     summary = Summary()
     started = time.perf_counter()
     for seed in seeds:
-        result = run_seed(seed, args.steps, args.nodes, args.learn_mode,
+        result = run_seed(seed, args.steps, args.nodes, args.learn_mode, leases=args.leases,
                           trace=args.trace and args.seed is not None)  # fmt: skip
         for line in result.trace:
             print(line)
         summary.add(result)
         if result.violations:
-            print(describe(result, args.steps, args.nodes, args.learn_mode))
+            text = describe(result, args.steps, args.nodes, args.learn_mode)
+            print(text.replace("paxlock sim ", "paxlock sim --leases ") if args.leases else text)
     elapsed = time.perf_counter() - started
     print(summary.line())
     # Timing goes to stderr so that the same seed prints the same stdout, bit for bit.

@@ -15,7 +15,6 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
 import structlog
 
 from paxlock.coordinator.core.keeper import (
@@ -39,6 +38,7 @@ from paxlock.coordinator.core.lease_commands import (
     Unblocked,
 )
 from paxlock.coordinator.core.leases import LeaseMachine
+from paxlock.coordinator.core.proposal import Proposal, decode_proposal, encode_proposal
 from paxlock.coordinator.core.messages import Batch, ChosenEntry
 from paxlock.coordinator.core.ready import BecamePrimary, CoreEvent, Rejection, SteppedDown
 from paxlock.coordinator.errors import BadRequest, Held, NotFound, NotHolder, NotPrimary
@@ -52,15 +52,8 @@ OFFICE_WAIT_S = 2.0
 """How long a request waits for a new primary to finish recovering before a 503."""
 
 
-class Proposal(msgspec.Struct, frozen=True, array_like=True):
-    origin: str
-    """``node_id/incarnation``: a restarted node never mistakes an old proposal for its own."""
-    seq: int
-    command: LeaseCommand
-
-
-_encode = msgspec.msgpack.Encoder().encode
-_decode = msgspec.msgpack.Decoder(Proposal).decode
+_encode = encode_proposal
+_decode = decode_proposal
 
 
 class LeaseService:

@@ -26,8 +26,15 @@ def config_for(seed: int, steps: int, nodes: int | None = None,
 
 
 def run_seed(seed: int, steps: int, nodes: int | None = None, learn_mode: str | None = None,
-             *, trace: bool = False) -> Result:  # fmt: skip
-    return Simulation(config_for(seed, steps, nodes, learn_mode), seed, trace=trace).run()
+             *, trace: bool = False, leases: bool = False) -> Result:  # fmt: skip
+    """One seed; ``leases`` runs the lease-level simulation (state machine, keeper, lease
+    clients and their checkers) instead of the log-level one."""
+    config = config_for(seed, steps, nodes, learn_mode)
+    if leases:
+        from paxlock.coordinator.simulation.lease_sim import LeaseSimulation
+
+        return LeaseSimulation(config, seed, trace=trace).run()
+    return Simulation(config, seed, trace=trace).run()
 
 
 @dataclass(slots=True)
