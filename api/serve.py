@@ -90,14 +90,21 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
     node_id, listen = str(settings["id"]), str(settings["listen"])
     if ":" not in listen or not listen.rpartition(":")[2].isdigit():
         raise ConfigError(f"--listen must be HOST:PORT, not {listen!r}")
-    peers = {node_id: str(settings.get("advertise") or f"http://{listen}")}
+    # Every member may be given the same --peer list, this node included (a StatefulSet
+    # does that): its own entry is its advertised URL, unless --advertise says otherwise.
+    advertise = settings.get("advertise")
+    peers: dict[str, str] = {}
     for item in settings.get("peer") or []:
         peer_id, sep, url = str(item).partition("=")
         if not sep or not peer_id or not url:
             raise ConfigError(f"--peer must be ID=URL, not {item!r}")
         if peer_id in peers:
-            raise ConfigError(f"peer {peer_id!r} given twice (or equal to --id)")
+            raise ConfigError(f"peer {peer_id!r} given twice")
         peers[peer_id] = url
+    own = peers.pop(node_id, None)
+    if own is not None and advertise and own.rstrip("/") != str(advertise).rstrip("/"):
+        raise ConfigError(f"--peer {node_id}={own} disagrees with --advertise {advertise}")
+    peers[node_id] = str(advertise or own or f"http://{listen}")
     options: dict[str, Any] = {}
     if settings.get("election_timeout") is not None:
         options["election_timeout_s"] = float(settings["election_timeout"])
