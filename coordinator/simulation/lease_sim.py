@@ -238,6 +238,7 @@ class LeaseSimulation(Simulation):
             case ("lreq", str() as node_id, int() as key):
                 return self._request_arrives(self.nodes[node_id], RequestKey(key))
             case ("lrep", int() as key, outcome, expires):
+                assert expires is None or isinstance(expires, float)
                 self._reply_arrives(RequestKey(key), outcome, expires)
             case ("lc-timeout", int() as index, int() as key):
                 if self.requests.pop(RequestKey(key), None) is None:
