@@ -80,7 +80,7 @@ class NodeConfig:
         return CoreConfig(
             self.node_id, tuple(sorted(self.peers)), LearnMode.parse(self.learn_mode),
             election_timeout_s=self.election_timeout_s, heartbeat_s=self.heartbeat_s,
-            retry_s=self.retry_s,
+            retry_s=self.retry_s, prevote=True,
         )  # fmt: skip
 
 

@@ -14,6 +14,10 @@ class CoreConfig:
     learn_mode: LearnMode = field(default_factory=lambda: LearnMode("broadcast"))
     election: bool = True
     """Off only in tests that drive phase 1 by hand (the notes' dueling proposers)."""
+    prevote: bool = False
+    """Ask for a majority's go-ahead before raising the ballot (Raft's PreVote): a node cut
+    off from the majority then never inflates its ballot, so it cannot depose a healthy
+    primary when it comes back. The node runtime turns it on."""
     election_timeout_s: float = 0.5
     """T: a follower that heard no primary for a random time in [T, 2T] runs phase 1."""
     heartbeat_s: float = 0.1

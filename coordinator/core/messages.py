@@ -127,6 +127,19 @@ class Snapshot(msgspec.Struct, frozen=True, array_like=True):
     data: bytes
 
 
+class PreVote(msgspec.Struct, frozen=True, tag="prevote"):
+    """Would you answer a phase 1 at ``round`` now? Changes no state anywhere."""
+
+    round: int
+
+
+class PreVoteReply(msgspec.Struct, frozen=True, tag="prevote_reply"):
+    """Granted only by a node that has heard no live primary within T."""
+
+    round: int
+    granted: bool
+
+
 class CatchupRequest(msgspec.Struct, frozen=True, tag="catchup_request"):
     from_slot: int
 
@@ -153,6 +166,8 @@ Message: TypeAlias = (
     | Chosen
     | Heartbeat
     | HeartbeatAck
+    | PreVote
+    | PreVoteReply
     | CatchupRequest
     | CatchupReply
 )

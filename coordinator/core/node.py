@@ -29,6 +29,8 @@ from paxlock.coordinator.core.messages import (
     Message,
     Nack,
     Prepare,
+    PreVote,
+    PreVoteReply,
     Promise,
     Snapshot,
     SnapshotRecord,
@@ -80,6 +82,8 @@ class Node:
         self.highest_seen: Ballot = self.acceptor.promised
         self.primary_hint: str | None = None
         self.heard_primary_at = float("-inf")
+        self.prevote_round: int | None = None
+        self.prevote_grants: list[str] = []
         self.election_deadline = 0.0
         self.next_heartbeat = 0.0
         self.catchup = CatchUp(self.id, self.members, config.retry_s)
@@ -143,6 +147,10 @@ class Node:
                 self._learned(msg.slot, msg.value, out, by_learner=True)
             case Heartbeat():
                 self._on_heartbeat(src, msg, now, out)
+            case PreVote():
+                self._on_prevote(src, msg, now, out)
+            case PreVoteReply():
+                self._on_prevote_reply(src, msg, now, out)
             case HeartbeatAck():
                 self._on_heartbeat_ack(src, msg, out)
             case CatchupRequest():
@@ -178,7 +186,7 @@ class Node:
                     self._broadcast_accept(slot, value, out)
             case Role.CANDIDATE:
                 if cfg.election and now >= self.election_deadline:
-                    self._run_phase1(now, out)
+                    self._elect(now, out)
                 elif now >= self.proposer.phase1_sent_at + cfg.retry_s:
                     self.proposer.phase1_sent_at = now
                     prepare = Prepare(self.ballot, self.proposer.from_slot)
@@ -187,7 +195,7 @@ class Node:
                             self._send(member, prepare, out)
             case Role.FOLLOWER:
                 if cfg.election and now >= self.election_deadline:
-                    self._run_phase1(now, out)
+                    self._elect(now, out)
         if self.catchup.target is not None and now >= self.catchup.due:
             asked = self.catchup.ask(self.learner.chosen_index, self.primary_hint, now)
             if asked is not None:
@@ -338,12 +346,39 @@ class Node:
         return (self.role is Role.FOLLOWER and self.primary_hint not in (None, candidate)
                 and now - self.heard_primary_at < t)  # fmt: skip
 
+    def _elect(self, now: float, out: Ready) -> None:
+        """The election timer ran out: run phase 1 — after a pre-vote, when configured."""
+        if not self.config.prevote or self.config.quorum == 1:
+            self._run_phase1(now, out)
+            return
+        above = max(self.highest_seen, self.acceptor.promised, self.proposer.ballot)
+        self.prevote_round = above.round + 1
+        self.prevote_grants = [self.id]
+        self.election_deadline = now + self._election_timeout()
+        for member in self.members:
+            if member != self.id:
+                self._send(member, PreVote(self.prevote_round), out)
+
+    def _on_prevote(self, src: str, msg: PreVote, now: float, out: Ready) -> None:
+        granted = not self._has_live_primary(src, now) and self.role is not Role.PRIMARY
+        self._send(src, PreVoteReply(msg.round, granted), out)
+
+    def _on_prevote_reply(self, src: str, msg: PreVoteReply, now: float, out: Ready) -> None:
+        if not msg.granted or msg.round != self.prevote_round or self.role is Role.PRIMARY:
+            return
+        if src not in self.prevote_grants:
+            self.prevote_grants.append(src)
+        if len(self.prevote_grants) >= self.config.quorum:
+            self.prevote_round = None
+            self._run_phase1(now, out)
+
     def _heard_primary(self, primary: str | None, now: float) -> None:
         """"A node that has heard from a live primary within T does not start phase 1": the
         election deadline moves to a random point in [T, 2T] after every sign of life."""
         if primary is not None:
             self.primary_hint = primary
             self.heard_primary_at = now
+            self.prevote_round = None
         self.election_deadline = now + self._election_timeout()
 
     def _election_timeout(self) -> float:

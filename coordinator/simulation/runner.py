@@ -1,8 +1,8 @@
 """Runs many seeded simulations and summarises them (``paxlock sim``).
 
 Unless pinned, a seed picks its own cluster shape so that one sweep covers them all: even
-seeds run 3 nodes and odd seeds 5, and the learning strategy rotates through ``broadcast``,
-``primary`` and ``set:2``.
+seeds run 3 nodes and odd seeds 5, the learning strategy rotates through ``broadcast``,
+``primary`` and ``set:2``, and every other group of six seeds runs the election with pre-vote.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def config_for(seed: int, steps: int, nodes: int | None = None,
         steps=steps,
         nodes=nodes if nodes is not None else (3 if seed % 2 == 0 else 5),
         learn_mode=learn_mode or LEARN_MODES[(seed // 2) % len(LEARN_MODES)],
+        prevote=(seed // 6) % 2 == 1,
     )
 
 

@@ -71,12 +71,14 @@ class SimConfig:
     max_batch: int = 4
     compact_every: tuple[int, int] = (10, 40)
     """A node compacts after applying a seeded number of slots in this range (inclusive)."""
+    prevote: bool = False
 
     def core(self, node_id: str, members: tuple[str, ...]) -> CoreConfig:
         return CoreConfig(
             node_id, members, LearnMode.parse(self.learn_mode),
             election_timeout_s=self.election_timeout_s, heartbeat_s=self.heartbeat_s,
             retry_s=self.retry_s, window=self.window, max_batch=self.max_batch,
+            prevote=self.prevote,
         )  # fmt: skip
 
 
