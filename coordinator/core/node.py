@@ -347,7 +347,9 @@ class Node:
                 and now - self.heard_primary_at < t)  # fmt: skip
 
     def _elect(self, now: float, out: Ready) -> None:
-        """The election timer ran out: run phase 1 — after a pre-vote, when configured."""
+        """The election timer ran out: run phase 1 — after a pre-vote, when configured.
+        No primary has been heard from for at least T, so none is known any more."""
+        self.primary_hint = None
         if not self.config.prevote or self.config.quorum == 1:
             self._run_phase1(now, out)
             return

@@ -212,14 +212,6 @@ def test_names_with_slashes_and_listing_by_prefix(cluster: Any, primary: str) ->
 DOT_NAMES = ["dots/a/../b", "dots/./c", "dots/d/..", "dots/e/."]
 """Valid names (``.`` is in the pattern) whose segments look like URL dot-segments."""
 
-DOT_SEGMENT_BUG = (
-    "server bug: api/app.py Forwarder.forward passes the proxied URL to aiohttp as a str, and "
-    "yarl.URL(str) removes dot-segments, so a follower forwards 'dots/a/../b' as 'dots/b' "
-    "(the primary grants a lease on a DIFFERENT name than the client asked for) and GET "
-    "'dots/d/..' as 'dots/' (404 no such route); fix: URL(url, encoded=True)"
-)
-
-
 def test_names_with_dot_segments_on_the_primary(cluster: Any, primary: str) -> None:
     for name in DOT_NAMES:
         lease = granted(cluster, primary, name, "alice", 5)
@@ -230,6 +222,9 @@ def test_names_with_dot_segments_on_the_primary(cluster: Any, primary: str) -> N
 
 
 def test_names_with_dot_segments_through_a_follower(cluster: Any, primary: str) -> None:
+    """Regression: the forwarder once handed aiohttp the proxied URL as a str, and yarl
+    removed its dot-segments: a follower forwarded an acquire of ``dots/a/../b`` as one of
+    ``dots/b`` (a lease on another name than the client asked for)."""
     follower = cluster.followers(primary)[0]
     try:
         for name in DOT_NAMES:
@@ -372,6 +367,25 @@ def test_a_waiter_whose_wait_elapses_gets_409_held(cluster: Any, primary: str) -
     assert_error(status, headers, body, 409, "held")
     assert body["holder"] == "alice" and 0 < body["expires_in"] <= 30
     assert 0.6 <= elapsed < 3.0, elapsed
+    release(cluster, primary, lease)
+
+
+def test_a_waiter_that_gave_up_leaves_the_queue_to_the_next(cluster: Any, primary: str
+                                                             ) -> None:  # fmt: skip
+    name = "fifo/giveup"
+    first = granted(cluster, primary, name, "owner", 30)
+    base = cluster.metric(primary, WAITERS) or 0.0
+    with ThreadPoolExecutor(2) as pool:
+        impatient = pool.submit(acquire, cluster, primary, name, "impatient", 5, wait=1.5)
+        wait_for(lambda: cluster.metric(primary, WAITERS) == base + 1, 5.0, "impatient parked")
+        patient = pool.submit(acquire, cluster, primary, name, "patient", 5, wait=15)
+        wait_for(lambda: cluster.metric(primary, WAITERS) == base + 2, 5.0, "patient parked")
+        status, _, body = impatient.result(timeout=10)
+        assert status == 409 and body["error"] == "held" and body["holder"] == "owner", body
+        assert cluster.metric(primary, WAITERS) == base + 1
+        release(cluster, primary, first)
+        status, _, lease = patient.result(timeout=10)
+    assert status == 200 and lease["holder"] == "patient", lease
     release(cluster, primary, lease)
 
 
