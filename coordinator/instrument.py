@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import structlog
+
 from paxlock.coordinator.core.lease_commands import (
     Expired,
     Lease,
@@ -20,6 +22,8 @@ from paxlock.coordinator.metrics import Metrics
 from paxlock.coordinator.ports import Clock, Transport
 from paxlock.coordinator.runtime import Replica
 from paxlock.coordinator.service import LeaseService
+
+log = structlog.get_logger("paxlock.consensus")
 
 
 class CountingTransport:
@@ -85,14 +89,21 @@ class Instrumentation:
             m.expiries.inc()
 
     def on_event(self, event: CoreEvent, role: Role) -> None:
+        """Count the core's events and log the ones an operator wants to see, bound with the
+        ballot and slot they concern (the node id is bound by ``configure_logging``)."""
         m = self.metrics
         if isinstance(event, Phase1Started):
             m.phase1_rounds.inc()
             self._phase1_started = self.clock()
+            log.info("phase1_started", ballot=str(event.ballot), slot=event.from_slot)
         elif isinstance(event, BecamePrimary):
             m.primary_changes.inc()
             if self._phase1_started is not None:
                 m.phase1_latency.observe(self.clock() - self._phase1_started)
                 self._phase1_started = None
+            log.info("became_primary", ballot=str(event.ballot), reproposed=event.reproposed)
         elif isinstance(event, SteppedDown):
             m.primary_changes.inc()
+            log.warning("stepped_down", ballot=str(event.ballot),
+                        higher=str(event.higher) if event.higher else None,
+                        reason="higher ballot" if event.higher else "lost the majority")  # fmt: skip
