@@ -307,14 +307,23 @@ class LeaseService:
     async def release(self, name: str, *, holder: str, token: int,
                       request_id: str | None = None) -> None:  # fmt: skip
         command = Release(name, holder, token, request_id)
-        reply = await self._propose(command, then=self.keeper.release_requested)
+        replayed = self.machine.replay(command)
+        if replayed is not None:  # a retry of an applied release: its first answer, no write
+            await self._primary()
+            reply = Reply(RequestKey(0), replayed)
+        else:
+            reply = await self._propose(command, then=self.keeper.release_requested)
         if not isinstance(reply.outcome, Released):
             self._lease_or_raise(name, reply)
 
     async def proclaim(self, name: str, *, holder: str, token: int, value: str | None,
                        request_id: str | None = None) -> LeaseView:  # fmt: skip
-        reply = await self._propose(Proclaim(name, holder, token, value, request_id))
-        return self._lease_or_raise(name, reply)
+        command = Proclaim(name, holder, token, value, request_id)
+        replayed = self.machine.replay(command)
+        if replayed is not None:  # answered from the idempotency window, no write
+            await self._primary()
+            return self._lease_or_raise(name, Reply(RequestKey(0), replayed))
+        return self._lease_or_raise(name, await self._propose(command))
 
     def _lease_or_raise(self, name: str, reply: Reply) -> LeaseView:
         outcome = reply.outcome
@@ -372,6 +381,8 @@ class LeaseService:
         return current, current_token
 
     def _changed(self, name: str, revision: int) -> None:
+        if revision <= self._changes.get(name, 0):
+            return  # a result replayed from the idempotency window changes nothing
         self._changes[name] = revision
         for future in self._watchers.pop(name, []):
             if not future.done():

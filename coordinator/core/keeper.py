@@ -264,7 +264,11 @@ class LeaseKeeper:
             case Acquire():
                 self._acquire_applied(command, result, now, replies)
             case Release():
-                if isinstance(result, Released):
+                timer = self._timers.get((_Kind.EXPIRE, command.name))
+                # Only the grant it released: a retried Release answered from the
+                # idempotency window must not stop the timer of the name's next holder.
+                if isinstance(result, Released) and timer is not None \
+                        and timer.token == command.token:  # fmt: skip
                     self._stop(_Kind.EXPIRE, command.name)
             case Proclaim():
                 pass
@@ -441,6 +445,11 @@ class LeaseKeeper:
         lease = self.machine.get(name)
         if lease is None:
             return Refused("not_holder", name)
+        timer = self._timers.get((_Kind.EXPIRE, name))
+        if timer is not None and timer.token == lease.token and timer.proposed:
+            # Its Expire is on the way to the log: the grant is over, though not yet applied.
+            # Naming it as the current grant would contradict the refusal.
+            return Refused("not_holder", name, message=f"the lease on {name} is expiring")
         return Refused("not_holder", name, lease.holder, lease.token)
 
     def _reply(self, key: RequestKey, result: Result, now: float) -> Reply:

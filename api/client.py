@@ -1,0 +1,231 @@
+"""The asyncio client SDK: ``AsyncClient``.
+
+    async with AsyncClient(["http://127.0.0.1:7001", "http://127.0.0.1:7002"]) as client:
+        async with client.lock("jobs/nightly", ttl=10) as lease:
+            await do_work(fencing_token=lease.token)
+
+It talks HTTP only (DESIGN.md §4) and imports nothing of the server. Failover, retries and
+idempotency live in ``client_transport``; holding a grant (renewals, the client's
+conservative clock) in ``client_keepalive``; the objects ``lock`` and ``campaign`` yield in
+``client_holding``; elections in ``client_election``. ``sync_client.Client`` is the same
+surface for threaded code.
+
+One client is one identity (the ``holder``/``candidate`` string the cluster records), one
+connection pool and one event loop. Locks are not reentrant (DESIGN.md §3): two ``lock()``
+calls on one name queue behind each other, even within one client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import os
+import secrets
+import socket
+import weakref
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+from paxlock.api.client_election import Election
+from paxlock.api.client_errors import NotFound, PaxlockError
+from paxlock.api.client_holding import HeldLease, Holding
+from paxlock.api.client_keepalive import (
+    LEASES,
+    Keepalive,
+    Kind,
+    TaskSet,
+    abandon,
+    end_grant,
+    new_request_id,
+    obtain,
+    path_of,
+)
+from paxlock.api.client_transport import RetryPolicy, Transport, normalize_endpoints
+from paxlock.api.client_types import Cluster, Lease, Verification
+
+__all__ = ["AsyncClient", "default_identity"]
+
+DEFAULT_TTL_S = 15.0
+DEFAULT_MARGIN = 0.2
+CLOSE_GRACE_S = 2.0
+
+
+def default_identity() -> str:
+    """``host-pid-abc123``: readable in ``GET /v1/leases``, unique per client object."""
+    host = (socket.gethostname() or "host").split(".")[0][:64]
+    return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class AsyncClient:
+    """A paxlock client for asyncio code; see the module docstring.
+
+    ``endpoints``: one URL, a comma-separated string or a list (``host:port`` works too).
+    ``identity``: the holder name recorded by the cluster (default: ``default_identity()``).
+    ``request_timeout``: one attempt's timeout (beyond any server-side ``wait``).
+    ``retry_deadline``: how long a call retries connection errors and 503s (beyond ``wait``).
+    ``ttl``/``margin``: defaults for ``lock`` and ``campaign``.
+    ``follow_primary``: send to the primary named by ``X-Paxlock-Primary`` (saves the
+    followers' forwarding hop); turn off when members' URLs are not reachable from here.
+    """
+
+    def __init__(self, endpoints: str | Sequence[str], identity: str | None = None, *,
+                 request_timeout: float = 5.0, retry_deadline: float = 10.0,
+                 backoff_base: float = 0.05, backoff_max: float = 1.0,
+                 ttl: float = DEFAULT_TTL_S, margin: float = DEFAULT_MARGIN,
+                 follow_primary: bool = True) -> None:  # fmt: skip
+        policy = RetryPolicy(request_timeout, retry_deadline, backoff_base, backoff_max)
+        self.endpoints = normalize_endpoints(endpoints)
+        self.identity = identity if identity is not None else default_identity()
+        if not 1 <= len(self.identity) <= 256:
+            raise ValueError("identity must have 1 to 256 characters")
+        self.default_ttl, self.default_margin = self._ttl_margin(ttl, margin)
+        self._transport = Transport(self.endpoints, policy, follow_primary=follow_primary)
+        self._tasks = TaskSet()
+        self._keepalives: weakref.WeakSet[Keepalive] = weakref.WeakSet()
+
+    def _ttl_margin(self, ttl: float | None, margin: float | None) -> tuple[float, float]:
+        ttl_s = float(ttl if ttl is not None else self.default_ttl)
+        margin_f = float(margin if margin is not None else self.default_margin)
+        if not ttl_s > 0:
+            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
+        if not 0 <= margin_f < 1:
+            raise ValueError(f"margin must be in [0, 1), not {margin!r}")
+        return ttl_s, margin_f
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:  # fmt: skip
+        await self.close()
+
+    async def close(self) -> None:
+        """Release what is still held (best effort), stop background work, close sockets."""
+        for keepalive in builtins.list(self._keepalives):
+            with contextlib.suppress(PaxlockError, TimeoutError):
+                await asyncio.wait_for(keepalive.stop(release=True), CLOSE_GRACE_S)
+            keepalive.mark_lost("the client was closed")
+        await self._tasks.close(CLOSE_GRACE_S)
+        await self._transport.close()
+
+    # -- leases: plain calls -------------------------------------------------------------
+
+    async def acquire(self, name: str, *, ttl: float | None = None, wait: float = 0.0,
+                      value: str | None = None, lock_delay: float = 0.0,
+                      request_id: str | None = None) -> Lease:  # fmt: skip
+        """One acquire, waiting up to ``wait`` s (≤ 3600) for the name; ``LeaseHeld`` after.
+        Nothing renews the lease: prefer ``lock()``. Retries reuse ``request_id`` (a fresh one
+        by default), so a retry returns the first grant instead of conflicting with it."""
+        ttl_s = self._ttl_margin(ttl, None)[0]
+        transport = self._transport
+        body = {"holder": self.identity, "ttl": ttl_s, "wait": wait, "value": value,
+                "lock_delay": lock_delay, "request_id": request_id or new_request_id()}  # fmt: skip
+        wait_until = transport.now() + max(0.0, wait)
+        try:
+            raw = await transport.call("POST", path_of(LEASES, name, "acquire"), body=body,
+                                       wait_until=wait_until, deadline=transport.deadline(wait))  # fmt: skip
+        except asyncio.CancelledError:
+            self._tasks.spawn(abandon(transport, LEASES, name, body))
+            raise
+        return Lease.from_json(raw)
+
+    async def renew(self, name: str, token: int) -> Lease:
+        """Restart the lease's TTL (``NotHolder`` if ``token`` is not the current grant)."""
+        raw = await self._transport.call(
+            "POST", path_of(LEASES, name, "renew"),
+            body={"holder": self.identity, "token": token}, deadline=self._transport.deadline(),
+        )  # fmt: skip
+        return Lease.from_json(raw)
+
+    async def release(self, name: str, token: int, *, request_id: str | None = None) -> None:
+        """End the grant ``token`` now (``NotHolder`` if it is not current). Retried like any
+        call; a ``NotHolder`` that answers a retry counts as done (see ``end_grant``)."""
+        await end_grant(self._transport, LEASES, name, self.identity, token, request_id)
+
+    async def get(self, name: str, *, consistent: bool = True) -> Lease | None:
+        """The current lease on ``name``, or None when nobody holds it."""
+        params = None if consistent else {"consistent": "false"}
+        try:
+            raw = await self._transport.call("GET", path_of(LEASES, name), params=params,
+                                             deadline=self._transport.deadline())  # fmt: skip
+        except NotFound:
+            return None
+        return Lease.from_json(raw)
+
+    async def list(self, prefix: str = "", *, consistent: bool = True) -> builtins.list[Lease]:
+        """Current leases whose name starts with ``prefix``, sorted by name."""
+        params = {"prefix": prefix}
+        if not consistent:
+            params["consistent"] = "false"
+        raw = await self._transport.call("GET", "/v1/leases", params=params,
+                                         deadline=self._transport.deadline())  # fmt: skip
+        items = raw.get("leases") if isinstance(raw, dict) else None
+        if not isinstance(items, builtins.list):
+            raise PaxlockError(f"malformed lease list from the server: {raw!r:.200}")
+        return [Lease.from_json(item) for item in items]
+
+    async def verify(self, name: str, token: int) -> Verification:
+        """Is ``token`` still the current grant of ``name``? A resource server's check
+        (Chubby's CheckSequencer), linearizable."""
+        raw = await self._transport.call("POST", path_of(LEASES, name, "verify"),
+                                         body={"token": token}, deadline=self._transport.deadline())  # fmt: skip
+        return Verification.from_json(raw)
+
+    async def cluster(self) -> Cluster:
+        """The answering node's view of the cluster."""
+        raw = await self._transport.call("GET", "/v1/cluster", deadline=self._transport.deadline())
+        return Cluster.from_json(raw)
+
+    # -- locks and elections ---------------------------------------------------------------
+
+    def lock(self, name: str, *, ttl: float | None = None, wait: float | None = None,
+             value: str | None = None, lock_delay: float = 0.0, margin: float | None = None,
+             cancel_on_loss: bool = False) -> Holding[HeldLease]:  # fmt: skip
+        """``async with client.lock(name) as lease:`` — hold ``name`` for the body.
+
+        Waits for the lock up to ``wait`` seconds (None: for ever; 0: try once), raising
+        ``LeaseHeld`` when it elapses; renews every ttl/3 in the background; sets
+        ``lease.lost`` at ``t_sent + ttl × (1 − margin)`` unless a renewal moved that;
+        releases on exit, exceptions included. ``cancel_on_loss=True`` cancels the body when
+        the lease is lost, and the ``async with`` raises ``LeaseLost``. ``lock_delay``: after
+        an *expiry* (not a release) the name stays blocked that long (Chubby).
+        """
+        ttl_s, margin_f = self._ttl_margin(ttl, margin)
+        if wait is not None and not wait >= 0:
+            raise ValueError(f"wait must be >= 0 seconds or None, not {wait!r}")
+
+        async def enter() -> HeldLease:
+            body = {"holder": self.identity, "ttl": ttl_s, "value": value,
+                    "lock_delay": lock_delay}  # fmt: skip
+            raw, sent_at = await obtain(self._transport, self._tasks, LEASES, name, body,
+                                        ttl_s=ttl_s, margin=margin_f, wait_s=wait)  # fmt: skip
+            lease = Lease.from_json(raw)
+            held: HeldLease | None = None
+
+            def renewed(raw_renewal: Any) -> None:
+                if held is not None:
+                    held._renewed(raw_renewal)
+
+            keepalive = self._keepalive(LEASES, name, lease.token, ttl_s, margin_f, sent_at,
+                                        renewed)  # fmt: skip
+            held = HeldLease(lease, keepalive)
+            return held
+
+        return Holding(enter, cancel_on_loss=cancel_on_loss)
+
+    def election(self, name: str) -> Election:
+        """An election by name: ``campaign``, ``leader``, ``observe``."""
+        return Election(self, name)
+
+    def _keepalive(self, kind: Kind, name: str, token: int, ttl_s: float, margin: float,
+                   sent_at: float, renewed: Callable[[Any], None]) -> Keepalive:  # fmt: skip
+        """A keepalive that ``close()`` will end (and release) if the caller did not."""
+        keepalive = Keepalive(self._transport, self._tasks, kind, name, self.identity, token,
+                              ttl_s, margin, sent_at, renewed)  # fmt: skip
+        self._keepalives.add(keepalive)
+        return keepalive
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.endpoints!r}, identity={self.identity!r})"

@@ -1,0 +1,144 @@
+"""The SDK's errors: one class per error code of the HTTP API (DESIGN.md §4), keeping the
+server's message and the details of the body (``holder``, ``expires_in``, ``token`` ...).
+
+The hierarchy is small on purpose, so that ``except`` clauses stay obvious::
+
+    PaxlockError
+    ├── BadRequest        400 bad_request, 413 payload_too_large (a bug of the caller)
+    ├── NotFound          404 not_found (an unknown route; a missing lease is ``None``)
+    ├── LeaseHeld         409 held: ``wait`` elapsed with the name held by someone else
+    ├── NotHolder         409 not_holder: the grant named by (holder, token) is not current
+    ├── LeaseLost         the client's conservative clock gave up on a lease it held
+    └── Unavailable       503 / connection errors that outlived the retry deadline
+
+Importing nothing of the server: the SDK talks HTTP only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "BadRequest", "LeaseHeld", "LeaseLost", "NotFound", "NotHolder", "PaxlockError",
+    "Unavailable", "error_from_response",
+]  # fmt: skip
+
+
+class PaxlockError(Exception):
+    """Base of every SDK error. ``code`` is the API's error code, ``status`` the HTTP status
+    (None when no server answered), ``details`` the other fields of the error body."""
+
+    code: str = "error"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 details: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        if code is not None:
+            self.code = code
+        self.details: dict[str, Any] = dict(details or {})
+        self.retried = False
+        """An earlier attempt of the same call may have taken effect (its answer was lost):
+        this error may describe the state *after* the call's own first attempt."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, status={self.status}, code={self.code!r})"
+
+
+class BadRequest(PaxlockError):
+    """The request was malformed (400) or too large (413): retrying cannot help."""
+
+    code = "bad_request"
+
+
+class NotFound(PaxlockError):
+    code = "not_found"
+
+
+class LeaseHeld(PaxlockError):
+    """The name is held by another holder (or blocked by lock-delay) and ``wait`` elapsed.
+
+    ``holder`` is None while the name sits in lock-delay after an expiry."""
+
+    code = "held"
+
+    @property
+    def holder(self) -> str | None:
+        holder = self.details.get("holder")
+        return holder if isinstance(holder, str) else None
+
+    @property
+    def expires_in(self) -> float | None:
+        """Seconds until the current grant (or lock-delay) ends, as the primary saw it."""
+        value = self.details.get("expires_in")
+        return float(value) if isinstance(value, int | float) else None
+
+    @property
+    def token(self) -> int | None:
+        value = self.details.get("token")
+        return value if isinstance(value, int) else None
+
+
+class NotHolder(PaxlockError):
+    """(holder, token) is not the current grant: it expired, was released, or never was."""
+
+    code = "not_holder"
+
+    @property
+    def holder(self) -> str | None:
+        holder = self.details.get("holder")
+        return holder if isinstance(holder, str) else None
+
+    @property
+    def token(self) -> int | None:
+        value = self.details.get("token")
+        return value if isinstance(value, int) else None
+
+
+class LeaseLost(PaxlockError):
+    """Raised by ``lock(..., cancel_on_loss=True)`` (and ``campaign``) when the body was
+    cancelled because the lease could no longer be trusted; also by ``check()``."""
+
+    code = "lease_lost"
+
+
+class Unavailable(PaxlockError):
+    """No primary, no quorum, or no endpoint answered before the retry deadline. The outcome
+    of a mutating call is then unknown: retrying it with the same ``request_id`` is safe."""
+
+    code = "unavailable"
+
+    @property
+    def retry_after_s(self) -> float | None:
+        value = self.details.get("retry_after_s")
+        return float(value) if isinstance(value, int | float) else None
+
+
+_BY_CODE: dict[str, type[PaxlockError]] = {
+    "bad_request": BadRequest,
+    "payload_too_large": BadRequest,
+    "not_found": NotFound,
+    "held": LeaseHeld,
+    "not_holder": NotHolder,
+    "unavailable": Unavailable,
+}
+_BY_STATUS: dict[int, type[PaxlockError]] = {
+    400: BadRequest, 404: NotFound, 413: BadRequest, 503: Unavailable,
+}  # fmt: skip
+
+
+def error_from_response(status: int, body: Any, fallback_text: str = "") -> PaxlockError:
+    """Map an error answer to its class. A body that is not the API's JSON shape (a proxy's
+    page, say) still gives a typed error by status, with the raw text as message."""
+    if isinstance(body, dict) and isinstance(body.get("error"), str):
+        code = body["error"]
+        message = body.get("message")
+        text = message if isinstance(message, str) else code
+        details = {k: v for k, v in body.items() if k not in ("error", "message")}
+        kind = _BY_CODE.get(code) or _BY_STATUS.get(status, PaxlockError)
+        return kind(text, status=status, code=code, details=details)
+    kind = _BY_STATUS.get(status, PaxlockError)
+    text = fallback_text.strip()[:500] or f"HTTP {status} without a paxlock error body"
+    return kind(text, status=status)
