@@ -49,7 +49,11 @@ from paxlock.coordinator.core.lease_commands import (
     invalid_reason,
 )
 
-WINDOW_PER_HOLDER = 64
+WINDOW_PER_HOLDER = 1024
+"""Results remembered per holder. The SDK gives every mutating call its own request id, so a
+busy holder spends one entry per call: this must cover every call it can make while one of
+its calls backs off and retries across a failover (a few seconds), or the retry conflicts
+with its own first attempt."""
 WINDOW_TOTAL = 65_536
 SNAPSHOT_VERSION = 1
 

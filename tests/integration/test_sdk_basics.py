@@ -99,11 +99,6 @@ async def test_a_retried_acquire_returns_the_first_grant(cluster: Any) -> None:
         await client.release("idem/x", first.token)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server: the idempotency window keeps the last 64 request ids per holder "
-    "(coordinator/core/leases.py WINDOW_PER_HOLDER), counted in commands, not time: a busy "
-    "holder's retry after backoff conflicts with its own first attempt (409 held, naming "
-    "itself)"))  # fmt: skip
 async def test_a_retry_is_answered_after_many_commands_of_the_same_holder(cluster: Any) -> None:
     """What an SDK retry meets when one identity stays busy (other tasks of the same client)
     while one of its calls backs off across a failover: 70 commands later, the retry of a
