@@ -14,12 +14,35 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "Node": "paxlock.api.node",
     "NodeConfig": "paxlock.api.node",
+    "AsyncClient": "paxlock.api.client",
+    "Client": "paxlock.api.sync_client",
+    "Lease": "paxlock.api.client_types",
+    "Leader": "paxlock.api.client_types",
+    "PaxlockError": "paxlock.api.client_errors",
+    "LeaseHeld": "paxlock.api.client_errors",
+    "LeaseLost": "paxlock.api.client_errors",
+    "NotHolder": "paxlock.api.client_errors",
+    "NotFound": "paxlock.api.client_errors",
+    "Unavailable": "paxlock.api.client_errors",
+    "BadRequest": "paxlock.api.client_errors",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from paxlock.api.client import AsyncClient
+    from paxlock.api.client_errors import (
+        BadRequest,
+        LeaseHeld,
+        LeaseLost,
+        NotFound,
+        NotHolder,
+        PaxlockError,
+        Unavailable,
+    )
+    from paxlock.api.client_types import Leader, Lease
     from paxlock.api.node import Node, NodeConfig
+    from paxlock.api.sync_client import Client
 
 
 def __getattr__(name: str) -> Any:
