@@ -172,9 +172,10 @@ class Node:
         out = Ready()
         cfg = self.config
         match self.role:
-            case Role.PRIMARY if now - self.rounds.confirmed_sent_at > cfg.election_timeout_s:
-                # Check quorum: no majority acked any round sent in the last T, so others may
-                # have elected a successor; stop serving rather than answer from a stale view.
+            case Role.PRIMARY if now - self.rounds.confirmed_sent_at > 2 * cfg.election_timeout_s:
+                # Check quorum: no majority acked any round sent in the last 2T, so others have
+                # likely elected a successor; stop serving rather than answer from a stale view.
+                # (2T, not T: a primary that merely stalled for a moment keeps its office.)
                 out.events.append(SteppedDown(self.ballot, None))
                 out.rejected += self.proposer.step_down(None)
                 self.primary_hint = None
@@ -377,7 +378,8 @@ class Node:
     def _heard_primary(self, primary: str | None, now: float) -> None:
         """"A node that has heard from a live primary within T does not start phase 1": the
         election deadline moves to a random point in [T, 2T] after every sign of life."""
-        if primary is not None:
+        if primary is not None and (primary != self.id or self.role is Role.PRIMARY):
+            # (A late loopback Accept of a ballot this node already gave up is no news.)
             self.primary_hint = primary
             self.heard_primary_at = now
             self.prevote_round = None
