@@ -124,8 +124,10 @@ class AsyncClient:
                 "lock_delay": lock_delay, "request_id": request_id or new_request_id()}  # fmt: skip
         wait_until = transport.now() + max(0.0, wait)
         try:
-            raw = await transport.call("POST", path_of(LEASES, name, "acquire"), body=body,
-                                       wait_until=wait_until, deadline=transport.deadline(wait))  # fmt: skip
+            raw = await transport.call(
+                "POST", path_of(LEASES, name, "acquire"), body=body, wait_until=wait_until,
+                deadline=transport.deadline(wait),
+            )  # fmt: skip
         except asyncio.CancelledError:
             self._tasks.spawn(abandon(transport, LEASES, name, body))
             raise
@@ -169,8 +171,10 @@ class AsyncClient:
     async def verify(self, name: str, token: int) -> Verification:
         """Is ``token`` still the current grant of ``name``? A resource server's check
         (Chubby's CheckSequencer), linearizable."""
-        raw = await self._transport.call("POST", path_of(LEASES, name, "verify"),
-                                         body={"token": token}, deadline=self._transport.deadline())  # fmt: skip
+        raw = await self._transport.call(
+            "POST", path_of(LEASES, name, "verify"), body={"token": token},
+            deadline=self._transport.deadline(),
+        )  # fmt: skip
         return Verification.from_json(raw)
 
     async def cluster(self) -> Cluster:

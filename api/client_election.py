@@ -47,8 +47,10 @@ class Election:
 
         async def enter() -> Term:
             body = {"candidate": client.identity, "value": value, "ttl": ttl_s}
-            raw, sent_at = await obtain(client._transport, client._tasks, ELECTIONS, self.name,
-                                        body, ttl_s=ttl_s, margin=margin_f, wait_s=wait)  # fmt: skip
+            raw, sent_at = await obtain(
+                client._transport, client._tasks, ELECTIONS, self.name, body, ttl_s=ttl_s,
+                margin=margin_f, wait_s=wait,
+            )  # fmt: skip
             leader = Leader.from_json(raw)
             term: Term | None = None
 

@@ -294,8 +294,10 @@ async def abandon(transport: Transport, kind: Kind, name: str, sent: Mapping[str
     back is released. Best effort within the retry deadline."""
     holder = sent[kind.holder_field]
     try:
-        raw = await transport.call("POST", path_of(kind, name, kind.grant_verb),
-                                   body={**sent, "wait": 0.0}, deadline=transport.deadline())  # fmt: skip
+        raw = await transport.call(
+            "POST", path_of(kind, name, kind.grant_verb), body={**sent, "wait": 0.0},
+            deadline=transport.deadline(),
+        )  # fmt: skip
         token = raw.get("token") if isinstance(raw, dict) else None
         if isinstance(token, int):
             await end_grant(transport, kind, name, str(holder), token)

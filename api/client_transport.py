@@ -72,8 +72,10 @@ def normalize_endpoints(endpoints: str | Sequence[str]) -> list[str]:
 class Transport:
     """One ``aiohttp.ClientSession`` (keep-alive) and the failover logic; one event loop."""
 
-    def __init__(self, endpoints: Sequence[str], policy: RetryPolicy, *,
-                 follow_primary: bool = True, rng: random.Random | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, endpoints: Sequence[str], policy: RetryPolicy, *, follow_primary: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:  # fmt: skip
         self.policy = policy
         self.follow_primary = follow_primary
         self._configured = list(endpoints)
@@ -140,8 +142,10 @@ class Transport:
             now = self.now()
             if deadline is not None and now >= deadline:
                 why = last.message if last is not None else "no attempt fitted in the deadline"
-                gave_up = Unavailable(f"{method} {path}: gave up retrying: {why}",
-                                      details=last.details if last is not None else None)  # fmt: skip
+                gave_up = Unavailable(
+                    f"{method} {path}: gave up retrying: {why}",
+                    details=last.details if last is not None else None,
+                )
                 gave_up.retried = maybe_applied
                 raise gave_up
             url = self._choose(tried)
@@ -203,7 +207,8 @@ class Transport:
 
     async def _backoff(self, failures: int, deadline: float | None) -> None:
         """Full jitter: uniform in [0, min(max, base * 2**failures)], cut at the deadline."""
-        ceiling = min(self.policy.backoff_max_s, self.policy.backoff_base_s * 2 ** min(failures, 20))
+        policy = self.policy
+        ceiling = min(policy.backoff_max_s, policy.backoff_base_s * 2 ** min(failures, 20))
         delay = self._rng.uniform(0, ceiling)
         if deadline is not None:
             delay = min(delay, max(0.0, deadline - self.now()))

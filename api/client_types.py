@@ -151,6 +151,7 @@ class Cluster:
         )
         return cls(
             node=_str(obj, "node"), primary=_opt_str(obj, "primary"),
-            learn_mode=_opt_str(obj, "learn_mode") or "", chosen_index=_opt_int(obj, "chosen_index") or 0,
+            learn_mode=_opt_str(obj, "learn_mode") or "",
+            chosen_index=_opt_int(obj, "chosen_index") or 0,
             applied_index=_opt_int(obj, "applied_index") or 0, members=members,
         )  # fmt: skip

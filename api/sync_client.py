@@ -53,8 +53,10 @@ class _LoopThread:
         (Ctrl-C) cancels the coroutine, so a cancelled acquire is cleaned up as in asyncio."""
         if threading.current_thread() is self._thread:
             coro.close()
-            raise RuntimeError("a blocking paxlock call from the client's own loop thread "
-                               "would deadlock (do not call Client from its callbacks)")  # fmt: skip
+            raise RuntimeError(
+                "a blocking paxlock call from the client's own loop thread would deadlock "
+                "(do not call Client from its callbacks)"
+            )
         if self.loop.is_closed():
             coro.close()
             raise RuntimeError("the client is closed")
@@ -187,8 +189,10 @@ class SyncHolding(Generic[H, S]):
         lost_in_body = held.lost.is_set()
         self._runner.run(self._holding.__aexit__(exc_type, exc, tb))
         if self._cancel_on_loss and lost_in_body and exc is None:
-            raise LeaseLost(f"{held.name} (token {held.token}) was lost while the body ran: "
-                            f"{held.lost_reason}", details={"name": held.name, "token": held.token})  # fmt: skip
+            raise LeaseLost(
+                f"{held.name} (token {held.token}) was lost while the body ran: "
+                f"{held.lost_reason}", details={"name": held.name, "token": held.token},
+            )  # fmt: skip
 
 
 class SyncElection:
@@ -278,7 +282,8 @@ class Client:
                 value: str | None = None, lock_delay: float = 0.0,
                 request_id: str | None = None) -> Lease:  # fmt: skip
         return self._runner.run(self._async.acquire(
-            name, ttl=ttl, wait=wait, value=value, lock_delay=lock_delay, request_id=request_id))  # fmt: skip
+            name, ttl=ttl, wait=wait, value=value, lock_delay=lock_delay, request_id=request_id,
+        ))  # fmt: skip
 
     def renew(self, name: str, token: int) -> Lease:
         return self._runner.run(self._async.renew(name, token))

@@ -56,8 +56,10 @@ def test_client_processes_never_overlap_and_tokens_increase(
 ) -> None:
     processes = spawn_workers(cluster, tmp_path, "ledger/contended")
     try:
-        wait_for(lambda: all((tmp_path / f"ready{i}").exists() for i in range(WORKERS))
-                 or any(p.poll() not in (None, 0) for p in processes), 30, "workers ready")  # fmt: skip
+        wait_for(
+            lambda: all((tmp_path / f"ready{i}").exists() for i in range(WORKERS))
+            or any(p.poll() not in (None, 0) for p in processes), 30, "workers ready",
+        )  # fmt: skip
         (tmp_path / "go").touch()
         for process in processes:
             process.wait(timeout=RUN_TIMEOUT_S)

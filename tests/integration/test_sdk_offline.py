@@ -104,8 +104,9 @@ async def test_follows_the_primary_and_retries_503_with_the_same_request_id() ->
                 return web.json_response({"error": "unavailable", "message": "unknown"},
                                          status=503, headers={"X-Paxlock-Node": "b"})  # fmt: skip
             if name == "b":
+                headers = {"X-Paxlock-Node": "b", "X-Paxlock-Primary": "a"}
                 return web.json_response({"error": "held", "message": "wrong node"}, status=409,
-                                         headers={"X-Paxlock-Node": "b", "X-Paxlock-Primary": "a"})  # fmt: skip
+                                         headers=headers)  # fmt: skip
             lease = {"name": "x", "holder": body["holder"], "token": 1, "revision": 1,
                      "ttl": 5, "expires_in": 5, "value": None, "lock_delay": 0}  # fmt: skip
             return web.json_response(lease, headers={"X-Paxlock-Node": "a",
