@@ -166,7 +166,10 @@ class Node:
         await self.transport.start()
         await self.replica.start()
         if config.serve_http:
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            # handler_cancellation: a client that disconnects while its acquire waits is
+            # taken out of the queue instead of being granted a lease it will never hear of.
+            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
+                                         handler_cancellation=True)  # fmt: skip
             await self._runner.setup()
             host, port = config.bind()
             await web.TCPSite(self._runner, host, port, reuse_address=True).start()

@@ -294,7 +294,12 @@ class LeaseService:
         command = Acquire(name, holder, ttl, value, lock_delay, request_id)
         key, future = self._request()
         self._run(self.keeper.acquire(AcquireRequest(key, command, wait), self.clock()))
-        reply = await self._answer(key, future)
+        try:
+            reply = await self._answer(key, future)
+        except asyncio.CancelledError:  # the client went away while it waited
+            if self.keeper.in_office:
+                self._run(self.keeper.cancel(key))
+            raise
         return self._lease_or_raise(name, reply)
 
     async def renew(self, name: str, *, holder: str, token: int) -> LeaseView:

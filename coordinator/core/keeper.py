@@ -198,6 +198,15 @@ class LeaseKeeper:
         self._reserved[name] = waiter.request.command
         return self._ready([Propose(waiter.request.command, None)])
 
+    def cancel(self, key: RequestKey) -> KeeperReady:
+        """The request ``key`` went away (its client disconnected): a parked waiter leaves
+        its queue, so the name is never granted to nobody. (One already proposed stands:
+        its grant is remembered for a retry with the same request id.)"""
+        for waiter in list(self._waiter_by_id.values()):
+            if waiter.request.key == key:
+                self._unpark(waiter)
+        return self._ready()
+
     def renew(
         self, name: str, holder: str, token: int, key: RequestKey, now: float
     ) -> KeeperReady:

@@ -657,3 +657,38 @@ def test_cluster_object_health_readiness_and_metrics(cluster: Any, primary: str)
             assert harness.metric_value(text, name) is not None, name
         assert harness.metric_value(text, "paxlock_is_primary") == (node == primary)
     assert (cluster.metric(primary, "paxlock_lease_grants_total") or 0) > 0
+
+
+def test_a_waiter_that_disconnects_leaves_the_queue(cluster_factory: Any) -> None:
+    """Found by the SDK tests: a parked acquire whose client went away was still granted on
+    release — to nobody — and the name stayed blocked for its TTL."""
+    import asyncio
+
+    import aiohttp
+
+    cluster = cluster_factory(3)
+    url = cluster.url(cluster.wait_ready())
+
+    async def scenario() -> tuple[int, int]:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{url}/v1/leases/gone:acquire",
+                                    json={"holder": "a", "ttl": 30}) as response:  # fmt: skip
+                held = await response.json()
+            try:
+                await session.post(f"{url}/v1/leases/gone:acquire",
+                                   json={"holder": "b", "ttl": 30, "wait": 30},
+                                   timeout=aiohttp.ClientTimeout(total=0.5))  # fmt: skip
+            except TimeoutError:
+                pass  # b gives up and disconnects while parked
+            for _ in range(100):  # wait (bounded) until the primary has dropped b's request
+                async with session.get(f"{url}/metrics") as response:
+                    if "paxlock_lease_waiters 0.0" in await response.text():
+                        break
+                await asyncio.sleep(0.05)
+            async with session.post(f"{url}/v1/leases/gone:release",
+                                    json={"holder": "a", "token": held["token"]}) as response:
+                released = response.status
+            async with session.get(f"{url}/v1/leases/gone") as response:
+                return released, response.status
+
+    assert asyncio.run(scenario()) == (200, 404)  # free, not granted to the vanished b
