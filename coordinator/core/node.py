@@ -22,7 +22,6 @@ from paxlock.coordinator.core.messages import (
     CatchupReply,
     CatchupRequest,
     Chosen,
-    ChosenEntry,
     Envelope,
     Heartbeat,
     HeartbeatAck,

@@ -3,7 +3,6 @@ embedded in a 3-member cluster offers the lease operations whichever member is p
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
 import subprocess

@@ -4,9 +4,8 @@ renewal confirmed by a deposed primary — and a broken part for each to catch."
 
 from __future__ import annotations
 
-from typing import Any
-
 import random
+from typing import Any
 
 import pytest
 
