@@ -80,7 +80,9 @@ class Replica:
         self._on_event = on_event
         self._unsent = Ready()
         self._deadline = float("inf")
-        self._wake = asyncio.Event()
+        self._woken = False
+        """New work since the last flush began."""
+        self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self.failure: BaseException | None = None
         # Confirmation rounds: callers waiting for seq, and the round not yet flushed.
@@ -171,7 +173,10 @@ class Replica:
             self._apply(entry)
         for rejection in ready.rejected:
             self._on_rejected(rejection)
-        self._wake.set()
+        self._woken = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _event(self, event: CoreEvent) -> None:
         if isinstance(event, Confirmed):
@@ -200,9 +205,8 @@ class Replica:
                 if delay <= 0:
                     self._step(self.node.tick(self.clock()))
                     continue
-                if not self._wake.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 3600))
+                if not self._woken:
+                    await self._sleep(min(delay, 3600))
         except asyncio.CancelledError:
             raise
         except BaseException as error:  # the store failed: stop, sending nothing more
@@ -210,8 +214,20 @@ class Replica:
             self._fail_confirmations()
             log.error("replica_failed", node=self.id, error=repr(error))
 
+    async def _sleep(self, delay: float) -> None:
+        """Until new work arrives or the core's deadline passes. A bare future and a timer
+        handle: ``asyncio.wait_for`` would create a task per wait, on the hot path."""
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(delay, _wake_up, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
     async def _flush(self) -> None:
-        self._wake.clear()
+        self._woken = False
         batch, self._unsent = self._unsent, Ready()
         self._unflushed_round = None
         if not batch.records and not batch.messages:
@@ -252,6 +268,11 @@ class Replica:
             "primary": node.primary_hint,
             "chosen_index": node.chosen_index,
         }
+
+
+def _wake_up(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def deliver_all(replica: Replica, envelopes: Sequence[Envelope]) -> None:
