@@ -123,6 +123,10 @@ class PeerTransport:
                     await self._write_frames(link, ws)
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
                 log.debug("peer_unreachable", peer=link.peer, error=repr(error))
+                # What was queued for a peer that cannot be reached is stale by the time it
+                # returns (retransmission and catch-up cover it): drop it, do not replay it.
+                link.dropped += len(link.queue)
+                link.queue.clear()
             finally:
                 link.connected = False
             await asyncio.sleep(backoff)  # reconnect backoff, not synchronisation
