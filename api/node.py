@@ -168,7 +168,9 @@ class Node:
         if config.serve_http:
             # handler_cancellation: a client that disconnects while its acquire waits is
             # taken out of the queue instead of being granted a lease it will never hear of.
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
+            # A short shutdown_timeout: peers' WebSockets and parked waits never end by
+            # themselves, and a stopping member should be gone quickly (clients retry).
+            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25,
                                          handler_cancellation=True)  # fmt: skip
             await self._runner.setup()
             host, port = config.bind()
