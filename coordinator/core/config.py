@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from paxlock.coordinator.core.learner import LearnMode
+
+
+class Rng(Protocol):
+    """The randomness the core draws (election timeouts), injected so that a seeded
+    ``random.Random`` replays a simulation exactly; the core never imports ``random``."""
+
+    def uniform(self, a: float, b: float) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)

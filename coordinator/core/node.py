@@ -1,18 +1,17 @@
 """One paxlock node's consensus logic: acceptor, learner and proposer composed, plus the
 election of the primary, catch-up and snapshots (``compact()``, ``Ready.installed``). Pure and
 synchronous: every entry point takes the current time and returns a ``Ready``; randomness
-comes from the injected ``random.Random``.
+comes from the injected ``Rng`` (a seeded ``random.Random`` in practice).
 """
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from paxlock.coordinator.core.acceptor import Acceptor
 from paxlock.coordinator.core.ballot import Ballot, NodeId
 from paxlock.coordinator.core.catchup import CatchUp, serve
-from paxlock.coordinator.core.config import CoreConfig
+from paxlock.coordinator.core.config import CoreConfig, Rng
 from paxlock.coordinator.core.confirm import Rounds
 from paxlock.coordinator.core.learner import Learner
 from paxlock.coordinator.core.messages import (
@@ -54,7 +53,7 @@ class Node:
         self,
         config: CoreConfig,
         durable: DurableState,
-        rng: random.Random,
+        rng: Rng,
         *,
         acceptor: Acceptor | None = None,
         proposer: Proposer | None = None,
