@@ -183,7 +183,7 @@ def _header_stamper(service: Leasing, forwarder: Forwarder
             return  # set by forwarding: the primary that actually answered
         if forwarder.local_path(request).startswith("/v1/"):
             try:
-                primary = service.cluster().get("primary")
+                primary = service.known_primary()
             except Exception:  # a header is not worth failing the answer for
                 primary = None
             if primary is not None:

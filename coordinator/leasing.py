@@ -51,6 +51,11 @@ class Leasing(Protocol):
         None when nobody holds it), or None when ``timeout`` passes first."""
         ...
 
+    def known_primary(self) -> str | None:
+        """The primary's node id as this node knows it, or None: cheap, for every answer's
+        ``X-Paxlock-Primary`` header (``cluster()`` builds the whole member list)."""
+        ...
+
     def cluster(self) -> dict[str, Any]:
         """The cluster object of DESIGN.md §4 as this node sees it."""
         ...

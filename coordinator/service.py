@@ -39,6 +39,7 @@ from paxlock.coordinator.core.lease_commands import (
 )
 from paxlock.coordinator.core.leases import LeaseMachine
 from paxlock.coordinator.core.proposal import Proposal, decode_proposal, encode_proposal
+from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.messages import Batch, ChosenEntry
 from paxlock.coordinator.core.ready import BecamePrimary, CoreEvent, Rejection, SteppedDown
 from paxlock.coordinator.errors import BadRequest, Held, NotFound, NotHolder, NotPrimary
@@ -420,11 +421,15 @@ class LeaseService:
 
     # -- cluster -------------------------------------------------------------------------------
 
+    def known_primary(self) -> str | None:
+        node = self.replica.node
+        return None if node.role is Role.CANDIDATE else node.primary_hint
+
     def cluster(self) -> dict[str, Any]:
         described = self.replica.describe()
         return {
             "node": self.node_id,
-            "primary": described["primary"] if described["role"] != "candidate" else None,
+            "primary": self.known_primary(),
             "ballot": described["ballot"],
             "learn_mode": self.learn_mode,
             "chosen_index": described["chosen_index"],

@@ -129,6 +129,9 @@ class FakeLeasing:
                     pass
         return self.leases[name] if passed() else None
 
+    def known_primary(self) -> str | None:
+        return self.primary
+
     def cluster(self) -> dict[str, Any]:
         return {"node": self.node_id, "primary": self.primary, "ballot": "3.n1",
                 "learn_mode": "broadcast", "chosen_index": 7, "applied_index": 7,
