@@ -21,7 +21,6 @@ from paxlock.api.peer import WS_PATH, PeerTransport, websocket_handler
 from paxlock.coordinator.core.learner import LearnMode
 from paxlock.coordinator.core.leases import LeaseMachine
 from paxlock.coordinator.core.messages import ChosenEntry, Message
-from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.ready import CoreEvent
 from paxlock.coordinator.core.node import CoreConfig
 from paxlock.coordinator.instrument import CountingTransport, Instrumentation
@@ -141,7 +140,7 @@ class Node:
 
         def on_event(event: CoreEvent) -> None:
             service_box[0].on_event(event)
-            instruments.on_event(event, self.replica.node.role if self.replica else Role.FOLLOWER)
+            instruments.on_event(event)
 
         self.replica = Replica(
             config.core(), durable, self.store,

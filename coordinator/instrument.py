@@ -16,7 +16,6 @@ from paxlock.coordinator.core.lease_commands import (
     Result,
 )
 from paxlock.coordinator.core.messages import Accept, Accepted, Batch, Chosen, ChosenEntry, Envelope
-from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.ready import BecamePrimary, CoreEvent, Phase1Started, SteppedDown
 from paxlock.coordinator.metrics import Metrics
 from paxlock.coordinator.ports import Clock, Transport
@@ -88,7 +87,7 @@ class Instrumentation:
         elif isinstance(result, Expired):
             m.expiries.inc()
 
-    def on_event(self, event: CoreEvent, role: Role) -> None:
+    def on_event(self, event: CoreEvent) -> None:
         """Count the core's events and log the ones an operator wants to see, bound with the
         ballot and slot they concern (the node id is bound by ``configure_logging``)."""
         m = self.metrics
