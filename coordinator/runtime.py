@@ -265,7 +265,6 @@ class Replica:
         return {
             "role": node.role.value,
             "ballot": str(node.ballot) if node.role is not Role.FOLLOWER else None,
-            "primary": node.primary_hint,
             "chosen_index": node.chosen_index,
         }
 
