@@ -4,6 +4,7 @@ HTTP API — startable inside any asyncio program, or mounted into a host aiohtt
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Mapping
@@ -19,13 +20,12 @@ from prometheus_client import CollectorRegistry
 from paxlock.api.embedded import EmbeddedLeases
 from paxlock.api.peer import WS_PATH, PeerTransport, websocket_handler
 from paxlock.coordinator.core.learner import LearnMode
-from paxlock.coordinator.core.leases import LeaseMachine
-from paxlock.coordinator.core.messages import ChosenEntry, Message
-from paxlock.coordinator.core.ready import CoreEvent
+from paxlock.coordinator.core.messages import Message
 from paxlock.coordinator.core.node import CoreConfig
+from paxlock.coordinator.core.replica import LeaseReplica
 from paxlock.coordinator.instrument import CountingTransport, Instrumentation
 from paxlock.coordinator.metrics import Metrics
-from paxlock.coordinator.runtime import Replica
+from paxlock.coordinator.runtime import Runtime
 from paxlock.coordinator.service import LeaseService
 from paxlock.persistence import SqliteStore
 
@@ -96,7 +96,7 @@ class Node:
         self.metrics = Metrics(config.node_id, registry=registry)
         self.store: SqliteStore | None = None
         self.transport: PeerTransport | None = None
-        self.replica: Replica | None = None
+        self.runtime: Runtime | None = None
         self._service: LeaseService | None = None
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
@@ -128,42 +128,28 @@ class Node:
         loaded = self.store.load()
         durable = loaded.durable
         durable.snapshot_slot, durable.snapshot = loaded.snapshot_slot, loaded.snapshot
-        machine = LeaseMachine()  # the snapshot, if any, is installed by the first step
         self.transport = PeerTransport(config.node_id, dict(config.peers),
                                        cluster_token=config.cluster_token)  # fmt: skip
-        service_box: list[LeaseService] = []
-        instruments = Instrumentation(self.metrics, time.monotonic)
-
-        def apply(entry: ChosenEntry) -> None:
-            instruments.on_entry(entry)
-            service_box[0].apply(entry)
-
-        def on_event(event: CoreEvent) -> None:
-            service_box[0].on_event(event)
-            instruments.on_event(event)
-
-        self.replica = Replica(
-            config.core(), durable, self.store,
+        replica = LeaseReplica(config.core(), durable, random.Random(),
+                               origin=f"{config.node_id}/{os.urandom(4).hex()}",
+                               snapshot_every=config.snapshot_every)  # fmt: skip
+        self.runtime = Runtime(
+            replica, self.store,
             CountingTransport(self.transport, self.metrics, len(config.peers) - 1),
-            apply=apply, install=lambda slot, data: service_box[0].install(slot, data),
-            on_rejected=lambda rejection: service_box[0].on_rejected(rejection),
-            on_event=on_event, clock=time.monotonic, rng=random.Random(),
+            clock=time.monotonic,
         )  # fmt: skip
-        self._service = LeaseService(
-            self.replica, machine, clock=time.monotonic, learn_mode=config.learn_mode,
-            peer_urls=dict(config.peers), reachable=self.transport.reachable,
-            snapshot_every=config.snapshot_every,
-        )  # fmt: skip
-        service_box.append(self._service)
+        self._service = LeaseService(self.runtime, learn_mode=config.learn_mode,
+                                     peer_urls=dict(config.peers),
+                                     reachable=self.transport.reachable)  # fmt: skip
         self._leases = EmbeddedLeases(self._service, dict(config.peers), config.cluster_token)
-        instruments.attach(self.replica, self._service)
+        Instrumentation(self.metrics, time.monotonic).attach(self.runtime)
         app = create_app(self._service, peers=dict(config.peers), metrics=self.metrics,
                          cluster_token=config.cluster_token)  # fmt: skip
         app.router.add_get(WS_PATH, websocket_handler(config.node_id, config.cluster_token,
                                                       self._deliver))  # fmt: skip
         self._app = app
         await self.transport.start()
-        await self.replica.start()
+        await self.runtime.start()
         if config.serve_http:
             # handler_cancellation: a client that disconnects while its acquire waits is
             # taken out of the queue instead of being granted a lease it will never hear of.
@@ -175,12 +161,12 @@ class Node:
             host, port = config.bind()
             await web.TCPSite(self._runner, host, port, reuse_address=True).start()
         log.info("node_started", node=config.node_id, url=self.url,
-                 chosen_index=self.replica.node.chosen_index)  # fmt: skip
+                 chosen_index=self.runtime.replica.status().chosen_index)  # fmt: skip
 
     def _deliver(self, src: str, messages: list[Message]) -> None:
-        if self.replica is not None and self.replica.failure is None:
+        if self.runtime is not None and self.runtime.failure is None:
             self.metrics.peer_messages_received.inc(len(messages))
-            self.replica.receive_many(src, messages)
+            self.runtime.receive_many(src, messages)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -190,8 +176,8 @@ class Node:
             await self._leases.close()
         if self._service is not None:
             await self._service.close()
-        if self.replica is not None:
-            await self.replica.stop()
+        if self.runtime is not None:
+            await self.runtime.stop()
         if self.transport is not None:
             await self.transport.stop()
         if self.store is not None:
@@ -211,9 +197,8 @@ class Node:
 
     async def wait_failed(self) -> BaseException | None:
         """Return the replica's failure once its loop ended (a store failure)."""
-        assert self.replica is not None and self.replica._task is not None
-        await asyncio.shield(self.replica._task)
-        return self.replica.failure
+        assert self.runtime is not None, "start() the node first"
+        return await self.runtime.wait_stopped()
 
     async def __aenter__(self) -> Node:
         await self.start()

@@ -16,11 +16,12 @@ from paxlock.coordinator.core.lease_commands import (
     Result,
 )
 from paxlock.coordinator.core.messages import Accept, Accepted, Batch, Chosen, ChosenEntry, Envelope
-from paxlock.coordinator.core.ready import BecamePrimary, CoreEvent, Phase1Started, SteppedDown
+from paxlock.coordinator.core.proposer import Role
+from paxlock.coordinator.core.ready import BecamePrimary, Phase1Started, SteppedDown
+from paxlock.coordinator.core.replica_io import ReplicaEvent, ReplicaReady, TookOffice
 from paxlock.coordinator.metrics import Metrics
 from paxlock.coordinator.ports import Clock, Transport
-from paxlock.coordinator.runtime import Replica
-from paxlock.coordinator.service import LeaseService
+from paxlock.coordinator.runtime import Runtime
 
 log = structlog.get_logger("paxlock.consensus")
 
@@ -54,24 +55,32 @@ class Instrumentation:
         self.clock = clock
         self._phase1_started: float | None = None
 
-    def attach(self, replica: Replica, service: LeaseService) -> None:
+    def attach(self, runtime: Runtime) -> None:
+        """Gauges read the replica's ``status()``; counters follow every step's effects."""
         m = self.metrics
-        m.is_primary.set_function(lambda: 1.0 if replica.is_primary else 0.0)
-        m.chosen_index.set_function(lambda: float(replica.node.chosen_index))
-        m.applied_index.set_function(lambda: float(replica.node.chosen_index))
-        m.ballot_round.set_function(lambda: float(replica.node.highest_seen.round))
-        m.leases_held.set_function(lambda: float(len(service.machine.list())))
-        m.waiters.set_function(
-            lambda: float(service.keeper.waiters) if service.keeper.in_office else 0.0
-        )
+        status = runtime.replica.status
+        m.is_primary.set_function(lambda: 1.0 if status().role is Role.PRIMARY else 0.0)
+        m.chosen_index.set_function(lambda: float(status().chosen_index))
+        m.applied_index.set_function(lambda: float(status().applied_index))
+        m.ballot_round.set_function(lambda: float(status().highest_round))
+        m.leases_held.set_function(lambda: float(status().leases))
+        m.waiters.set_function(lambda: float(status().waiters))
 
         def flushed(records: int, messages: int, seconds: float) -> None:
             if records:
                 m.fsync_latency.observe(seconds)
                 m.fsync_records.observe(records)
 
-        replica.on_flush = flushed
-        service.on_applied = self.on_applied
+        runtime.on_flush = flushed
+        runtime.sinks.append(self.on_ready)
+
+    def on_ready(self, ready: ReplicaReady) -> None:
+        for entry in ready.learned:
+            self.on_entry(entry)
+        for applied in ready.applied:
+            self.on_applied(applied.command, applied.result)
+        for event in ready.events:
+            self.on_event(event)
 
     def on_entry(self, entry: ChosenEntry) -> None:
         self.metrics.slots_chosen.inc()
@@ -87,7 +96,7 @@ class Instrumentation:
         elif isinstance(result, Expired):
             m.expiries.inc()
 
-    def on_event(self, event: CoreEvent) -> None:
+    def on_event(self, event: ReplicaEvent) -> None:
         """Count the core's events and log the ones an operator wants to see, bound with the
         ballot and slot they concern (the node id is bound by ``configure_logging``)."""
         m = self.metrics
@@ -101,6 +110,8 @@ class Instrumentation:
                 m.phase1_latency.observe(self.clock() - self._phase1_started)
                 self._phase1_started = None
             log.info("became_primary", ballot=str(event.ballot), reproposed=event.reproposed)
+        elif isinstance(event, TookOffice):
+            log.info("lease_keeper_in_office", ballot=str(event.ballot), slot=event.slot)
         elif isinstance(event, SteppedDown):
             m.primary_changes.inc()
             log.warning("stepped_down", ballot=str(event.ballot),

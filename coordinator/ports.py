@@ -18,6 +18,12 @@ class Store(Protocol):
         """Durably store a state-machine snapshot at ``slot`` and drop what it covers."""
         ...
 
+    @property
+    def durable_calls(self) -> int:
+        """How many ``append``/``save_snapshot`` calls have completed durably so far: the
+        runtime checks it covers every call it made before a message leaves."""
+        ...
+
 
 class Transport(Protocol):
     def send(self, envelopes: Sequence[Envelope]) -> None:

@@ -190,6 +190,11 @@ class SqliteStore:
             max_pending_records=max_pending_records,
         )
 
+    @property
+    def durable_calls(self) -> int:
+        """Completed ``append`` and ``save_snapshot`` calls (the runtime's seam check)."""
+        return self.stats.appends
+
     def load(self) -> LoadedState:
         """The durable state as of the last completed commit (a copy): what the core is
         rebuilt from right after ``open``."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import assert_never
 
+from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
 from paxlock.coordinator.core.deadlines import Deadlines
 from paxlock.coordinator.core.keeper_effects import (
     AcquireRequest,
@@ -34,6 +35,7 @@ from paxlock.coordinator.core.lease_commands import (
     Expired,
     Lease,
     LeaseCommand,
+    Office,
     Proclaim,
     Refused,
     Release,
@@ -102,6 +104,8 @@ class LeaseKeeper:
 
     def _reset(self) -> None:
         self._machine: LeaseMachine | None = None
+        self._ballot = ZERO_BALLOT
+        """The ballot this keeper is in office under: stamped on every decision it makes."""
         self._timers: dict[tuple[_Kind, str], _Timer] = {}
         self._deadlines: Deadlines[_Key] = Deadlines()
         self._waiters: dict[str, deque[_Waiter]] = {}
@@ -125,11 +129,20 @@ class LeaseKeeper:
         assert self._machine is not None, "the keeper runs only on the primary"
         return self._machine
 
-    def take_office(self, machine: LeaseMachine, now: float) -> KeeperReady:
+    @property
+    def ballot(self) -> Ballot:
+        return self._ballot
+
+    def take_office(self, machine: LeaseMachine, now: float, ballot: Ballot) -> KeeperReady:
         """Restart every lease timer at the full TTL and every lock-delay at its full length:
-        the old primary's timers are unknown, so a lease may outlive its TTL, never end early."""
+        the old primary's timers are unknown, so a lease may outlive its TTL, never end early.
+
+        Called once the ``Office`` entry of ``ballot`` is applied: ``machine`` then holds
+        everything chosen before this ballot, and it names ``ballot`` as the one in office."""
         assert self._machine is None, "take_office twice without step_down"
+        assert machine.office == ballot, "the keeper takes office once its Office is applied"
         self._machine = machine
+        self._ballot = ballot
         for lease in machine.list():
             self._start(_Kind.EXPIRE, lease.name, lease.token, now + lease.ttl_s)
         for block in machine.blocks():
@@ -293,6 +306,8 @@ class LeaseKeeper:
             case Unblock():
                 if isinstance(result, Unblocked):
                     self._stop(_Kind.UNBLOCK, command.name)
+            case Office():
+                return self._ready()
             case _:
                 assert_never(command)
         proposals = self._grant_next(command.name, now, replies)
@@ -302,6 +317,8 @@ class LeaseKeeper:
         """A proposal that will not enter the log: free its reservation. (Expire and Unblock
         need nothing: their timers propose them again.)"""
         replies: list[Reply] = []
+        if isinstance(command, Office):
+            return self._ready()
         if isinstance(command, Acquire) and self._reserved.get(command.name) == command:
             del self._reserved[command.name]
         handoff = self._handoffs.get(command.name)
@@ -373,7 +390,9 @@ class LeaseKeeper:
         timer.proposed = True
         self._deadlines.set(key, now + self.config.retry_s)  # until it is applied
         token = timer.token
-        command = Expire(ident, token) if kind is _Kind.EXPIRE else Unblock(ident, token)
+        ballot = self._ballot
+        command = (Expire(ident, token, ballot) if kind is _Kind.EXPIRE
+                   else Unblock(ident, token, ballot))  # fmt: skip
         ready.proposals.append(Propose(command, None))
 
     def _start(self, kind: _Kind, name: str, token: int, deadline: float) -> None:
@@ -463,8 +482,9 @@ class LeaseKeeper:
 
     def _reply(self, key: RequestKey, result: Result, now: float) -> Reply:
         machine = self.machine
-        current = isinstance(result, Lease) and machine.verify(result.name, result.token).current
-        if current or (isinstance(result, Refused) and result.code == "held"):
+        if isinstance(result, Lease) and machine.verify(result.name, result.token).current:
+            return Reply(key, result, self.expires_in(result.name, now))
+        if isinstance(result, Refused) and result.code == "held":
             return Reply(key, result, self.expires_in(result.name, now))
         return Reply(key, result, 0.0 if isinstance(result, Lease) else None)
 

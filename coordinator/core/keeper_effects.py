@@ -57,6 +57,25 @@ class Unavailable:
 
 
 @dataclass(frozen=True, slots=True)
+class NotPrimary:
+    """This node is not the primary: the edge forwards to ``primary_hint`` (None: unknown).
+    (Answered by the ``LeaseReplica``, never by the keeper.)"""
+
+    primary_hint: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Recovering:
+    """This node is the primary, but its keeper is not in office yet (its ``Office`` entry is
+    not applied): the edge waits for ``TookOffice`` and asks again, or answers 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadConfirmed:
+    """A read barrier passed: reading the local machine now is linearizable."""
+
+
+@dataclass(frozen=True, slots=True)
 class Propose:
     command: LeaseCommand
     reply_to: RequestKey | None
@@ -66,7 +85,7 @@ class Propose:
 @dataclass(frozen=True, slots=True)
 class Reply:
     to: RequestKey
-    outcome: Result | Unavailable
+    outcome: Result | Unavailable | NotPrimary | Recovering | ReadConfirmed
     expires_in_s: float | None = None
 
 

@@ -18,6 +18,8 @@ from typing import Literal, NamedTuple, TypeAlias
 import msgspec
 from msgspec.structs import force_setattr
 
+from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
+
 NAME_RE = re.compile(r"[A-Za-z0-9._/-]{1,256}")
 """The name pattern of DESIGN.md §4."""
 VALUE_BYTES_MAX = 4096
@@ -70,20 +72,41 @@ class Proclaim(msgspec.Struct, frozen=True, tag="proclaim"):
 
 class Expire(msgspec.Struct, frozen=True, tag="expire"):
     """Proposed by the primary when its timer for grant ``token`` ran out. Only the grant it
-    names is ended: a stale Expire (the lease was since released or re-granted) is a no-op."""
+    names is ended: a stale Expire (the lease was since released or re-granted) is a no-op.
+
+    ``ballot`` is the ballot the proposing primary was in office under (DESIGN.md §2). P2c(b)
+    can bring a deposed primary's Expire into the log long after a successor took office and
+    renewed the lease; the machine ignores it once a higher ``Office`` is applied. (Entries
+    written before ballots were stamped decode with the zero ballot: ignored once any office
+    is applied, and the current primary's timer proposes them again.)"""
 
     name: str
     token: int
+    ballot: Ballot = ZERO_BALLOT
 
 
 class Unblock(msgspec.Struct, frozen=True, tag="unblock"):
-    """Proposed by the primary when the lock-delay after the expiry of ``token`` ran out."""
+    """Proposed by the primary when the lock-delay after the expiry of ``token`` ran out;
+    stamped with its office ballot like ``Expire``, so a ghost cannot end a lock-delay early."""
 
     name: str
     token: int
+    ballot: Ballot = ZERO_BALLOT
 
 
-LeaseCommand: TypeAlias = Acquire | Release | Proclaim | Expire | Unblock
+class Office(msgspec.Struct, frozen=True, tag="office"):
+    """A new primary's first proposal after phase 1 (DESIGN.md §2, like Raft's no-op at the
+    start of a term). Its keeper takes office only once this entry is applied, so it has
+    applied everything chosen before its ballot — by entries or by a snapshot — and the
+    machine learns from it which ballot governs: primary decisions stamped with a lower one
+    are no-ops from here on."""
+
+    ballot: Ballot
+
+
+PrimaryDecision: TypeAlias = Expire | Unblock
+"""Commands a primary proposes from its own timers or memory: each carries its ballot."""
+LeaseCommand: TypeAlias = Acquire | Release | Proclaim | Expire | Unblock | Office
 ClientCommand: TypeAlias = Acquire | Release | Proclaim
 """The commands a client sends, and so the ones that may carry a ``request_id``."""
 
@@ -155,13 +178,24 @@ class Refused(msgspec.Struct, frozen=True, tag="refused"):
 
 
 class Ignored(msgspec.Struct, frozen=True, tag="ignored"):
-    """A stale ``Expire`` or ``Unblock``: the grant it names is no longer the current one."""
+    """A stale ``Expire`` or ``Unblock``: the grant it names is no longer the current one, or
+    it was decided under a ballot below the latest applied ``Office`` (a deposed primary's
+    ghost, ``deposed`` true)."""
 
     name: str
     token: int
+    deposed: bool = False
 
 
-Result: TypeAlias = Lease | Released | Expired | Unblocked | Refused | Ignored
+class InOffice(msgspec.Struct, frozen=True, tag="in_office"):
+    """An applied ``Office``: ``ballot`` governs from this slot on (``current`` false when a
+    higher office was applied before it: a ghost office entry, a no-op)."""
+
+    ballot: Ballot
+    current: bool
+
+
+Result: TypeAlias = Lease | Released | Expired | Unblocked | Refused | Ignored | InOffice
 
 
 class Block(msgspec.Struct, frozen=True):
@@ -199,6 +233,8 @@ def invalid_reason(command: LeaseCommand) -> str | None:
     command in the log is applied on every node and must never crash them all (a malformed
     command is answered ``bad_request``, deterministically, instead of tripping an assert).
     """
+    if isinstance(command, Office):
+        return None
     if NAME_RE.fullmatch(command.name) is None:
         return "name must match [A-Za-z0-9._/-]{1,256}"
     if isinstance(command, Expire | Unblock):

@@ -17,6 +17,11 @@ every node agrees on *when* in the log a lease ended. Decisions written down her
   ``bad_request`` rather than answered with another command's result.
 - **Not reentrant.** An acquire by the current holder that is not a replay is ``held``.
 - **Lock-delay** follows an expiry only, never a release, and answers acquires ``held``.
+- **Office.** The machine keeps the ballot of the latest applied ``Office`` entry (the
+  highest: a ghost office entry of a lower ballot changes nothing). A primary decision
+  (``Expire``, ``Unblock``) stamped with a lower ballot is ``Ignored(deposed=True)``: a
+  deposed primary's minority-accepted proposal, recovered later by P2c(b), must not end a
+  lease its successor has since renewed (DESIGN.md §2).
 - **Determinism.** Snapshots list leases and blocks sorted by name and the window in
   insertion order; nothing is ever produced by iterating a set or a hash-ordered structure.
 """
@@ -29,6 +34,7 @@ from typing import assert_never
 
 import msgspec
 
+from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
 from paxlock.coordinator.core.lease_commands import (
     Acquire,
     Block,
@@ -36,8 +42,11 @@ from paxlock.coordinator.core.lease_commands import (
     Expire,
     Expired,
     Ignored,
+    InOffice,
     Lease,
     LeaseCommand,
+    Office,
+    PrimaryDecision,
     Proclaim,
     Refused,
     Release,
@@ -55,7 +64,9 @@ busy holder spends one entry per call: this must cover every call it can make wh
 its calls backs off and retries across a failover (a few seconds), or the retry conflicts
 with its own first attempt."""
 WINDOW_TOTAL = 65_536
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSIONS_READ = (1, 2)
+"""Version 1 predates office entries: it restores with the zero office ballot."""
 
 
 class Remembered(msgspec.Struct, frozen=True, array_like=True):
@@ -76,6 +87,7 @@ class _Snapshot(msgspec.Struct, frozen=True, array_like=True):
     leases: tuple[Lease, ...]
     blocks: tuple[Block, ...]
     window: tuple[Remembered, ...]
+    office: Ballot = ZERO_BALLOT
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -97,6 +109,7 @@ class LeaseMachine:
         self.window_total = window_total
         self._revision = 0
         self._last_token = 0
+        self._office = ZERO_BALLOT
         self._leases: dict[str, Lease] = {}
         self._blocks: dict[str, Block] = {}
         self._window: dict[tuple[str, str], Remembered] = {}
@@ -107,6 +120,11 @@ class LeaseMachine:
     @property
     def revision(self) -> int:
         return self._revision
+
+    @property
+    def office(self) -> Ballot:
+        """The ballot of the latest applied ``Office`` entry: the one that governs now."""
+        return self._office
 
     def get(self, name: str) -> Lease | None:
         return self._leases.get(name)
@@ -154,9 +172,13 @@ class LeaseMachine:
 
     def apply(self, command: LeaseCommand) -> Result:
         """Apply one chosen command; the same sequence yields the same results everywhere."""
+        if isinstance(command, Office):
+            return self._take_office(command)
         reason = invalid_reason(command)
         if reason is not None:
             return Refused("bad_request", command.name, message=reason)
+        if isinstance(command, Expire | Unblock) and self._deposed(command):
+            return Ignored(command.name, command.token, deposed=True)
         match command:
             case Acquire() | Release() | Proclaim():
                 replayed = self.replay(command)
@@ -172,6 +194,16 @@ class LeaseMachine:
                 return self._unblock(command)
             case _:
                 assert_never(command)
+
+    def _take_office(self, command: Office) -> InOffice:
+        if command.ballot <= self._office:
+            return InOffice(command.ballot, current=False)
+        self._office = command.ballot
+        return InOffice(command.ballot, current=True)
+
+    def _deposed(self, decision: PrimaryDecision) -> bool:
+        """A decision from under a ballot older than the one in office is a ghost."""
+        return decision.ballot < self._office
 
     def _apply_client(self, command: ClientCommand) -> Result:
         match command:
@@ -302,17 +334,19 @@ class LeaseMachine:
                 tuple(self.list()),
                 tuple(self.blocks()),
                 tuple(self._window.values()),
+                self._office,
             )
         )
 
     @classmethod
     def restore(cls, data: bytes) -> LeaseMachine:
         snap = _decoder.decode(data)
-        if snap.version != SNAPSHOT_VERSION:
+        if snap.version not in SNAPSHOT_VERSIONS_READ:
             raise ValueError(f"unsupported lease snapshot version {snap.version}")
         machine = cls(window_per_holder=snap.window_per_holder, window_total=snap.window_total)
         machine._revision = snap.revision
         machine._last_token = snap.last_token
+        machine._office = snap.office
         machine._leases = {lease.name: lease for lease in snap.leases}
         machine._blocks = {block.name: block for block in snap.blocks}
         for entry in snap.window:

@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.keeper import (
     AcquireRequest,
     KeeperConfig,
@@ -27,12 +28,17 @@ from paxlock.coordinator.core.lease_commands import (
     Expired,
     Lease,
     LeaseCommand,
+    Office,
     Refused,
     Release,
     Result,
     Unblock,
 )
 from paxlock.coordinator.core.leases import LeaseMachine
+
+B1 = Ballot(1, "n1")
+B2 = Ballot(2, "n2")
+"""The ballots of a first primary and of its successor."""
 
 
 @dataclass
@@ -51,10 +57,14 @@ class Primary:
     applied: list[tuple[float, LeaseCommand, Result]] = field(default_factory=list)
     deadline: float | None = None
     next_key: int = 0
+    ballot: Ballot = B1
 
     def __post_init__(self) -> None:
+        """Take office as a replica does: once this ballot's ``Office`` entry is applied."""
         self.keeper = LeaseKeeper(self.config)
-        self.handle(self.keeper.take_office(self.machine, self.now))
+        if self.machine.office < self.ballot:
+            self.machine.apply(Office(self.ballot))
+        self.handle(self.keeper.take_office(self.machine, self.now, self.ballot))
 
     def handle(self, ready: KeeperReady) -> None:
         for reply in ready.replies:
@@ -131,7 +141,7 @@ def test_expiry_timer_proposes_expire_when_ttl_runs_out_not_before() -> None:
     p.tick(9.999)
     assert expires(p) == []
     p.tick(10.0)
-    assert expires(p) == [Expire("db", lease.token)]
+    assert expires(p) == [Expire("db", lease.token, B1)]
     assert p.machine.get("db") is None
 
 
@@ -149,9 +159,9 @@ def test_unapplied_expire_is_proposed_again_after_retry() -> None:
     p.auto_apply = False
     p.tick(10.0)
     p.tick(10.5)
-    assert expires(p) == [Expire("db", lease.token)]
+    assert expires(p) == [Expire("db", lease.token, B1)]
     p.tick(11.0)
-    assert expires(p) == [Expire("db", lease.token)] * 2
+    assert expires(p) == [Expire("db", lease.token, B1)] * 2
     p.flush()  # the duplicate is a stale no-op
     assert [type(r).__name__ for _, c, r in p.applied if isinstance(c, Expire)] == [
         "Expired", "Ignored"]
@@ -161,12 +171,12 @@ def test_new_primary_restarts_timers_at_full_ttl() -> None:
     old = Primary()
     old.grant("db", "a")
     old.tick(9.0)  # the old primary's timer had 1 s left
-    new = Primary(machine=old.machine, now=100.0)
+    new = Primary(machine=old.machine, now=100.0, ballot=B2)
     assert new.keeper.expires_in("db", 100.0) == 10.0
     new.tick(109.999)
     assert expires(new) == []
     new.tick(110.0)
-    assert expires(new) == [Expire("db", 1)]
+    assert expires(new) == [Expire("db", 1, B2)]
 
 
 def test_new_primary_restarts_lock_delay_timers_at_full_lock_delay() -> None:
@@ -174,11 +184,11 @@ def test_new_primary_restarts_lock_delay_timers_at_full_lock_delay() -> None:
     old.grant("db", "a", lock_delay_s=3.0)
     old.tick(10.0)
     assert old.machine.blocked("db") is not None
-    new = Primary(machine=old.machine, now=50.0)
+    new = Primary(machine=old.machine, now=50.0, ballot=B2)
     new.tick(52.9)
     assert expires(new) == []
     new.tick(53.0)
-    assert expires(new) == [Unblock("db", 1)] and new.machine.blocked("db") is None
+    assert expires(new) == [Unblock("db", 1, B2)] and new.machine.blocked("db") is None
 
 
 def test_expiry_with_lock_delay_proposes_unblock_when_lock_delay_runs_out() -> None:
@@ -189,7 +199,7 @@ def test_expiry_with_lock_delay_proposes_unblock_when_lock_delay_runs_out() -> N
     p.tick(12.9)
     assert p.machine.blocked("db") is not None
     p.tick(13.0)
-    assert expires(p) == [Expire("db", lease.token), Unblock("db", lease.token)]
+    assert expires(p) == [Expire("db", lease.token, B1), Unblock("db", lease.token, B1)]
     assert p.machine.blocked("db") is None and p.keeper.expires_in("db", 13.0) is None
 
 
@@ -251,7 +261,7 @@ def test_confirmed_renewal_restarts_timer_at_full_ttl() -> None:
     p.tick(18.499)
     assert expires(p) == []
     p.tick(18.5)
-    assert expires(p) == [Expire("db", lease.token)]
+    assert expires(p) == [Expire("db", lease.token, B1)]
 
 
 def test_one_confirmation_round_serves_all_waiting_renewals() -> None:
@@ -292,7 +302,7 @@ def test_confirmation_of_a_round_from_an_earlier_term_serves_no_renewal() -> Non
     p.renew(lease)
     stale_round = p.keeper.start_round(0.0)
     p.keeper.step_down()
-    p.handle(p.keeper.take_office(p.machine, 1.0))
+    p.handle(p.keeper.take_office(p.machine, 1.0, B1))
     key = p.renew(lease)
     p.confirm(stale_round)
     assert key not in p.replies and p.keeper.needs_confirmation()
@@ -537,7 +547,8 @@ def _held_with_waiter() -> tuple[Any, Any, Any, Any]:
     from paxlock.coordinator.core.leases import LeaseMachine
 
     machine, keeper = LeaseMachine(), LeaseKeeper()
-    keeper.take_office(machine, 0.0)
+    machine.apply(Office(B1))
+    keeper.take_office(machine, 0.0, B1)
     first = Acquire("job", "a", 10.0)
     keeper.on_applied(first, machine.apply(first), 0.0)
     waiting = Acquire("job", "b", 10.0)

@@ -23,7 +23,8 @@ from paxlock.coordinator.core.messages import (
 )
 from paxlock.coordinator.core.node import CoreConfig
 from paxlock.coordinator.core.ready import DurableState
-from paxlock.coordinator.runtime import Replica, ReplicaFailed
+from paxlock.coordinator.core.replica import LeaseReplica
+from paxlock.coordinator.runtime import ReplicaFailed, Runtime
 
 MEMBERS = ("n1", "n2", "n3")
 
@@ -36,13 +37,19 @@ class GatedStore:
         self.called = asyncio.Event()
         self.fail_with: BaseException | None = None
         self.durable: list[Record] = []
+        self.durable_calls = 0
+        self.returns_early = False
+        """Broken on purpose: report success before the commit (and count nothing)."""
 
     async def append(self, records: Sequence[Record]) -> None:
         self.called.set()
+        if self.returns_early:
+            return
         await self.gate.wait()
         if self.fail_with is not None:
             raise self.fail_with
         self.durable += records
+        self.durable_calls += 1
 
     async def save_snapshot(self, slot: int, data: bytes) -> None:
         raise NotImplementedError
@@ -61,16 +68,13 @@ class RecordingTransport:
         self.any_sent.set()
 
 
-def follower() -> tuple[Replica, GatedStore, RecordingTransport]:
+def follower() -> tuple[Runtime, GatedStore, RecordingTransport]:
     store = GatedStore()
     transport = RecordingTransport(store)
     clock = itertools.count(0.0, 0.001).__next__
     config = CoreConfig("n1", MEMBERS, election=False)
-    replica = Replica(config, DurableState(), store, transport, apply=lambda entry: None,
-                      install=lambda slot, data: None,
-                      on_rejected=lambda rejection: None, clock=clock,
-                      rng=random.Random(1))  # fmt: skip
-    return replica, store, transport
+    replica = LeaseReplica(config, DurableState(), random.Random(1), origin="n1/1")
+    return Runtime(replica, store, transport, clock=clock), store, transport
 
 
 async def test_a_promise_leaves_only_after_its_record_is_durable() -> None:
@@ -136,12 +140,26 @@ async def test_a_failed_commit_stops_the_node_and_no_reply_ever_leaves() -> None
         await asyncio.wait_for(store.called.wait(), 5)
         store.fail_with = OSError("disk full")
         store.gate.set()
-        assert replica._task is not None
-        await asyncio.wait_for(asyncio.shield(replica._task), 5)
-        assert isinstance(replica.failure, OSError)
+        failure = await asyncio.wait_for(replica.wait_stopped(), 5)
+        assert isinstance(failure, OSError)
         assert transport.sent == []
         with pytest.raises(ReplicaFailed):
             replica.receive("n2", Prepare(Ballot(2, "n2"), 1))
+        assert transport.sent == []
+    finally:
+        await replica.stop()
+
+
+async def test_a_store_that_reports_success_early_is_caught_before_anything_is_sent() -> None:
+    """The seam assertion (TigerBeetle style, always on): the store's own count of durable
+    calls must cover every call the runtime made before a message may leave."""
+    replica, store, transport = follower()
+    store.returns_early = True
+    await replica.start()
+    try:
+        replica.receive("n2", Prepare(Ballot(1, "n2"), 1))
+        failure = await asyncio.wait_for(replica.wait_stopped(), 5)
+        assert isinstance(failure, AssertionError) and "ahead of the disk" in str(failure)
         assert transport.sent == []
     finally:
         await replica.stop()

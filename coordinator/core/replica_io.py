@@ -1,0 +1,122 @@
+"""What a ``LeaseReplica`` is asked (requests) and what one of its steps returns.
+
+Frozen dataclasses, not msgspec structs: none of these crosses the wire or enters the log;
+they pass between the pure replica and whatever drives it (the asyncio runtime and service,
+or the simulator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from paxlock.coordinator.core.ballot import Ballot
+from paxlock.coordinator.core.keeper_effects import (
+    NotPrimary,
+    ReadConfirmed,
+    Recovering,
+    Reply,
+    RequestKey,
+    Unavailable,
+)
+from paxlock.coordinator.core.lease_commands import (
+    Acquire,
+    LeaseCommand,
+    Proclaim,
+    Release,
+    Result,
+)
+from paxlock.coordinator.core.messages import ChosenEntry, Envelope, Record
+from paxlock.coordinator.core.ready import CoreEvent
+
+__all__ = [
+    "AcquireOp", "Applied", "LeftOffice", "NotPrimary", "ProclaimOp", "ReadOp",
+    "ReadConfirmed", "Recovering", "ReleaseOp", "RenewOp", "ReplicaEvent", "ReplicaReady",
+    "Reply", "RequestKey", "RequestOp", "TookOffice", "Unavailable",
+]
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireOp:
+    command: Acquire
+    wait_s: float = 0.0
+    """How long the request may be parked while the name is taken (0: answer at once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RenewOp:
+    name: str
+    holder: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseOp:
+    command: Release
+
+
+@dataclass(frozen=True, slots=True)
+class ProclaimOp:
+    command: Proclaim
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOp:
+    """A linearizable read barrier: answered ``ReadConfirmed`` once a quorum round sent after
+    the request confirmed this node still primary (its keeper in office, so the log before
+    its ballot is applied)."""
+
+
+RequestOp = AcquireOp | RenewOp | ReleaseOp | ProclaimOp | ReadOp
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TookOffice:
+    """The keeper took office: this node's ``Office`` entry of ``ballot`` applied in ``slot``."""
+
+    ballot: Ballot
+    slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeftOffice:
+    ballot: Ballot
+
+
+ReplicaEvent = CoreEvent | TookOffice | LeftOffice
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """One lease command applied to the machine, in log order (observers: metrics, observe)."""
+
+    slot: int
+    command: LeaseCommand
+    result: Result
+
+
+# --- one step's effects --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ReplicaReady:
+    """The effects of one step, with the core's obligations: make ``records`` durable
+    (fsync) before any of ``messages`` leaves the node. ``replies`` answer requests (they
+    report chosen results or confirmed rounds, which need no local fsync). ``learned``,
+    ``installed`` and ``applied`` have already been carried out on the replica's machine;
+    they are reported for observers and checkers."""
+
+    records: list[Record] = field(default_factory=list)
+    messages: list[Envelope] = field(default_factory=list)
+    replies: list[Reply] = field(default_factory=list)
+    events: list[ReplicaEvent] = field(default_factory=list)
+    learned: list[ChosenEntry] = field(default_factory=list)
+    installed: tuple[int, bytes] | None = None
+    applied: list[Applied] = field(default_factory=list)
+    deadline: float = float("inf")
+    """Call ``tick()`` no later than this."""
