@@ -212,22 +212,25 @@ class Cluster:
 
     # -- processes -----------------------------------------------------------------------------
 
-    def command(self, node_id: str) -> list[str]:
+    def command(self, node_id: str, extra_args: list[str] | None = None) -> list[str]:
         me = self.members[node_id]
         command = [sys.executable, "-m", "paxlock.api.cli", "serve", "--id", node_id,
                    "--listen", f"127.0.0.1:{me.port}", "--data-dir", str(me.data_dir),
-                   *self.extra_args]  # fmt: skip
+                   *self.extra_args, *(extra_args or [])]  # fmt: skip
         for other in self.members.values():
             if other.id != node_id:
                 command += ["--peer", f"{other.id}={other.url}"]
         return command
 
-    def start(self, node_id: str) -> None:
+    def start(self, node_id: str, extra_args: list[str] | None = None) -> None:
+        """Start one member; ``extra_args`` go after the cluster's own, for this start only
+        (a later flag wins: one member with its own ``--election-timeout``, say)."""
         member = self.members[node_id]
         assert member.process is None or member.process.poll() is not None
         member.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(member.log_path, "ab")
-        member.process = subprocess.Popen(self.command(node_id), stdout=log, stderr=log,
+        member.process = subprocess.Popen(self.command(node_id, extra_args), stdout=log,
+                                          stderr=log,
                                           env=dict(os.environ, PYTHONUNBUFFERED="1"))  # fmt: skip
         log.close()
 
