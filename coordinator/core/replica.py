@@ -49,6 +49,7 @@ from paxlock.coordinator.core.ready import (
     BecamePrimary,
     Confirmed,
     DurableState,
+    Phase1Started,
     Ready,
     Rejection,
     SteppedDown,
@@ -237,7 +238,7 @@ class LeaseReplica:
             match event:
                 case BecamePrimary():
                     self._became_primary(event, now, out)
-                case SteppedDown():
+                case SteppedDown() | Phase1Started():
                     self._leave_office(out)
                 case Confirmed():
                     self._confirmed(event, now, out)
@@ -262,9 +263,13 @@ class LeaseReplica:
         for raw in entry.value.commands:
             proposal = decode_proposal(raw)
             command = proposal.command
+            revision = self.machine.revision
             result = self.machine.apply(command)
-            out.applied.append(Applied(entry.slot, command, result))
-            if self.keeper.in_office:
+            out.applied.append(Applied(entry.slot, command, result,
+                                       self.machine.revision != revision))  # fmt: skip
+            if self.keeper.in_office and self.machine.office != self.keeper.ballot:
+                self._leave_office(out)  # a successor's office entry: deposed, unaware yet
+            elif self.keeper.in_office:
                 self._run(self.keeper.on_applied(command, result, now), now, out)
             elif isinstance(result, InOffice):
                 self._maybe_take_office(result, entry.slot, now, out)
@@ -278,8 +283,11 @@ class LeaseReplica:
         node = self.node
         if not office.current or node.role is not Role.PRIMARY or office.ballot != node.ballot:
             return  # someone else's office entry, or one this node no longer stands behind
-        self._run(self.keeper.take_office(self.machine, now, office.ballot), now, out)
-        out.events.append(TookOffice(office.ballot, slot))
+        self._take_office(office.ballot, slot, now, out)
+
+    def _take_office(self, ballot: Ballot, slot: int, now: float, out: ReplicaReady) -> None:
+        self._run(self.keeper.take_office(self.machine, now, ballot), now, out)
+        out.events.append(TookOffice(ballot, slot))
         self._check_office()
 
     def _leave_office(self, out: ReplicaReady) -> None:
@@ -304,6 +312,10 @@ class LeaseReplica:
                 self._run(self.keeper.take_office(self.machine, now, ballot), now, out)
             else:  # a higher office is in the snapshot: this node was deposed
                 out.events.append(LeftOffice(ballot))
+        elif self.node.role is Role.PRIMARY and self.machine.office == self.node.ballot:
+            # This primary's own Office entry is inside the snapshot (a peer applied it and
+            # compacted before this node could): it is applied, so take office now.
+            self._take_office(self.node.ballot, slot, now, out)
 
     def _rejected(self, rejection: Rejection, now: float, out: ReplicaReady) -> None:
         proposal = decode_proposal(rejection.command)

@@ -98,6 +98,9 @@ class Applied:
     slot: int
     command: LeaseCommand
     result: Result
+    changed: bool
+    """The command changed the machine (its revision moved): a ``Lease`` result that did
+    not is a replay from the idempotency window, not a grant."""
 
 
 # --- one step's effects --------------------------------------------------------------------

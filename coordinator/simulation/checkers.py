@@ -21,11 +21,42 @@ later. Each check is named after the requirement of the notes it enforces:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.messages import Batch, ChosenEntry, Value
 from paxlock.coordinator.simulation.machine import INITIAL, fold, snapshot_bytes
+
+ChosenAt = Callable[[int], Value | None]
+"""The ground truth: the value first chosen in a slot, None while none is."""
+
+
+class StateModel(Protocol):
+    """What a snapshot must be: the simulated state machine folded over the ground-truth
+    chosen prefix (``prefix`` checks every snapshot, taken or installed, against it)."""
+
+    def snapshot(self, slot: int, chosen_at: ChosenAt) -> bytes | int:
+        """The snapshot bytes of the state after slots 1..``slot``, or the first slot up to
+        ``slot`` that is not chosen yet."""
+        ...
+
+
+class HashChainModel:
+    """The log-level simulator's machine (``machine.HashChain``)."""
+
+    def __init__(self) -> None:
+        self.chain = [INITIAL]
+        """The state after each slot of the ground-truth chosen prefix."""
+
+    def snapshot(self, slot: int, chosen_at: ChosenAt) -> bytes | int:
+        while len(self.chain) <= slot:
+            value = chosen_at(len(self.chain))
+            if value is None:
+                return len(self.chain)
+            self.chain.append(fold(self.chain[-1], value))
+        return snapshot_bytes(slot, self.chain[slot])
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +75,9 @@ class _Slot:
 
 
 class Checker:
-    def __init__(self, quorum: int) -> None:
+    def __init__(self, quorum: int, model: StateModel | None = None) -> None:
         self.quorum = quorum
+        self.model: StateModel = model or HashChainModel()
         self.every_command_retried = True
         """False when clients retry with *new* commands (the lease simulation): a command
         may then rightly never be chosen, and liveness asks only that every node catches up."""
@@ -57,10 +89,11 @@ class Checker:
         self.logs: dict[tuple[str, int], int] = {}
         self.violations: list[Violation] = []
         self.decisions = 0
-        self.chain = [INITIAL]
-        """The state machine's state after each slot of the ground-truth chosen prefix."""
         self.installs = 0
         """Snapshots installed by catch-up (restores at restart not counted)."""
+        self.liveness_slot: int | None = None
+        """Every node must have caught up to this slot at the end (default: the highest
+        chosen slot; a workload that keeps writing to the end sets an earlier one)."""
 
     def _fail(self, check: str, detail: str) -> None:
         self.violations.append(Violation(check, self.step, detail))
@@ -74,6 +107,10 @@ class Checker:
     def first_chosen(self, slot: int) -> tuple[Ballot, Value] | None:
         state = self.slots.get(slot)
         return state.chosen[0] if state is not None and state.chosen else None
+
+    def _chosen_value(self, slot: int) -> Value | None:
+        truth = self.first_chosen(slot)
+        return None if truth is None else truth[1]
 
     # -- observations ------------------------------------------------------------------------
 
@@ -160,14 +197,12 @@ class Checker:
         """A node persisted a snapshot (taken or installed): it must be the state after the
         chosen prefix up to ``slot`` — a snapshot past the applied slots, or of corrupted
         content, would silently change the replicated state."""
-        while len(self.chain) <= slot:
-            truth = self.first_chosen(len(self.chain))
-            if truth is None:
-                self._fail("prefix", f"{node} has a snapshot at slot {slot}, but slot "
-                                     f"{len(self.chain)} is not chosen")  # fmt: skip
-                return
-            self.chain.append(fold(self.chain[-1], truth[1]))
-        if data != snapshot_bytes(slot, self.chain[slot]):
+        expected = self.model.snapshot(slot, self._chosen_value)
+        if isinstance(expected, int):
+            self._fail("prefix", f"{node} has a snapshot at slot {slot}, but slot "
+                                 f"{expected} is not chosen")  # fmt: skip
+            return
+        if data != expected:
             self._fail("prefix", f"{node}'s snapshot at slot {slot} is not the state of the "
                                  f"chosen prefix up to it")  # fmt: skip
 
@@ -188,7 +223,9 @@ class Checker:
         if missing and self.every_command_retried:
             self._fail("liveness", f"{len(missing)} submitted commands never chosen, "
                                    f"e.g. {missing[:3]}")  # fmt: skip
-        top = max((s for s, st in self.slots.items() if st.chosen), default=0)
+        top = self.liveness_slot
+        if top is None:
+            top = max((s for s, st in self.slots.items() if st.chosen), default=0)
         behind = {n: i for n, i in delivered_by_node.items() if i < top}
         if behind:
             self._fail("liveness", f"nodes behind chosen slot {top}: {behind}")

@@ -1,359 +1,427 @@
-"""The simulation at the lease level: every node applies the chosen log to a real
-``LeaseMachine``, the primary runs a real ``LeaseKeeper`` (expiry timers, waiters, renewals
-confirmed by quorum rounds), and simulated lease clients acquire, renew and release over a
-delayed network while the usual faults strike. Lease checkers, after every step:
+"""The simulation at the lease level: every node is the product's own ``LeaseReplica`` —
+consensus node, lease machine and keeper joined by the glue that ships — and simulated lease
+clients acquire, renew and release over a delayed network while faults strike. The simulator
+only delivers messages, requests and replies, runs timers and injects faults; it keeps no
+wiring of its own.
+
+Faults, besides those of the log-level simulation (crashes, crashes between persist and
+send, drops, duplicates, delays, partitions): *pauses* (a node's inbox frozen while its
+timers keep firing, then drained in order — a SIGSTOP'd process whose buffered Prepare is
+read after its timers ran), per-node *clock-rate skew* (nodes and clients, within the SDK's
+margin), TTLs from below 2T to many T, compaction every few slots (so snapshots are
+installed by catch-up), and clients that retry with the same ``request_id`` after an
+unknown outcome, trusting a grant from their *first* attempt's send time.
+
+Checkers, after every step (besides the log-level ones, whose ``prefix`` check compares
+every snapshot with the lease machine folded over the ground truth):
 
 - ``overlap``   at no instant do two clients hold a valid lease on one name by their own
                 conservative clocks (valid from the reply until sent + ttl × (1 − margin));
 - ``tokens``    the fencing tokens of successive grants of a name strictly increase;
-- ``deposed``   a primary that lost office neither grants nor renews: a renewal is confirmed
-                only by a round sent before any higher ballot took office.
-
-The glue between core, machine and keeper mirrors ``coordinator.service`` (which wraps it in
-asyncio); the state machine, the keeper and the consensus core are the product's own.
+- ``deposed``   no proposal of a deposed primary takes effect against a lease renewed under a
+                newer ballot: an ``Expire`` first issued at ballot b never ends a grant that a
+                client had renewed under a ballot above b; and a renewal is confirmed only by
+                a round sent before any higher ballot completed phase 1;
+- ``office``    after the faults stop, the cluster serves again: some primary's keeper is in
+                office at the end, and the state machine answered a request after the faults
+                stopped.
 """
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from paxlock.coordinator.core.ballot import Ballot
-from paxlock.coordinator.core.keeper import (
-    AcquireRequest,
-    KeeperReady,
-    LeaseKeeper,
+from paxlock.coordinator.core.keeper import LeaseKeeper
+from paxlock.coordinator.core.keeper_effects import (
+    NotPrimary,
+    Recovering,
     Reply,
     RequestKey,
     Unavailable,
 )
-from paxlock.coordinator.core.lease_commands import Acquire, Lease, Refused, Release
-from paxlock.coordinator.core.leases import LeaseMachine
-from paxlock.coordinator.core.messages import Batch
-from paxlock.coordinator.core.proposal import Proposal, decode_proposal, encode_proposal
-from paxlock.coordinator.core.proposer import Role
-from paxlock.coordinator.core.ready import BecamePrimary, Confirmed, Ready, SteppedDown
-from paxlock.coordinator.simulation.checkers import Violation
-from paxlock.coordinator.simulation.sim import (
-    NodeFactory,
-    Result,
-    SimConfig,
-    Simulation,
-    SimNode,
-    default_node,
+from paxlock.coordinator.core.lease_commands import (
+    Acquire,
+    Expire,
+    Expired,
+    Lease,
+    Refused,
+    Release,
+    Released,
 )
+from paxlock.coordinator.core.leases import LeaseMachine
+from paxlock.coordinator.core.messages import Accept, Batch, Envelope, Record, SnapshotRecord
+from paxlock.coordinator.core.node import Node
+from paxlock.coordinator.core.proposal import decode_proposal
+from paxlock.coordinator.core.ready import BecamePrimary, Confirmed
+from paxlock.coordinator.core.replica import LeaseReplica
+from paxlock.coordinator.core.replica_io import (
+    AcquireOp,
+    Applied,
+    ReleaseOp,
+    RenewOp,
+    ReplicaReady,
+    RequestOp,
+)
+from paxlock.coordinator.simulation.checkers import ChosenAt, Violation
+from paxlock.coordinator.simulation.sim import NodeFactory, Result, SimConfig, Simulation
+from paxlock.coordinator.simulation.sim import SimNode, default_node
 
 NAMES = ("alpha", "beta")
-TTL_S = 0.3
+TTLS_S = (0.1, 0.2, 0.4, 0.8)
+"""From below 2T (T = the election timeout, 0.06 s) to many T."""
 MARGIN = 0.1
+"""The SDK's margin: a client trusts a lease until sent + ttl × (1 − margin)."""
+SKEW_MAX = 0.02
+"""Clock rates in [1 − SKEW_MAX, 1 + SKEW_MAX]: well within the margin."""
+SNAPSHOT_EVERY = (3, 12)
+
+ReplicaFactory = Callable[..., LeaseReplica]
+
+
+class LeaseModel:
+    """The lease machine folded over the ground-truth chosen log: what a snapshot must be."""
+
+    def __init__(self, machine_factory: Callable[[], LeaseMachine]) -> None:
+        self.machine_factory = machine_factory
+        self.machine = machine_factory()
+        self.slot = 0
+        self.snapshots: dict[int, bytes] = {0: self.machine.snapshot()}
+
+    def snapshot(self, slot: int, chosen_at: ChosenAt) -> bytes | int:
+        known = self.snapshots.get(slot)
+        if known is not None:
+            return known
+        if slot < self.slot:  # an old slot nobody asked about before: fold again
+            self.machine, self.slot = self.machine_factory(), 0
+        while self.slot < slot:
+            value = chosen_at(self.slot + 1)
+            if value is None:
+                return self.slot + 1
+            if isinstance(value, Batch):
+                for raw in value.commands:
+                    self.machine.apply(decode_proposal(raw).command)
+            self.slot += 1
+        data = self.snapshots[slot] = self.machine.snapshot()
+        return data
 
 
 @dataclass(slots=True)
-class _LeaseNode:
-    machine: LeaseMachine = field(default_factory=LeaseMachine)
-    keeper: LeaseKeeper = field(default_factory=LeaseKeeper)
-    origin: str = ""
-    seq: int = 0
-    mine: dict[int, RequestKey | None] = field(default_factory=dict)
-    office_slot: int | None = None
-    round: tuple[int, int, float] | None = None
-    """(keeper round id, core confirmation seq, sent at)."""
-    tick_at: float = float("inf")
-    last_token: dict[str, int] = field(default_factory=dict)
+class _Clock:
+    offset: float
+    rate: float
+
+    def local(self, now: float) -> float:
+        return self.offset + self.rate * now
+
+    def real(self, local: float) -> float:
+        """The first real time at which this clock reads ``local`` or more."""
+        real = (local - self.offset) / self.rate
+        while self.local(real) < local:  # rounding: never wake a timer before it is due
+            real = math.nextafter(real, math.inf)
+        return real
+
+
+@dataclass(slots=True)
+class _Node:
+    replica: LeaseReplica
+    clock: _Clock
+    paused: bool = False
+    inbox: list[tuple[object, ...]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class _Request:
     client: int
-    kind: str
-    name: str
-    token: int
-    sent_at: float
+    op: RequestOp
+    first_sent_local: float
+    """The client's clock when this request (this request id) was first sent."""
 
 
 @dataclass(slots=True)
 class _Client:
     holder: str
+    clock: _Clock
     hint: str | None = None
-    name: str | None = None
-    token: int | None = None
-    valid_until: float = 0.0
-    hold_until: float = 0.0
-    busy: bool = False
+    request: RequestKey | None = None
     grant: list[Any] | None = None
-    """The interval [name, token, holder, start, end] of the current grant."""
+    """[name, token, holder, start, end, ttl] of the grant it trusts (real times)."""
+    hold_until: float = 0.0
+    acquires: int = 0
 
 
 class LeaseSimulation(Simulation):
     def __init__(self, config: SimConfig, seed: int, *, clients: int = 5,
                  stop_on_violation: bool = True, trace: bool = False,
                  node_factory: NodeFactory = default_node,
+                 replica_factory: ReplicaFactory = LeaseReplica,
                  keeper_factory: Callable[[], LeaseKeeper] = LeaseKeeper,
                  machine_factory: Callable[[], LeaseMachine] = LeaseMachine) -> None:  # fmt: skip
         """The factories let tests substitute deliberately broken parts."""
-        # No compaction here: snapshots are covered by the log-level simulation.
-        super().__init__(replace(config, compact_every=(10**9, 10**9)), seed,
-                         node_factory=node_factory, stop_on_violation=stop_on_violation,
-                         trace=trace)  # fmt: skip
+        super().__init__(config, seed, node_factory=node_factory,
+                         stop_on_violation=stop_on_violation, trace=trace)  # fmt: skip
+        self.replica_factory = replica_factory
         self.keeper_factory = keeper_factory
         self.machine_factory = machine_factory
         self.checker.every_command_retried = False
-        self.leases: dict[str, _LeaseNode] = {}
-        self.clients = [_Client(f"client{i}") for i in range(clients)]
+        self.checker.model = LeaseModel(machine_factory)
+        self.lease_rng = random.Random(f"paxlock-sim/{seed}/leases")
+        self.lease_nodes: dict[str, _Node] = {}
+        self.clients = [_Client(f"client{i}", self._skewed_clock()) for i in range(clients)]
         self.requests: dict[RequestKey, _Request] = {}
         self.next_key = 0
-        self.offices: list[tuple[float, Ballot]] = []
+        self.next_request_id = 0
+        self.phase1_done: list[tuple[float, Ballot]] = []
+        self.first_issue: dict[bytes, Ballot] = {}
+        self.renewed_under: dict[tuple[str, int], Ballot] = {}
         self.intervals: dict[str, list[list[Any]]] = {name: [] for name in NAMES}
-        self.grants = self.renewals = 0
+        self.last_token: dict[str, int] = {}
+        self.grants = self.renewals = self.pauses = self.retries = 0
+        self.answered_after_heal = 0
+        """Requests answered by the state machine (a result, not a 503) in the liveness phase."""
 
-    # -- the generic workload is replaced by lease clients ---------------------------------------
+    def _skewed_clock(self) -> _Clock:
+        rng = self.lease_rng
+        return _Clock(rng.uniform(0.0, 100.0), rng.uniform(1 - SKEW_MAX, 1 + SKEW_MAX))
 
-    def _client_submit(self) -> None:
-        return
-
-    def _client_retry(self) -> None:
-        return
+    # -- the run -----------------------------------------------------------------------------
 
     def run(self) -> Result:
         for index in range(len(self.clients)):
             self._at(0.05 * index, ("lc-act", index))
-        return super().run()
+        result = super().run()
+        if not result.violations or not self.stop_on_violation:
+            self._check_serving()
+            result.violations = list(self.checker.violations)
+        return result
+
+    def _client_submit(self) -> None:
+        return  # the generic workload is replaced by lease clients
+
+    def _client_retry(self) -> None:
+        return
 
     def _fail(self, check: str, detail: str) -> None:
         self.checker.violations.append(Violation(check, self.checker.step, detail))
 
+    def _check_serving(self) -> None:
+        in_office = [n for n, s in self.lease_nodes.items()
+                     if self.nodes[n].node is not None and s.replica.keeper.in_office]  # fmt: skip
+        if not in_office:
+            primaries = self.primaries()
+            self._fail("office", f"no keeper in office at the end (primaries: {primaries})")
+        elif self.answered_after_heal == 0:
+            self._fail("office", "no request was answered after the faults stopped")
+
     # -- nodes -------------------------------------------------------------------------------
 
     def _boot(self, sim_node: SimNode) -> None:
-        self.leases[sim_node.id] = _LeaseNode(
-            self.machine_factory(), self.keeper_factory(),
-            origin=f"{sim_node.id}/{sim_node.incarnation + 1}",
+        sim_node.incarnation += 1
+        sim_node.tick_at = float("inf")
+        seed = f"paxlock-sim/{self.seed}/{sim_node.id}/{sim_node.incarnation}"
+        rng = random.Random(seed)
+        config = self.config.core(sim_node.id, self.members)
+        node = self._recording(self.node_factory(config, sim_node.disk.copy(), rng))
+        replica = self.replica_factory(
+            config, sim_node.disk, rng, origin=f"{sim_node.id}/{sim_node.incarnation}",
+            snapshot_every=random.Random(seed).randint(*SNAPSHOT_EVERY), node=node,
+            keeper=self.keeper_factory(), machine_factory=self.machine_factory,
         )  # fmt: skip
-        super()._boot(sim_node)
+        previous = self.lease_nodes.get(sim_node.id)
+        clock = previous.clock if previous is not None else self._skewed_clock()
+        state = self.lease_nodes[sim_node.id] = _Node(replica, clock)
+        sim_node.node = node
+        self._log(f"{sim_node.id} starts (incarnation {sim_node.incarnation})")
+        self._step(sim_node, replica.start(state.clock.local(self.now)))
 
-    def _process(self, sim_node: SimNode, ready: Ready) -> None:
-        super()._process(sim_node, ready)
-        node = sim_node.node
-        if node is None:  # crashed between persist and send: volatile lease state is gone
+    def _recording(self, node: Node) -> Node:
+        """Every command the replica submits counts as proposed for the ``proposed`` check."""
+        submit = node.submit
+
+        def recorded(command: Any, now: float) -> Any:
+            self.checker.on_submit(command)
+            return submit(command, now)
+
+        node.submit = recorded  # type: ignore[method-assign]
+        return node
+
+    def _crash(self, sim_node: SimNode) -> None:
+        state = self.lease_nodes.get(sim_node.id)
+        if state is not None:
+            state.paused, state.inbox = False, []
+        super()._crash(sim_node)
+
+    def _step(self, sim_node: SimNode, ready: ReplicaReady) -> None:
+        """Persist, then (unless crashed in between) send; then report to the checkers,
+        deliver replies, and arm the timer (in real time, from the node's skewed clock)."""
+        checker = self.checker
+        self._persist(sim_node, ready.records)
+        if (self.faults_on and ready.messages
+                and self.rng.random() < self.config.crash_between_persist_and_send):  # fmt: skip
+            self._crash(sim_node)
             return
-        state = self.leases[sim_node.id]
+        for envelope in ready.messages:
+            self._send(envelope)
+        if ready.installed is not None:
+            slot, data = ready.installed
+            transferred = any(isinstance(r, SnapshotRecord) and r.slot == slot
+                              for r in ready.records)  # fmt: skip
+            self._log(f"{sim_node.id} installs a snapshot at slot {slot}")
+            sim_node.delivered = slot
+            checker.on_install(sim_node.id, sim_node.incarnation, slot, data,
+                               transferred=transferred)  # fmt: skip
+        raws = []
+        for entry in ready.learned:
+            checker.on_deliver(sim_node.id, sim_node.incarnation, entry)
+            sim_node.delivered = entry.slot
+            if isinstance(entry.value, Batch):
+                raws += entry.value.commands
+        assert len(raws) == len(ready.applied), "one Applied per command, in log order"
+        for raw, applied in zip(raws, ready.applied, strict=True):
+            self._check_applied(sim_node, raw, applied)
+        state = self.lease_nodes[sim_node.id]
         for event in ready.events:
             if isinstance(event, BecamePrimary):
-                self.offices.append((self.now, event.ballot))
-                state.office_slot = node.proposer.next_slot - 1
-            elif isinstance(event, SteppedDown):
-                state.office_slot, state.round = None, None
-                if state.keeper.in_office:
-                    for reply in state.keeper.step_down():
-                        self._reply(reply)
+                self.phase1_done.append((self.now, event.ballot))
             elif isinstance(event, Confirmed):
-                self._confirmed(sim_node, state, event.seq)
-        for entry in ready.learned:
-            if isinstance(entry.value, Batch):
-                for raw in entry.value.commands:
-                    self._apply(sim_node, state, decode_proposal(raw))
-        for rejection in ready.rejected:
-            proposal = decode_proposal(rejection.command)
-            if proposal.origin == state.origin and proposal.seq in state.mine:
-                key = state.mine.pop(proposal.seq)
-                if key is not None:
-                    self._reply(Reply(key, Unavailable("rejected")))
-                if state.keeper.in_office:
-                    self._run(sim_node, state.keeper.on_rejected(proposal.command, self.now))
-        if (state.office_slot is not None and node.role is Role.PRIMARY
-                and node.chosen_index >= state.office_slot and not state.keeper.in_office):  # fmt: skip
-            state.office_slot = None
-            self._run(sim_node, state.keeper.take_office(state.machine, self.now))
-
-    def _apply(self, sim_node: SimNode, state: _LeaseNode, proposal: Proposal) -> None:
-        command, machine = proposal.command, state.machine
-        revision = machine.revision
-        result = machine.apply(command)
-        if isinstance(result, Lease) and machine.revision > revision and isinstance(command, Acquire):
-            last = state.last_token.get(result.name, 0)
-            if result.token <= last:
-                self._fail("tokens", f"{sim_node.id} granted {result.name} with token "
-                                     f"{result.token} after token {last}")  # fmt: skip
-            state.last_token[result.name] = result.token
-        if state.keeper.in_office:
-            self._run(sim_node, state.keeper.on_applied(command, result, self.now))
-        if proposal.origin == state.origin and proposal.seq in state.mine:
-            key = state.mine.pop(proposal.seq)
-            if key is not None:
-                expires = state.keeper.expires_in(command.name, self.now) if state.keeper.in_office else None
-                self._reply(Reply(key, result, expires))
-
-    def _confirmed(self, sim_node: SimNode, state: _LeaseNode, seq: int) -> None:
-        if state.round is None or state.round[1] > seq or not state.keeper.in_office:
-            return
-        round_id, _, sent_at = state.round
-        state.round = None
-        assert sim_node.node is not None
-        ballot = sim_node.node.ballot
-        for taken_at, higher in self.offices:
-            if higher > ballot and taken_at <= sent_at:
-                self._fail("deposed", f"{sim_node.id} at {ballot} confirmed a round sent at "
-                                      f"{sent_at:.4f}, after {higher} took office at "
-                                      f"{taken_at:.4f}")  # fmt: skip
-        self._run(sim_node, state.keeper.on_confirmed(round_id, self.now))
-
-    def _run(self, sim_node: SimNode, ready: KeeperReady) -> None:
-        """Carry out the keeper's effects, as ``LeaseService._run`` does."""
-        state = self.leases[sim_node.id]
-        for proposal in ready.proposals:
-            if sim_node.node is None:
-                break
-            state.seq += 1
-            state.mine[state.seq] = proposal.reply_to
-            raw = encode_proposal(Proposal(state.origin, state.seq, proposal.command))
-            self.checker.on_submit(raw)
-            self._process(sim_node, sim_node.node.submit(raw, self.now))
+                self._check_round(sim_node, state, event)
         for reply in ready.replies:
-            self._reply(reply)
-        if sim_node.node is not None and state.keeper.in_office \
-                and state.keeper.needs_confirmation():  # fmt: skip
-            self._start_round(sim_node, state)
-        if ready.deadline is not None and ready.deadline < state.tick_at:
-            state.tick_at = ready.deadline
-            self._at(ready.deadline, ("ltick", sim_node.id, sim_node.incarnation))
+            self._reply(sim_node, reply)
+        deadline = state.clock.real(ready.deadline)
+        if deadline < sim_node.tick_at:
+            sim_node.tick_at = max(deadline, self.now)
+            self._at(sim_node.tick_at, ("tick", sim_node.id, sim_node.incarnation))
 
-    def _start_round(self, sim_node: SimNode, state: _LeaseNode) -> None:
-        """One quorum round for every renewal waiting (the keeper's confirmation)."""
-        assert sim_node.node is not None
-        round_id = state.keeper.start_round(self.now)
-        seq, confirm = sim_node.node.request_confirmation(self.now)
-        if seq is None:
-            state.keeper.on_round_failed(round_id)
-        else:
-            state.round = (round_id, seq, self.now)
-            self._process(sim_node, confirm)
+    def _persist(self, sim_node: SimNode, records: list[Record]) -> None:
+        for record in records:
+            sim_node.disk.apply(record)
+            self._observe_record(sim_node, record)
+
+    def _send(self, envelope: Envelope) -> None:
+        msg = envelope.msg
+        if isinstance(msg, Accept) and isinstance(msg.value, Batch):
+            for raw in msg.value.commands:
+                self.first_issue.setdefault(raw, msg.ballot)
+        super()._send(envelope)
 
     # -- events ------------------------------------------------------------------------------
 
     def _handle(self, event: tuple[object, ...]) -> bool:
+        checker = self.checker
+        if checker.liveness_slot is None and checker.step >= self._settled_step():
+            # Lease timers write to the log to the very end: every node must have caught
+            # up with what was chosen by three quarters of the liveness phase.
+            checker.liveness_slot = max((s for s, st in checker.slots.items() if st.chosen),
+                                        default=0)  # fmt: skip
         match event:
+            case ("deliver", Envelope() as envelope):
+                return self._arrive(envelope.dst, event)
+            case ("lreq", str() as node_id, int()):
+                return self._arrive(node_id, event)
+            case ("tick", str() as node_id, int() as incarnation):
+                sim_node = self.nodes[node_id]
+                if (sim_node.node is None or sim_node.incarnation != incarnation
+                        or sim_node.tick_at != self.now):  # fmt: skip
+                    return False
+                sim_node.tick_at = float("inf")
+                state = self.lease_nodes[node_id]
+                self._step(sim_node, state.replica.tick(state.clock.local(self.now)))
+            case ("resume", str() as node_id):
+                state = self.lease_nodes[node_id]
+                if not state.paused:
+                    return False
+                self._log(f"{node_id} resumes: {len(state.inbox)} buffered")
+                state.paused, inbox, state.inbox = False, state.inbox, []
+                for buffered in inbox:  # drained in arrival order, after the timers ran
+                    self._at(self.now, buffered)
+            case ("lrep", int() as key, Reply() as reply, str() as node_id, Ballot() as ballot):
+                self._reply_arrives(RequestKey(key), reply, node_id, ballot)
             case ("lc-act", int() as index):
                 self._client_act(index)
-            case ("lreq", str() as node_id, int() as key):
-                return self._request_arrives(self.nodes[node_id], RequestKey(key))
-            case ("lrep", int() as key, outcome, expires):
-                assert expires is None or isinstance(expires, float)
-                self._reply_arrives(RequestKey(key), outcome, expires)
-            case ("lc-timeout", int() as index, int() as key):
-                if self.requests.pop(RequestKey(key), None) is None:
+            case ("lc-timeout", int() as key):
+                request = self.requests.get(RequestKey(key))
+                if request is None:
                     return False
-                self.clients[index].busy = False  # no answer: try again (a new request)
-            case ("ltick", str() as node_id, int() as incarnation):
-                sim_node = self.nodes[node_id]
-                state = self.leases.get(node_id)
-                if (sim_node.node is None or sim_node.incarnation != incarnation
-                        or state is None or state.tick_at != self.now):  # fmt: skip
-                    return False
-                state.tick_at = float("inf")
-                if state.keeper.in_office:
-                    self._run(sim_node, state.keeper.tick(self.now))
+                self._retry(RequestKey(key), request, hint=None)
             case _:
                 return super()._handle(event)
         return True
 
-    def _delay(self) -> float:
-        return self.rng.uniform(self.config.delay_min_s, self.config.delay_max_s)
-
-    def _reply(self, reply: Reply) -> None:
-        self._at(self.now + self._delay(), ("lrep", int(reply.to), reply.outcome, reply.expires_in_s))
-
-    def _request_arrives(self, sim_node: SimNode, key: RequestKey) -> bool:
-        request = self.requests.get(key)
-        node = sim_node.node
-        if request is None or node is None:
+    def _arrive(self, node_id: str, event: tuple[object, ...]) -> bool:
+        sim_node = self.nodes[node_id]
+        if sim_node.node is None:
             return False
-        state = self.leases[sim_node.id]
-        if node.role is not Role.PRIMARY or not state.keeper.in_office:
-            self._reply(Reply(key, Unavailable(node.primary_hint or "")))
+        state = self.lease_nodes[node_id]
+        if state.paused:
+            state.inbox.append(event)
             return True
-        holder = self.clients[request.client].holder
-        if request.kind == "acquire":
-            command = Acquire(request.name, holder, TTL_S)
-            wait = self.rng.choice((0.0, 0.2))
-            self._run(sim_node, state.keeper.acquire(AcquireRequest(key, command, wait), self.now))
-        elif request.kind == "renew":
-            self._run(sim_node, state.keeper.renew(request.name, holder, request.token, key,
-                                                   self.now))  # fmt: skip
-        else:
-            release = Release(request.name, holder, request.token)
-            state.seq += 1
-            state.mine[state.seq] = key
-            raw = encode_proposal(Proposal(state.origin, state.seq, release))
-            self.checker.on_submit(raw)
-            self._process(sim_node, node.submit(raw, self.now))
-            if sim_node.node is not None and state.keeper.in_office:
-                self._run(sim_node, state.keeper.release_requested(release, self.now))
+        local = state.clock.local(self.now)
+        match event:
+            case ("deliver", Envelope(src=src, msg=msg)):
+                self._step(sim_node, state.replica.receive(src, msg, local))
+            case ("lreq", _, int() as key):
+                request = self.requests.get(RequestKey(key))
+                if request is None:
+                    return False
+                self._step(sim_node, state.replica.request(RequestKey(key), request.op, local))
         return True
 
-    # -- clients -------------------------------------------------------------------------------
+    def _fault(self) -> None:
+        if not self.faults_on:
+            return
+        if self.rng.random() < 0.25:
+            self._at(self.now + self.rng.expovariate(1 / self.config.crash_every_s), ("fault",))
+            live = [n for n in self.members
+                    if self.nodes[n].node is not None and not self.lease_nodes[n].paused]  # fmt: skip
+            if live:
+                node_id = self.rng.choice(live)
+                self.lease_nodes[node_id].paused = True
+                self.pauses += 1
+                self._log(f"{node_id} pauses its inbox")
+                self._at(self.now + self.rng.uniform(0.05, 0.6), ("resume", node_id))
+            return
+        super()._fault()
 
-    def _send_request(self, index: int, kind: str, name: str, token: int) -> None:
-        client = self.clients[index]
-        self.next_key += 1
-        key = RequestKey(self.next_key)
-        self.requests[key] = _Request(index, kind, name, token, self.now)
-        client.busy = True
-        target = client.hint if client.hint in self.nodes else self.rng.choice(self.members)
-        self._at(self.now + self._delay(), ("lreq", target, int(key)))
-        self._at(self.now + 4 * TTL_S, ("lc-timeout", index, int(key)))
+    def _heal(self) -> None:
+        super()._heal()
+        for node_id, state in self.lease_nodes.items():
+            if state.paused:
+                self._at(self.now, ("resume", node_id))
 
-    def _client_act(self, index: int) -> None:
-        client = self.clients[index]
-        self._at(self.now + self.rng.uniform(0.02, 0.06), ("lc-act", index))
-        if client.busy:
-            return
-        if client.token is not None and self.now >= client.valid_until:
-            client.token = client.grant = None  # lost by its own clock: stop using it
-        if client.token is None:
-            if self.faults_on:  # then wind down, so that the log can settle
-                self._send_request(index, "acquire", self.rng.choice(NAMES), 0)
-            return
-        assert client.name is not None
-        if self.now >= client.hold_until:
-            assert client.grant is not None
-            client.grant[4] = min(client.grant[4], self.now)  # trusted no more from now on
-            self._send_request(index, "release", client.name, client.token)
-            client.token = client.grant = None
-        elif self.now >= client.valid_until - TTL_S * 2 / 3:
-            self._send_request(index, "renew", client.name, client.token)
+    # -- checkers ----------------------------------------------------------------------------
 
-    def _reply_arrives(self, key: RequestKey, outcome: Any, expires: float | None) -> None:
-        request = self.requests.pop(key, None)
-        if request is None:
-            return  # timed out already
-        client = self.clients[request.client]
-        client.busy = False
-        if isinstance(outcome, Unavailable):
-            client.hint = outcome.reason or None
-            return
-        if not isinstance(outcome, Lease):
-            if request.kind == "renew" and isinstance(outcome, Refused):
-                client.token = client.grant = None
-            return
-        until = request.sent_at + TTL_S * (1 - MARGIN)
-        if request.kind == "acquire" and outcome.holder == client.holder:
-            if until <= self.now:
-                return
-            self.grants += 1
-            client.name, client.token, client.valid_until = outcome.name, outcome.token, until
-            client.hold_until = self.now + self.rng.uniform(0.05, 0.8)
-            client.grant = [outcome.name, outcome.token, client.holder, self.now, until]
-            self.intervals[outcome.name].append(client.grant)
-            self._check_overlap(client.grant, self.now)
-        elif request.kind == "renew" and client.token == outcome.token and client.grant:
-            self.renewals += 1
-            if until > client.valid_until:
-                client.valid_until = client.grant[4] = until
-                self._check_overlap(client.grant, self.now)
+    def _check_applied(self, sim_node: SimNode, raw: bytes, applied: Applied) -> None:
+        command, result = applied.command, applied.result
+        if isinstance(command, Acquire) and isinstance(result, Lease) and applied.changed:
+            key = f"{sim_node.id}/{sim_node.incarnation}/{result.name}"
+            last = self.last_token.get(key, 0)
+            if result.token <= last:
+                self._fail("tokens", f"{sim_node.id} granted {result.name} with token "
+                                     f"{result.token} after token {last}")  # fmt: skip
+            self.last_token[key] = result.token
+        if isinstance(command, Expire) and isinstance(result, Expired):
+            issued = self.first_issue.get(raw)
+            renewed = self.renewed_under.get((result.name, result.token))
+            if issued is not None and renewed is not None and issued < renewed:
+                self._fail("deposed", f"{sim_node.id} applied an Expire of {result.name} "
+                                      f"(token {result.token}) issued at {issued}, after a "
+                                      f"renewal under {renewed}")  # fmt: skip
+
+    def _check_round(self, sim_node: SimNode, state: _Node, event: Confirmed) -> None:
+        assert sim_node.node is not None
+        ballot, sent_at = sim_node.node.ballot, state.clock.real(event.sent_at)
+        for done_at, higher in self.phase1_done:
+            if higher > ballot and done_at < sent_at - 1e-9:
+                self._fail("deposed", f"{sim_node.id} at {ballot} confirmed a round sent at "
+                                      f"{sent_at:.4f}, after {higher} completed phase 1 at "
+                                      f"{done_at:.4f}")  # fmt: skip
 
     def _check_overlap(self, grant: list[Any], since: float) -> None:
-        name, token, holder, start, end = grant
+        name, token, holder, start, end, _ = grant
         for other in self.intervals[name]:
             if other is grant or other[1] == token:
                 continue
@@ -361,4 +429,138 @@ class LeaseSimulation(Simulation):
                 self._fail("overlap", f"{name}: {holder} (token {token}) valid "
                                       f"[{start:.4f}, {end:.4f}] while {other[2]} (token "
                                       f"{other[1]}) valid [{other[3]:.4f}, {other[4]:.4f}]")  # fmt: skip
-        self.intervals[name] = [g for g in self.intervals[name] if g[4] > self.now - 1.0]
+        self.intervals[name] = [g for g in self.intervals[name] if g[4] > self.now - 2.0]
+
+    # -- clients -----------------------------------------------------------------------------
+
+    def _delay(self) -> float:
+        return self.rng.uniform(self.config.delay_min_s, self.config.delay_max_s)
+
+    def _reply(self, sim_node: SimNode, reply: Reply) -> None:
+        """Sent with the replier's ballot now (the ``deposed`` check's renewal ballot)."""
+        if reply.to in self.requests and sim_node.node is not None:
+            event = ("lrep", int(reply.to), reply, sim_node.id, sim_node.node.ballot)
+            self._at(self.now + self._delay(), event)
+
+    def _send_request(self, index: int, op: RequestOp) -> None:
+        client = self.clients[index]
+        self.next_key += 1
+        key = RequestKey(self.next_key)
+        self.requests[key] = _Request(index, op, client.clock.local(self.now))
+        client.request = key
+        self._dispatch(key, client.hint)
+
+    def _dispatch(self, key: RequestKey, hint: str | None) -> None:
+        target = hint if hint in self.nodes else self.rng.choice(self.members)
+        self._at(self.now + self._delay(), ("lreq", target, int(key)))
+        self._at(self.now + 0.3, ("lc-timeout", int(key)))
+
+    def _retry(self, key: RequestKey, request: _Request, hint: str | None) -> None:
+        """An unknown outcome: the same request again (same request id), possibly elsewhere.
+        A renewal is not retried: the next one is sent when due."""
+        client = self.clients[request.client]
+        del self.requests[key]
+        if isinstance(request.op, RenewOp) or not (self.faults_on or self._winding_up()):
+            client.request = None
+            return
+        self.retries += 1
+        self.next_key += 1
+        again = RequestKey(self.next_key)
+        self.requests[again] = request
+        client.request = again
+        self._dispatch(again, hint)
+
+    def _settled_step(self) -> int:
+        heal_step = int(self.config.steps * (1 - self.config.liveness_fraction))
+        return heal_step + (self.config.steps - heal_step) * 3 // 4
+
+    def _winding_up(self) -> bool:
+        """Clients keep acquiring through the first half of the liveness phase."""
+        heal_step = int(self.config.steps * (1 - self.config.liveness_fraction))
+        return self.checker.step < heal_step + (self.config.steps - heal_step) // 2
+
+    def _client_act(self, index: int) -> None:
+        client = self.clients[index]
+        self._at(self.now + self.rng.uniform(0.02, 0.06), ("lc-act", index))
+        if client.request is not None:
+            return
+        grant = client.grant
+        if grant is not None and self.now >= grant[4]:
+            client.grant = grant = None  # lost by its own clock: stop using it
+        if grant is None:
+            if self.faults_on or self._winding_up():
+                self.next_request_id += 1
+                ttl = self.lease_rng.choice(TTLS_S)
+                wait = self.lease_rng.choice((0.0, 0.0, 0.2))
+                command = Acquire(self.lease_rng.choice(NAMES), client.holder, ttl,
+                                  request_id=f"r{self.next_request_id}")  # fmt: skip
+                self._send_request(index, AcquireOp(command, wait))
+            return
+        name, token, _, _, end, ttl = grant
+        if self.now >= client.hold_until:
+            grant[4] = min(end, self.now)  # trusted no more from now on
+            client.grant = None
+            self.next_request_id += 1
+            release = Release(name, client.holder, token, f"r{self.next_request_id}")
+            self._send_request(index, ReleaseOp(release))
+        elif self.now >= end - ttl * (1 - MARGIN) / 2:
+            self._send_request(index, RenewOp(name, client.holder, token))
+
+    def _reply_arrives(self, key: RequestKey, reply: Reply, node_id: str,
+                       ballot: Ballot) -> None:  # fmt: skip
+        request = self.requests.get(key)
+        if request is None:
+            return  # timed out already
+        client = self.clients[request.client]
+        outcome = reply.outcome
+        match outcome:
+            case NotPrimary(primary_hint=hint):
+                client.hint = hint
+                self._retry(key, request, hint)
+                return
+            case Recovering():
+                self._retry(key, request, node_id)
+                return
+            case Unavailable():
+                client.hint = None
+                self._retry(key, request, None)
+                return
+        del self.requests[key]
+        client.request = None
+        self.answered_after_heal += not self.faults_on
+        op = request.op
+        until = client.clock.real(request.first_sent_local) + self._trusted_s(op, client)
+        if isinstance(op, AcquireOp) and isinstance(outcome, Lease) \
+                and outcome.holder == client.holder and until > self.now:  # fmt: skip
+            self.grants += 1
+            client.hint = node_id
+            client.grant = [outcome.name, outcome.token, client.holder, self.now, until,
+                            outcome.ttl_s]  # fmt: skip
+            client.hold_until = self.now + self.lease_rng.uniform(0.05, 1.2)
+            self.intervals[outcome.name].append(client.grant)
+            self._check_overlap(client.grant, self.now)
+        elif isinstance(op, RenewOp) and client.grant is not None \
+                and client.grant[1] == op.token:  # fmt: skip
+            if isinstance(outcome, Refused):
+                client.grant = None
+            elif isinstance(outcome, Lease):
+                self.renewals += 1
+                grant_key = (outcome.name, outcome.token)
+                self.renewed_under[grant_key] = max(ballot,
+                                                    self.renewed_under.get(grant_key, ballot))
+                if until > client.grant[4]:
+                    client.grant[4] = until
+                    self._check_overlap(client.grant, self.now)
+        elif isinstance(op, ReleaseOp) and not isinstance(outcome, Released | Refused):
+            self._fail("release", f"unexpected answer to a release: {outcome}")
+
+    def _trusted_s(self, op: RequestOp, client: _Client) -> float:
+        """How long, from the first send, a reply to ``op`` lets the client trust its lease
+        (by the client's own clock, converted to real time)."""
+        if isinstance(op, AcquireOp):
+            ttl = op.command.ttl_s
+        elif isinstance(op, RenewOp) and client.grant is not None:
+            ttl = client.grant[5]
+        else:
+            return 0.0
+        return ttl * (1 - MARGIN) / client.clock.rate

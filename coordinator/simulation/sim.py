@@ -34,6 +34,7 @@ from paxlock.coordinator.core.messages import (
     Chosen,
     ChosenRecord,
     Envelope,
+    Record,
     SnapshotRecord,
 )
 from paxlock.coordinator.core.node import CoreConfig, Node
@@ -188,12 +189,7 @@ class Simulation:
         checker = self.checker
         for record in ready.records:
             sim_node.disk.apply(record)
-            if isinstance(record, AcceptRecord):
-                checker.on_accept_record(sim_node.id, record.slot, record.ballot, record.value)
-            elif isinstance(record, ChosenRecord):
-                checker.on_learn(sim_node.id, record.slot, record.value)
-            elif isinstance(record, SnapshotRecord):
-                checker.on_snapshot(sim_node.id, record.slot, record.data)
+            self._observe_record(sim_node, record)
         if (
             self.faults_on
             and ready.messages
@@ -218,6 +214,16 @@ class Simulation:
             self._at(sim_node.tick_at, ("tick", sim_node.id, sim_node.incarnation))
         if sim_node.delivered >= sim_node.compact_at and sim_node.node is not None:
             self._compact(sim_node)
+
+    def _observe_record(self, sim_node: SimNode, record: Record) -> None:
+        """A record reached the node's disk: the checkers see every durable fact."""
+        checker = self.checker
+        if isinstance(record, AcceptRecord):
+            checker.on_accept_record(sim_node.id, record.slot, record.ballot, record.value)
+        elif isinstance(record, ChosenRecord):
+            checker.on_learn(sim_node.id, record.slot, record.value)
+        elif isinstance(record, SnapshotRecord):
+            checker.on_snapshot(sim_node.id, record.slot, record.data)
 
     def _install(self, sim_node: SimNode, ready: Ready) -> None:
         """Replace the state machine with the snapshot, before any value after it."""
