@@ -170,6 +170,12 @@ class LeaseReplica:
             self._maybe_start_round(now, out)
         return self._finish(out, now)
 
+    def run_phase1(self, now: float) -> ReplicaReady:
+        """Start phase 1 now (deployments and scripted tests that run without the election)."""
+        out = ReplicaReady()
+        self._absorb(self.node.run_phase1(now), now, out)
+        return self._finish(out, now)
+
     def request(self, key: RequestKey, op: RequestOp, now: float) -> ReplicaReady:
         """A client request; its ``Reply`` to ``key`` comes in this or a later step."""
         out = ReplicaReady()
@@ -267,7 +273,7 @@ class LeaseReplica:
             result = self.machine.apply(command)
             out.applied.append(Applied(entry.slot, command, result,
                                        self.machine.revision != revision))  # fmt: skip
-            if self.keeper.in_office and self.machine.office != self.keeper.ballot:
+            if self.keeper.in_office and self.machine.office > self.keeper.ballot:
                 self._leave_office(out)  # a successor's office entry: deposed, unaware yet
             elif self.keeper.in_office:
                 self._run(self.keeper.on_applied(command, result, now), now, out)

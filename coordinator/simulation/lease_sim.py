@@ -38,6 +38,7 @@ from typing import Any
 from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.keeper import LeaseKeeper
 from paxlock.coordinator.core.keeper_effects import (
+    KeeperConfig,
     NotPrimary,
     Recovering,
     Reply,
@@ -79,6 +80,13 @@ MARGIN = 0.1
 SKEW_MAX = 0.02
 """Clock rates in [1 − SKEW_MAX, 1 + SKEW_MAX]: well within the margin."""
 SNAPSHOT_EVERY = (3, 12)
+REQUEST_TIMEOUT_S = 0.1
+"""A client's wait for an answer before it retries elsewhere (SDK-like, scaled to T)."""
+
+
+def sim_keeper() -> LeaseKeeper:
+    """The keeper with its retry and round timeouts scaled to the simulation's T."""
+    return LeaseKeeper(KeeperConfig(retry_s=0.05, confirm_timeout_s=0.1))
 
 ReplicaFactory = Callable[..., LeaseReplica]
 
@@ -131,6 +139,9 @@ class _Node:
     replica: LeaseReplica
     clock: _Clock
     paused: bool = False
+    """Its inbox is frozen (messages and requests wait in ``inbox``)."""
+    stopped: bool = False
+    """SIGSTOP: timers wait too; on resume the overdue timer runs first, then the inbox."""
     inbox: list[tuple[object, ...]] = field(default_factory=list)
 
 
@@ -159,7 +170,7 @@ class LeaseSimulation(Simulation):
                  stop_on_violation: bool = True, trace: bool = False,
                  node_factory: NodeFactory = default_node,
                  replica_factory: ReplicaFactory = LeaseReplica,
-                 keeper_factory: Callable[[], LeaseKeeper] = LeaseKeeper,
+                 keeper_factory: Callable[[], LeaseKeeper] = sim_keeper,
                  machine_factory: Callable[[], LeaseMachine] = LeaseMachine) -> None:  # fmt: skip
         """The factories let tests substitute deliberately broken parts."""
         super().__init__(config, seed, node_factory=node_factory,
@@ -177,6 +188,8 @@ class LeaseSimulation(Simulation):
         self.next_request_id = 0
         self.phase1_done: list[tuple[float, Ballot]] = []
         self.first_issue: dict[bytes, Ballot] = {}
+        self.arrived: dict[RequestKey, float] = {}
+        """When each request reached the node that runs it (the ``deposed`` renewal check)."""
         self.renewed_under: dict[tuple[str, int], Ballot] = {}
         self.intervals: dict[str, list[list[Any]]] = {name: [] for name in NAMES}
         self.last_token: dict[str, int] = {}
@@ -252,7 +265,7 @@ class LeaseSimulation(Simulation):
     def _crash(self, sim_node: SimNode) -> None:
         state = self.lease_nodes.get(sim_node.id)
         if state is not None:
-            state.paused, state.inbox = False, []
+            state.paused, state.stopped, state.inbox = False, False, []
         super()._crash(sim_node)
 
     def _step(self, sim_node: SimNode, ready: ReplicaReady) -> None:
@@ -329,6 +342,9 @@ class LeaseSimulation(Simulation):
                     return False
                 sim_node.tick_at = float("inf")
                 state = self.lease_nodes[node_id]
+                if state.stopped:
+                    sim_node.tick_at = -1.0  # overdue: runs first when the node resumes
+                    return True
                 self._step(sim_node, state.replica.tick(state.clock.local(self.now)))
             case ("resume", str() as node_id):
                 state = self.lease_nodes[node_id]
@@ -336,6 +352,12 @@ class LeaseSimulation(Simulation):
                     return False
                 self._log(f"{node_id} resumes: {len(state.inbox)} buffered")
                 state.paused, inbox, state.inbox = False, state.inbox, []
+                sim_node = self.nodes[node_id]
+                if state.stopped:
+                    state.stopped = False
+                    if sim_node.tick_at == -1.0 and sim_node.node is not None:
+                        sim_node.tick_at = float("inf")
+                        self._step(sim_node, state.replica.tick(state.clock.local(self.now)))
                 for buffered in inbox:  # drained in arrival order, after the timers ran
                     self._at(self.now, buffered)
             case ("lrep", int() as key, Reply() as reply, str() as node_id, Ballot() as ballot):
@@ -367,6 +389,7 @@ class LeaseSimulation(Simulation):
                 request = self.requests.get(RequestKey(key))
                 if request is None:
                     return False
+                self.arrived[RequestKey(key)] = self.now
                 self._step(sim_node, state.replica.request(RequestKey(key), request.op, local))
         return True
 
@@ -377,12 +400,17 @@ class LeaseSimulation(Simulation):
             self._at(self.now + self.rng.expovariate(1 / self.config.crash_every_s), ("fault",))
             live = [n for n in self.members
                     if self.nodes[n].node is not None and not self.lease_nodes[n].paused]  # fmt: skip
-            if live:
-                node_id = self.rng.choice(live)
-                self.lease_nodes[node_id].paused = True
+            primaries = [n for n in live if n in self.primaries()]
+            if live:  # a primary, most often: its timers go on deciding while it hears nothing
+                node_id = self.rng.choice(primaries if primaries and self.rng.random() < 0.7
+                                          else live)  # fmt: skip
+                state = self.lease_nodes[node_id]
+                state.paused, state.stopped = True, self.rng.random() < 0.5
                 self.pauses += 1
-                self._log(f"{node_id} pauses its inbox")
-                self._at(self.now + self.rng.uniform(0.05, 0.6), ("resume", node_id))
+                self._log(f"{node_id} {'stops' if state.stopped else 'pauses its inbox'}")
+                t = self.config.election_timeout_s  # a stop between T and 2T: deposed, unaware
+                pause_s = self.rng.uniform(t, 2 * t) if state.stopped else self.rng.uniform(t, 10 * t)
+                self._at(self.now + pause_s, ("resume", node_id))
             return
         super()._fault()
 
@@ -420,6 +448,15 @@ class LeaseSimulation(Simulation):
                                       f"{sent_at:.4f}, after {higher} completed phase 1 at "
                                       f"{done_at:.4f}")  # fmt: skip
 
+    def _check_renewal(self, node_id: str, ballot: Ballot, arrived_at: float) -> None:
+        """A renewal needs a quorum round sent after it arrived; none can be confirmed once
+        a majority promised a higher ballot, so no higher phase 1 may end before arrival."""
+        for done_at, higher in self.phase1_done:
+            if higher > ballot and done_at < arrived_at:
+                self._fail("deposed", f"{node_id} at {ballot} renewed a lease for a request "
+                                      f"that arrived at {arrived_at:.4f}, after {higher} "
+                                      f"completed phase 1 at {done_at:.4f}")  # fmt: skip
+
     def _check_overlap(self, grant: list[Any], since: float) -> None:
         name, token, holder, start, end, _ = grant
         for other in self.intervals[name]:
@@ -438,6 +475,10 @@ class LeaseSimulation(Simulation):
 
     def _reply(self, sim_node: SimNode, reply: Reply) -> None:
         """Sent with the replier's ballot now (the ``deposed`` check's renewal ballot)."""
+        request = self.requests.get(reply.to)
+        if request is not None and isinstance(request.op, RenewOp) \
+                and isinstance(reply.outcome, Lease) and sim_node.node is not None:  # fmt: skip
+            self._check_renewal(sim_node.id, sim_node.node.ballot, self.arrived[reply.to])
         if reply.to in self.requests and sim_node.node is not None:
             event = ("lrep", int(reply.to), reply, sim_node.id, sim_node.node.ballot)
             self._at(self.now + self._delay(), event)
@@ -453,14 +494,15 @@ class LeaseSimulation(Simulation):
     def _dispatch(self, key: RequestKey, hint: str | None) -> None:
         target = hint if hint in self.nodes else self.rng.choice(self.members)
         self._at(self.now + self._delay(), ("lreq", target, int(key)))
-        self._at(self.now + 0.3, ("lc-timeout", int(key)))
+        self._at(self.now + REQUEST_TIMEOUT_S, ("lc-timeout", int(key)))
 
     def _retry(self, key: RequestKey, request: _Request, hint: str | None) -> None:
         """An unknown outcome: the same request again (same request id), possibly elsewhere.
         A renewal is not retried: the next one is sent when due."""
         client = self.clients[request.client]
         del self.requests[key]
-        if isinstance(request.op, RenewOp) or not (self.faults_on or self._winding_up()):
+        client.hint = hint
+        if isinstance(request.op, RenewOp):
             client.request = None
             return
         self.retries += 1
@@ -474,11 +516,6 @@ class LeaseSimulation(Simulation):
         heal_step = int(self.config.steps * (1 - self.config.liveness_fraction))
         return heal_step + (self.config.steps - heal_step) * 3 // 4
 
-    def _winding_up(self) -> bool:
-        """Clients keep acquiring through the first half of the liveness phase."""
-        heal_step = int(self.config.steps * (1 - self.config.liveness_fraction))
-        return self.checker.step < heal_step + (self.config.steps - heal_step) // 2
-
     def _client_act(self, index: int) -> None:
         client = self.clients[index]
         self._at(self.now + self.rng.uniform(0.02, 0.06), ("lc-act", index))
@@ -488,13 +525,12 @@ class LeaseSimulation(Simulation):
         if grant is not None and self.now >= grant[4]:
             client.grant = grant = None  # lost by its own clock: stop using it
         if grant is None:
-            if self.faults_on or self._winding_up():
-                self.next_request_id += 1
-                ttl = self.lease_rng.choice(TTLS_S)
-                wait = self.lease_rng.choice((0.0, 0.0, 0.2))
-                command = Acquire(self.lease_rng.choice(NAMES), client.holder, ttl,
-                                  request_id=f"r{self.next_request_id}")  # fmt: skip
-                self._send_request(index, AcquireOp(command, wait))
+            self.next_request_id += 1
+            ttl = self.lease_rng.choice(TTLS_S)
+            wait = self.lease_rng.choice((0.0, 0.0, 0.2))
+            command = Acquire(self.lease_rng.choice(NAMES), client.holder, ttl,
+                              request_id=f"r{self.next_request_id}")  # fmt: skip
+            self._send_request(index, AcquireOp(command, wait))
             return
         name, token, _, _, end, ttl = grant
         if self.now >= client.hold_until:
