@@ -42,6 +42,14 @@ class NotHolder(LeaseError):
     status = 409
 
 
+class RequestExpired(LeaseError):
+    """409: a retry whose first result the cluster no longer remembers (DESIGN.md §3): it
+    is never applied as new; the caller reads the current state instead."""
+
+    code = "request_expired"
+    status = 409
+
+
 class PayloadTooLarge(LeaseError):
     code = "payload_too_large"
     status = 413

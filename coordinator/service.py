@@ -45,6 +45,7 @@ from paxlock.coordinator.core.replica_io import (
     TookOffice,
 )
 from paxlock.coordinator.errors import BadRequest, Held, NotFound, NotHolder, NotPrimary
+from paxlock.coordinator.errors import RequestExpired
 from paxlock.coordinator.errors import Unavailable
 from paxlock.coordinator.runtime import Runtime
 from paxlock.coordinator.views import LeaseView
@@ -173,6 +174,8 @@ class LeaseService:
         if refused.code == "not_holder":
             raise NotHolder(refused.message or f"not the holder of {refused.name}",
                             holder=refused.holder, token=refused.token)  # fmt: skip
+        if refused.code == "request_expired":
+            raise RequestExpired(refused.message)
         raise BadRequest(refused.message or "bad request")
 
     def _view(self, lease: Lease, expires_in: float | None = None) -> LeaseView:

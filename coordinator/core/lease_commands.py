@@ -156,7 +156,7 @@ class Unblocked(msgspec.Struct, frozen=True, tag="unblocked"):
     """The cluster revision, unchanged: an unblock changes no lease object (see ``leases``)."""
 
 
-ErrorCode: TypeAlias = Literal["held", "not_holder", "bad_request"]
+ErrorCode: TypeAlias = Literal["held", "not_holder", "bad_request", "request_expired"]
 
 
 class Refused(msgspec.Struct, frozen=True, tag="refused"):
@@ -167,6 +167,7 @@ class Refused(msgspec.Struct, frozen=True, tag="refused"):
     grant's. ``not_holder``: holder or token did not match the current grant (``holder`` and
     ``token`` are the current grant's, None when the name is free). ``bad_request``: the
     command is malformed, or reuses a request id of a *different* command.
+    ``request_expired``: a retry whose first result is no longer remembered.
     """
 
     code: ErrorCode

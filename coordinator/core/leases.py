@@ -29,6 +29,7 @@ every node agrees on *when* in the log a lease ended. Decisions written down her
 from __future__ import annotations
 
 import builtins
+import hashlib
 from collections import deque
 from typing import assert_never
 
@@ -64,6 +65,8 @@ busy holder spends one entry per call: this must cover every call it can make wh
 its calls backs off and retries across a failover (a few seconds), or the retry conflicts
 with its own first attempt."""
 WINDOW_TOTAL = 65_536
+EXPIRED_TOTAL = 262_144
+"""Fingerprints of evicted window entries kept (8 bytes each: 2 MiB at most)."""
 SNAPSHOT_VERSION = 2
 SNAPSHOT_VERSIONS_READ = (1, 2)
 """Version 1 predates office entries: it restores with the zero office ballot."""
@@ -88,6 +91,13 @@ class _Snapshot(msgspec.Struct, frozen=True, array_like=True):
     blocks: tuple[Block, ...]
     window: tuple[Remembered, ...]
     office: Ballot = ZERO_BALLOT
+    expired: tuple[bytes, ...] = ()
+
+
+def fingerprint(holder: str, request_id: str) -> bytes:
+    """What the machine keeps of an evicted idempotency entry."""
+    key = f"{len(holder)}:{holder}{request_id}".encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(key, digest_size=8).digest()
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -114,6 +124,8 @@ class LeaseMachine:
         self._blocks: dict[str, Block] = {}
         self._window: dict[tuple[str, str], Remembered] = {}
         self._window_by_holder: dict[str, deque[str]] = {}
+        self._expired: dict[bytes, None] = {}
+        """Fingerprints of evicted entries, oldest first."""
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -156,6 +168,10 @@ class LeaseMachine:
             return None
         entry = self._window.get((command.holder, command.request_id))
         if entry is None:
+            if fingerprint(command.holder, command.request_id) in self._expired:
+                return Refused("request_expired", command.name,
+                               message="the result of this request_id is no longer kept: "
+                                       "read the current state before acting again")  # fmt: skip
             return None
         if entry.command != command:
             return Refused(
@@ -314,6 +330,9 @@ class LeaseMachine:
         """Evict ``key``, which is always its holder's oldest entry (FIFO in both bounds)."""
         holder, request_id = key
         del self._window[key]
+        if len(self._expired) >= EXPIRED_TOTAL:
+            del self._expired[next(iter(self._expired))]
+        self._expired[fingerprint(holder, request_id)] = None
         mine = self._window_by_holder[holder]
         assert mine[0] == request_id, "window eviction is FIFO per holder"
         mine.popleft()
@@ -335,6 +354,7 @@ class LeaseMachine:
                 tuple(self.blocks()),
                 tuple(self._window.values()),
                 self._office,
+                tuple(self._expired),
             )
         )
 
@@ -347,6 +367,7 @@ class LeaseMachine:
         machine._revision = snap.revision
         machine._last_token = snap.last_token
         machine._office = snap.office
+        machine._expired = dict.fromkeys(snap.expired)
         machine._leases = {lease.name: lease for lease in snap.leases}
         machine._blocks = {block.name: block for block in snap.blocks}
         for entry in snap.window:

@@ -267,8 +267,8 @@ def test_idempotency_window_evicts_holders_oldest_first() -> None:
     for i in range(3):
         grant(m, name=f"n{i}", request_id=f"r{i}")
     assert m.window_size() == 2
-    assert m.replay(Acquire("n0", "a", 10.0, request_id="r0")) is None
-    assert m.replay(Acquire("n1", "a", 10.0, request_id="r1")) is not None
+    assert expired(m.replay(Acquire("n0", "a", 10.0, request_id="r0")))
+    assert isinstance(m.replay(Acquire("n1", "a", 10.0, request_id="r1")), Lease)
 
 
 def test_idempotency_window_total_cap_evicts_oldest_of_cluster() -> None:
@@ -276,18 +276,42 @@ def test_idempotency_window_total_cap_evicts_oldest_of_cluster() -> None:
     for i in range(4):
         grant(m, name=f"n{i}", holder=f"h{i}", request_id="r")
     assert m.window_size() == 3
-    assert m.replay(Acquire("n0", "h0", 10.0, request_id="r")) is None
-    assert m.replay(Acquire("n1", "h1", 10.0, request_id="r")) is not None
+    assert expired(m.replay(Acquire("n0", "h0", 10.0, request_id="r")))
+    assert isinstance(m.replay(Acquire("n1", "h1", 10.0, request_id="r")), Lease)
 
 
-def test_evicted_request_is_applied_afresh() -> None:
+def expired(result: object) -> bool:
+    return isinstance(result, Refused) and result.code == "request_expired"
+
+
+def test_a_retried_acquire_whose_result_was_evicted_is_never_applied_as_new() -> None:
+    """DESIGN §3: "a retry whose result is no longer kept is never treated as new: it gets
+    409 request_expired" (applied as new, it would conflict with its own grant: held)."""
     m = LeaseMachine(window_per_holder=1, window_total=1)
     command = Acquire("db", "a", 10.0, request_id="r1")
     first = m.apply(command)
     assert isinstance(first, Lease)
-    m.apply(Release("db", "a", first.token, request_id="r2"))  # evicts r1
-    again = m.apply(command)
-    assert isinstance(again, Lease) and again.token > first.token
+    m.apply(Proclaim("db", "a", first.token, "v", request_id="r2"))  # evicts r1
+    assert expired(m.apply(command)) and expired(m.replay(command))
+    assert m.get("db") is not None and m.get("db").token == first.token  # unchanged
+
+
+def test_a_retried_release_whose_result_was_evicted_is_not_not_holder() -> None:
+    m = LeaseMachine(window_per_holder=1, window_total=1)
+    lease = grant(m, request_id="r1")
+    release = Release("db", "a", lease.token, request_id="r2")
+    assert isinstance(m.apply(release), Released)
+    grant(m, name="other", request_id="r3")  # evicts r2
+    assert expired(m.apply(release))
+
+
+def test_expired_fingerprints_survive_a_snapshot() -> None:
+    m = LeaseMachine(window_per_holder=1, window_total=1)
+    grant(m, request_id="r1")
+    grant(m, name="other", request_id="r2")  # evicts r1
+    restored = LeaseMachine.restore(m.snapshot())
+    assert expired(restored.replay(Acquire("db", "a", 10.0, request_id="r1")))
+    assert restored.snapshot() == m.snapshot()
 
 
 # --- queries and validation --------------------------------------------------------------------
