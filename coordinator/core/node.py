@@ -69,7 +69,8 @@ class Node:
         self.acceptor = acceptor or Acceptor(durable.promised, dict(durable.accepted))
         self.learner = learner or Learner(config.quorum, dict(durable.chosen), 0)
         self.proposer = proposer or Proposer(
-            self.id, config.quorum, config.window, config.max_batch, config.max_pending
+            self.id, config.quorum, config.in_flight_slots_max, config.batch_commands_max,
+            config.pending_max,
         )
         self.snapshot: Snapshot | None = None
         """The latest snapshot (taken or installed): restored first, and served to nodes
@@ -347,7 +348,7 @@ class Node:
 
     def _on_catchup_request(self, src: str, msg: CatchupRequest, out: Ready) -> None:
         reply = serve(msg, self.learner.chosen, self.learner.chosen_index, self.snapshot,
-                      self.config.catchup_max_entries)  # fmt: skip
+                      self.config.catchup_entries_max)  # fmt: skip
         self._send(src, reply, out)
 
     def _on_catchup_reply(self, src: str, msg: CatchupReply, now: float, out: Ready) -> None:
