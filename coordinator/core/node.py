@@ -70,8 +70,7 @@ class Node:
         self.learner = learner or Learner(config.quorum, dict(durable.chosen), 0)
         self.proposer = proposer or Proposer(
             self.id, config.quorum, config.in_flight_slots_max, config.batch_commands_max,
-            config.pending_max,
-        )
+            config.pending_max)  # fmt: skip
         self.snapshot: Snapshot | None = None
         """The latest snapshot (taken or installed): restored first, and served to nodes
         behind it. None before the first one."""
