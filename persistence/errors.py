@@ -49,4 +49,4 @@ class StoreFailed(StoreClosed):
 
 
 class StoreOverloaded(StoreError):
-    """More records are waiting to be committed than ``max_pending_records``: shed load."""
+    """More records are waiting to be committed than ``pending_records_max``: shed load."""

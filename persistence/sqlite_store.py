@@ -116,17 +116,17 @@ class SqliteStore:
         loaded: LoadedState,
         codec: Codec,
         *,
-        max_batch_records: int,
-        max_pending_records: int,
+        batch_records_max: int,
+        pending_records_max: int,
     ) -> None:
-        assert max_batch_records > 0 and max_pending_records > 0
+        assert batch_records_max > 0 and pending_records_max > 0
         self.data_dir = data_dir
         self.stats = StoreStats()
         self._db = db
         self._lock_fd: int | None = lock_fd
         self._codec = codec
-        self._max_batch_records = max_batch_records
-        self._max_pending_records = max_pending_records
+        self._batch_records_max = batch_records_max
+        self._pending_records_max = pending_records_max
         self._tentative = Mirror(loaded)
         """Every record admitted so far: what new records are checked against."""
         self._committed = Mirror(loaded)
@@ -146,8 +146,8 @@ class SqliteStore:
         node_id: str,
         cluster_id: str,
         migrations: Sequence[Migration] = MIGRATIONS,
-        max_batch_records: int = 4096,
-        max_pending_records: int = 65536,
+        batch_records_max: int = 4096,
+        pending_records_max: int = 65536,
     ) -> SqliteStore:
         """Lock ``data_dir``, check and load (creating or migrating) its store.
 
@@ -186,8 +186,8 @@ class SqliteStore:
             lock_fd,
             loaded,
             codec,
-            max_batch_records=max_batch_records,
-            max_pending_records=max_pending_records,
+            batch_records_max=batch_records_max,
+            pending_records_max=pending_records_max,
         )
 
     @property
@@ -257,7 +257,7 @@ class SqliteStore:
     ):
         self._check_open()
         if self._pending_records and (
-            self._pending_records + len(records) > self._max_pending_records
+            self._pending_records + len(records) > self._pending_records_max
         ):
             raise StoreOverloaded(
                 f"{self.data_dir}: {self._pending_records} records already waiting for commit"
@@ -276,7 +276,7 @@ class SqliteStore:
     def _take(self) -> list[_Op]:
         ops = [self._queue.popleft()]
         count = len(ops[0].records)
-        while self._queue and count + len(self._queue[0].records) <= self._max_batch_records:
+        while self._queue and count + len(self._queue[0].records) <= self._batch_records_max:
             op = self._queue.popleft()
             ops.append(op)
             count += len(op.records)

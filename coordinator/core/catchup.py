@@ -85,9 +85,9 @@ def serve(
     chosen: dict[int, Value],
     chosen_index: int,
     snapshot: Snapshot | None,
-    max_entries: int,
+    entries_max: int,
 ) -> CatchupReply:
-    """Chosen slots contiguous from the one asked for, at most ``max_entries``. Slots at or
+    """Chosen slots contiguous from the one asked for, at most ``entries_max``. Slots at or
     below the snapshot were compacted away: the snapshot goes instead, entries after it."""
     start = msg.from_slot
     shipped = None
@@ -95,7 +95,7 @@ def serve(
         shipped = snapshot
         start = snapshot.slot + 1
     entries = []
-    for slot in range(start, start + max_entries):
+    for slot in range(start, start + entries_max):
         value = chosen.get(slot)
         if value is None:
             break

@@ -30,10 +30,10 @@ class CoreConfig:
     """T: a follower that heard no primary for a random time in [T, 2T] runs phase 1."""
     heartbeat_s: float = 0.1
     retry_s: float = 0.2
-    window: int = 64
-    max_batch: int = 512
-    max_pending: int = 10_000
-    catchup_max_entries: int = 256
+    in_flight_slots_max: int = 64
+    batch_commands_max: int = 512
+    pending_max: int = 10_000
+    catchup_entries_max: int = 256
 
     def __post_init__(self) -> None:
         if self.node_id not in self.members:

@@ -1,7 +1,8 @@
-"""One paxlock node's consensus logic: acceptor, learner and proposer composed, plus the
-election of the primary, catch-up and snapshots (``compact()``, ``Ready.installed``). Pure and
-synchronous: every entry point takes the current time and returns a ``Ready``; randomness
-comes from the injected ``Rng`` (a seeded ``random.Random`` in practice).
+"""One paxlock node's consensus logic: acceptor, learner and proposer composed with the
+election of the primary (``election.Election``), plus catch-up and snapshots (``compact()``,
+``Ready.installed``). Pure and synchronous: every entry point takes the current time and
+returns a ``Ready``; randomness comes from the injected ``Rng`` (a seeded ``random.Random`` in
+practice), drawn only by the election.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from paxlock.coordinator.core.ballot import Ballot, NodeId
 from paxlock.coordinator.core.catchup import CatchUp, serve
 from paxlock.coordinator.core.config import CoreConfig, Rng
 from paxlock.coordinator.core.confirm import Rounds
+from paxlock.coordinator.core.election import Election
 from paxlock.coordinator.core.learner import Learner
 from paxlock.coordinator.core.messages import (
     Accept,
@@ -64,12 +66,11 @@ class Node:
         self.config = config
         self.id = config.node_id
         self.members = tuple(sorted(config.members))
-        self.rng = rng
         self.acceptor = acceptor or Acceptor(durable.promised, dict(durable.accepted))
         self.learner = learner or Learner(config.quorum, dict(durable.chosen), 0)
         self.proposer = proposer or Proposer(
-            self.id, config.quorum, config.window, config.max_batch, config.max_pending
-        )
+            self.id, config.quorum, config.in_flight_slots_max, config.batch_commands_max,
+            config.pending_max)  # fmt: skip
         self.snapshot: Snapshot | None = None
         """The latest snapshot (taken or installed): restored first, and served to nodes
         behind it. None before the first one."""
@@ -78,14 +79,9 @@ class Node:
             self._forget_through(durable.snapshot_slot)
         assert self.snapshot is not None or durable.snapshot_slot == 0, "snapshot data missing"
         self.highest_seen: Ballot = self.acceptor.promised
-        self.primary_hint: str | None = None
-        self.heard_primary_at = float("-inf")
-        self.prevote_round: int | None = None
-        self.prevote_grants: list[str] = []
-        self.election_deadline = 0.0
-        self.next_heartbeat = 0.0
-        self.catchup = CatchUp(self.id, self.members, config.retry_s)
         self.rounds = Rounds(config.quorum)  # confirmation rounds, primary side
+        self.election = Election(config, rng, self.rounds)
+        self.catchup = CatchUp(self.id, self.members, config.retry_s)
 
     # -- public entry points -----------------------------------------------------------------
 
@@ -102,6 +98,11 @@ class Node:
         return self.learner.chosen_index
 
     @property
+    def primary_hint(self) -> str | None:
+        """The member believed to be primary (this node while it is one), else None."""
+        return self.election.primary_hint
+
+    @property
     def catchup_target(self) -> tuple[str, int] | None:
         """(a member known to be ahead, its chosen index) while this node is behind."""
         return self.catchup.target
@@ -112,7 +113,7 @@ class Node:
         out = Ready()
         if self.snapshot is not None:
             out.installed = (self.snapshot.slot, self.snapshot.data)
-        self._heard_primary(None, now)
+        self.election.heard_primary(None, self.role, now)
         return self._finish(out, now)
 
     def compact(self, slot: int, data: bytes, now: float) -> Ready:
@@ -139,16 +140,17 @@ class Node:
                 self._on_accept(src, msg, now, out)
             case Accepted():
                 self._on_accepted(src, msg, out)
-            case Nack():
-                self._on_nack(msg, now, out)
+            case Nack() if msg.ballot == self.proposer.ballot:  # a reply to our own ballot
+                self._saw(msg.promised, now, out)
             case Chosen():
                 self._learned(msg.slot, msg.value, out, by_learner=True)
             case Heartbeat():
                 self._on_heartbeat(src, msg, now, out)
             case PreVote():
-                self._on_prevote(src, msg, now, out)
+                self._send(src, self.election.on_prevote(src, msg, self.role, now), out)
             case PreVoteReply():
-                self._on_prevote_reply(src, msg, now, out)
+                if self.election.on_prevote_reply(src, msg, self.role):
+                    self._run_phase1(now, out)
             case HeartbeatAck():
                 self._on_heartbeat_ack(src, msg, out)
             case CatchupRequest():
@@ -168,32 +170,27 @@ class Node:
 
     def tick(self, now: float) -> Ready:
         out = Ready()
-        cfg = self.config
         match self.role:
-            case Role.PRIMARY if now - self.rounds.confirmed_sent_at > 2 * cfg.election_timeout_s:
-                # Check quorum: no majority acked any round sent in the last 2T, so others have
-                # likely elected a successor; stop serving rather than answer from a stale view.
-                # (2T, not T: a primary that merely stalled for a moment keeps its office.)
+            case Role.PRIMARY if self.election.quorum_lost(now):  # check quorum
                 out.events.append(SteppedDown(self.ballot, None))
                 out.rejected += self.proposer.step_down(None)
-                self.primary_hint = None
-                self._heard_primary(None, now)
+                self.election.forget_primary(now)
             case Role.PRIMARY:
-                if now >= self.next_heartbeat:
+                if now >= self.election.next_heartbeat:
                     self._send_heartbeats(now, out)
-                for slot, value in self.proposer.due_retransmits(now, cfg.retry_s):
+                for slot, value in self.proposer.due_retransmits(now, self.config.retry_s):
                     self._broadcast_accept(slot, value, out)
             case Role.CANDIDATE:
-                if cfg.election and now >= self.election_deadline:
+                if self.election.due(now):
                     self._elect(now, out)
-                elif now >= self.proposer.phase1_sent_at + cfg.retry_s:
+                elif now >= self.proposer.phase1_sent_at + self.config.retry_s:
                     self.proposer.phase1_sent_at = now
                     prepare = Prepare(self.ballot, self.proposer.from_slot)
                     for member in self.members:
                         if member not in self.proposer.promises:
                             self._send(member, prepare, out)
             case Role.FOLLOWER:
-                if cfg.election and now >= self.election_deadline:
+                if self.election.due(now):
                     self._elect(now, out)
         if self.catchup.target is not None and now >= self.catchup.due:
             asked = self.catchup.ask(self.learner.chosen_index, self.primary_hint, now)
@@ -220,23 +217,22 @@ class Node:
     # -- phase 1 ---------------------------------------------------------------------------
 
     def _run_phase1(self, now: float, out: Ready) -> None:
-        self.primary_hint = None
         if self.role is Role.PRIMARY:
             out.rejected += self.proposer.step_down(None)
-        above = max(self.highest_seen, self.acceptor.promised, self.proposer.ballot)
-        ballot = above.successor(NodeId(self.id))
+        ballot = self._highest_ballot().successor(NodeId(self.id))
         self.highest_seen = ballot
         self.acceptor.promise_own(ballot, out.records)
         from_slot = self.learner.chosen_index + 1
         self.proposer.begin_phase1(ballot, from_slot, now)
-        self.election_deadline = now + self._election_timeout()
+        self.election.forget_primary(now)  # none known unless this phase 1 succeeds
         out.events.append(Phase1Started(ballot, from_slot))
         prepare = Prepare(ballot, from_slot)
         for member in self.members:
             self._send(member, prepare, out)
 
     def _on_prepare(self, src: str, msg: Prepare, now: float, out: Ready) -> None:
-        if msg.ballot > self.acceptor.promised and self._has_live_primary(src, now):
+        higher = msg.ballot > self.acceptor.promised
+        if higher and self.election.has_live_primary(src, self.role, now):
             return
         self._saw(msg.ballot, now, out)
         reply = self.acceptor.on_prepare(msg, out.records)
@@ -252,10 +248,9 @@ class Node:
         reproposed = self.proposer.take_office(
             self.learner.chosen, now, chosen_index=self.learner.chosen_index
         )
-        self.primary_hint = self.id
-        self.rounds.restart(now)
+        self.election.took_office(now)
         out.events.append(BecamePrimary(self.ballot, reproposed))
-        self._note_chosen_index(best[0], best[1].chosen_index, now)
+        self.catchup.note(best[0], best[1].chosen_index, self.learner.chosen_index, now)
         self._send_heartbeats(now, out)
 
     # -- phase 2 ---------------------------------------------------------------------------
@@ -271,8 +266,8 @@ class Node:
         if isinstance(result, Nack):
             self._send(src, result, out)
             return
-        self._heard_primary(msg.ballot.node, now)
-        self._note_chosen_index(src, msg.chosen_index, now)
+        self.election.heard_primary(msg.ballot.node, self.role, now)
+        self.catchup.note(src, msg.chosen_index, self.learner.chosen_index, now)
         if result is None:  # a compacted slot: show the proposer it is behind
             if msg.chosen_index < self.chosen_index and src != self.id:
                 self._send(src, CatchupReply((), self.chosen_index), out)
@@ -297,7 +292,7 @@ class Node:
             for member in self.members:
                 self._send(member, chosen, out)
 
-    # -- ballots seen, stepping down, election ------------------------------------------------
+    # -- ballots seen, stepping down, heartbeats, election -------------------------------------
 
     def _saw(self, ballot: Ballot, now: float, out: Ready) -> None:
         """Any higher ballot makes a proposer abandon its own (the notes' progress fix)."""
@@ -306,12 +301,7 @@ class Node:
         if self.role is not Role.FOLLOWER and ballot > self.proposer.ballot:
             out.events.append(SteppedDown(self.proposer.ballot, ballot))
             out.rejected += self.proposer.step_down(ballot.node)  # a likely successor
-            self.primary_hint = None  # until the new primary is heard from
-            self._heard_primary(None, now)
-
-    def _on_nack(self, msg: Nack, now: float, out: Ready) -> None:
-        if msg.ballot == self.proposer.ballot:
-            self._saw(msg.promised, now, out)
+            self.election.forget_primary(now)  # until the new primary is heard from
 
     def _on_heartbeat(self, src: str, msg: Heartbeat, now: float, out: Ready) -> None:
         self._saw(msg.ballot, now, out)
@@ -320,8 +310,8 @@ class Node:
             return
         self._send(src, HeartbeatAck(msg.ballot, msg.seq), out)
         if self.role is Role.FOLLOWER:
-            self._heard_primary(msg.ballot.node, now)
-        self._note_chosen_index(src, msg.chosen_index, now)
+            self.election.heard_primary(msg.ballot.node, self.role, now)
+        self.catchup.note(src, msg.chosen_index, self.learner.chosen_index, now)
 
     def _on_heartbeat_ack(self, src: str, msg: HeartbeatAck, out: Ready) -> None:
         if self.role is not Role.PRIMARY or msg.ballot != self.ballot:
@@ -332,64 +322,21 @@ class Node:
         if confirmed is not None:
             out.events.append(confirmed)
 
-    def _has_live_primary(self, candidate: str, now: float) -> bool:
-        """No disruption by a node that merely lost its own link (DESIGN.md §2): while a
-        node heard a live primary within T — or is one, confirmed by a majority within T —
-        it ignores another node's phase 1a. Once the primary is silent for T, it answers.
-        Only with the election on; safety does not depend on it."""
-        if not self.config.election or candidate == self.id:
-            return False
-        t = self.config.election_timeout_s
-        if self.role is Role.PRIMARY:
-            return now - self.rounds.confirmed_sent_at < t
-        return (self.role is Role.FOLLOWER and self.primary_hint not in (None, candidate)
-                and now - self.heard_primary_at < t)  # fmt: skip
+    def _highest_ballot(self) -> Ballot:
+        return max(self.highest_seen, self.acceptor.promised, self.proposer.ballot)
 
     def _elect(self, now: float, out: Ready) -> None:
-        """The election timer ran out: run phase 1 — after a pre-vote, when configured.
-        No primary has been heard from for at least T, so none is known any more."""
-        self.primary_hint = None
-        if not self.config.prevote or self.config.quorum == 1:
+        """The election timer ran out: phase 1 now, or first a pre-vote (``Election.start``)."""
+        prevote = self.election.start(self._highest_ballot(), now)
+        if prevote is None:
             self._run_phase1(now, out)
             return
-        above = max(self.highest_seen, self.acceptor.promised, self.proposer.ballot)
-        self.prevote_round = above.round + 1
-        self.prevote_grants = [self.id]
-        self.election_deadline = now + self._election_timeout()
         for member in self.members:
             if member != self.id:
-                self._send(member, PreVote(self.prevote_round), out)
-
-    def _on_prevote(self, src: str, msg: PreVote, now: float, out: Ready) -> None:
-        granted = not self._has_live_primary(src, now) and self.role is not Role.PRIMARY
-        self._send(src, PreVoteReply(msg.round, granted), out)
-
-    def _on_prevote_reply(self, src: str, msg: PreVoteReply, now: float, out: Ready) -> None:
-        if not msg.granted or msg.round != self.prevote_round or self.role is Role.PRIMARY:
-            return
-        if src not in self.prevote_grants:
-            self.prevote_grants.append(src)
-        if len(self.prevote_grants) >= self.config.quorum:
-            self.prevote_round = None
-            self._run_phase1(now, out)
-
-    def _heard_primary(self, primary: str | None, now: float) -> None:
-        """"A node that has heard from a live primary within T does not start phase 1": the
-        election deadline moves to a random point in [T, 2T] after every sign of life."""
-        if primary is not None and (primary != self.id or self.role is Role.PRIMARY):
-            # (A late loopback Accept of a ballot this node already gave up is no news.)
-            self.primary_hint = primary
-            self.heard_primary_at = now
-            self.prevote_round = None
-        self.election_deadline = now + self._election_timeout()
-
-    def _election_timeout(self) -> float:
-        t = self.config.election_timeout_s
-        return self.rng.uniform(t, 2 * t)
+                self._send(member, prevote, out)
 
     def _send_heartbeats(self, now: float, out: Ready) -> None:
-        self.next_heartbeat = now + self.config.heartbeat_s
-        beat = Heartbeat(self.ballot, self.learner.chosen_index, self.rounds.begin(now))
+        beat = self.election.heartbeat(self.ballot, self.learner.chosen_index, now)
         for member in self.members:
             if member != self.id:
                 self._send(member, beat, out)
@@ -398,12 +345,9 @@ class Node:
 
     # -- catch-up and snapshots ---------------------------------------------------------------
 
-    def _note_chosen_index(self, src: str, chosen_index: int, now: float) -> None:
-        self.catchup.note(src, chosen_index, self.learner.chosen_index, now)
-
     def _on_catchup_request(self, src: str, msg: CatchupRequest, out: Ready) -> None:
         reply = serve(msg, self.learner.chosen, self.learner.chosen_index, self.snapshot,
-                      self.config.catchup_max_entries)  # fmt: skip
+                      self.config.catchup_entries_max)  # fmt: skip
         self._send(src, reply, out)
 
     def _on_catchup_reply(self, src: str, msg: CatchupReply, now: float, out: Ready) -> None:
@@ -441,23 +385,16 @@ class Node:
         return out
 
     def _deadline(self) -> float:
-        deadlines = []
-        match self.role:
-            case Role.PRIMARY:
-                deadlines.append(self.next_heartbeat)
-                oldest = self.proposer.oldest_in_flight()
-                if oldest is not None:
-                    deadlines.append(oldest + self.config.retry_s)
-            case Role.CANDIDATE:
-                deadlines.append(self.proposer.phase1_sent_at + self.config.retry_s)
-                if self.config.election:
-                    deadlines.append(self.election_deadline)
-            case Role.FOLLOWER:
-                if self.config.election:
-                    deadlines.append(self.election_deadline)
+        deadlines = [self.election.timer(self.role)]
+        if self.role is Role.PRIMARY:
+            oldest = self.proposer.oldest_in_flight()
+            if oldest is not None:
+                deadlines.append(oldest + self.config.retry_s)
+        elif self.role is Role.CANDIDATE:
+            deadlines.append(self.proposer.phase1_sent_at + self.config.retry_s)
         if self.catchup.target is not None:
             deadlines.append(self.catchup.due)
-        return min(deadlines) if deadlines else float("inf")
+        return min(deadlines)
 
     def accepted_entries(self) -> dict[int, AcceptedEntry]:
         return self.acceptor.accepted

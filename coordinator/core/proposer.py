@@ -1,7 +1,7 @@
 """The proposer, run as Multi-Paxos by the distinguished proposer (the *primary*).
 
 Phase 1 runs once for every open slot; afterwards each new batch of commands needs only
-phase 2 in its own slot, with up to ``window`` slots in flight at once.
+phase 2 in its own slot, with up to ``in_flight_slots_max`` slots in flight at once.
 """
 
 from __future__ import annotations
@@ -32,19 +32,19 @@ class InFlight:
 
 class Proposer:
     __slots__ = (
-        "node_id", "quorum", "window", "max_batch", "max_pending",
+        "node_id", "quorum", "in_flight_slots_max", "batch_commands_max", "pending_max",
         "role", "ballot", "from_slot", "next_slot", "promises", "phase1_sent_at",
         "in_flight", "pending", "recovery",
     )  # fmt: skip
 
-    def __init__(self, node_id: str, quorum: int, window: int, max_batch: int,
-                 max_pending: int) -> None:  # fmt: skip
-        assert window >= 1 and max_batch >= 1 and max_pending >= 1
+    def __init__(self, node_id: str, quorum: int, in_flight_slots_max: int,
+                 batch_commands_max: int, pending_max: int) -> None:  # fmt: skip
+        assert in_flight_slots_max >= 1 and batch_commands_max >= 1 and pending_max >= 1
         self.node_id = node_id
         self.quorum = quorum
-        self.window = window
-        self.max_batch = max_batch
-        self.max_pending = max_pending
+        self.in_flight_slots_max = in_flight_slots_max
+        self.batch_commands_max = batch_commands_max
+        self.pending_max = pending_max
         self.role = Role.FOLLOWER
         self.ballot = ZERO_BALLOT
         self.from_slot = 1
@@ -113,23 +113,23 @@ class Proposer:
 
     def enqueue(self, command: Any) -> bool:
         """Queues a command for the next free slot; false when the queue is full."""
-        if len(self.pending) >= self.max_pending:
+        if len(self.pending) >= self.pending_max:
             return False
         self.pending.append(command)
         return True
 
     def next_proposals(self, now: float) -> list[tuple[int, Value]]:
         """Group commit and pipelining: waiting commands go out as batches, one per slot,
-        while fewer than ``window`` slots are in flight."""
+        while fewer than ``in_flight_slots_max`` slots are in flight."""
         proposals: list[tuple[int, Value]] = []
         if self.role is not Role.PRIMARY:
             return proposals
-        while self.recovery and len(self.in_flight) < self.window:
+        while self.recovery and len(self.in_flight) < self.in_flight_slots_max:
             slot, value = self.recovery.popleft()
             self.in_flight[slot] = InFlight(value, now)
             proposals.append((slot, value))
-        while self.pending and len(self.in_flight) < self.window:
-            take = min(self.max_batch, len(self.pending))
+        while self.pending and len(self.in_flight) < self.in_flight_slots_max:
+            take = min(self.batch_commands_max, len(self.pending))
             value = Batch(tuple(self.pending.popleft() for _ in range(take)))
             slot = self.next_slot
             self.next_slot += 1

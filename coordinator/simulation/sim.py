@@ -67,9 +67,9 @@ class SimConfig:
     retry_s: float = 0.03
     client_every_s: float = 0.01
     client_retry_s: float = 0.05
-    max_outstanding: int = 16
-    window: int = 8
-    max_batch: int = 4
+    outstanding_max: int = 16
+    in_flight_slots_max: int = 8
+    batch_commands_max: int = 4
     compact_every: tuple[int, int] = (10, 40)
     """A node compacts after applying a seeded number of slots in this range (inclusive)."""
     prevote: bool = False
@@ -78,8 +78,8 @@ class SimConfig:
         return CoreConfig(
             node_id, members, LearnMode.parse(self.learn_mode),
             election_timeout_s=self.election_timeout_s, heartbeat_s=self.heartbeat_s,
-            retry_s=self.retry_s, window=self.window, max_batch=self.max_batch,
-            prevote=self.prevote,
+            retry_s=self.retry_s, in_flight_slots_max=self.in_flight_slots_max,
+            batch_commands_max=self.batch_commands_max, prevote=self.prevote,
         )  # fmt: skip
 
 
@@ -292,7 +292,7 @@ class Simulation:
     def _client_submit(self) -> None:
         if self.faults_on:
             self._at(self.now + self.rng.expovariate(1 / self.config.client_every_s), ("client",))
-        if len(self.outstanding) >= self.config.max_outstanding:
+        if len(self.outstanding) >= self.config.outstanding_max:
             return
         command = f"c{self.next_command}".encode()
         self.next_command += 1

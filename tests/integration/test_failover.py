@@ -221,7 +221,8 @@ def test_without_a_quorum_writes_and_reads_are_503_with_retry_after(cluster_fact
 
 
 STALE_PRIMARY_BUG = (
-    "server bug: with pre-vote (coordinator/core/node.py Node._elect), a follower that lost "
+    "server bug: with pre-vote (coordinator/core/election.py Election.start, run by "
+    "Node._elect), a follower that lost "
     "the primary AND the majority only ever sends PreVote, never reaches _run_phase1, so "
     "nothing clears primary_hint: LeaseService.readiness (coordinator/service.py) answers "
     "/readyz 200 'following <dead node>' and /v1/cluster says primary=<dead node> for as long "
@@ -231,7 +232,7 @@ STALE_PRIMARY_BUG = (
 
 
 @pytest.mark.parametrize("lost", [
-    "primary and a follower",  # regression: STALE_PRIMARY_BUG, fixed in Node._elect
+    "primary and a follower",  # regression: STALE_PRIMARY_BUG, fixed in Election.start
     "both followers",
 ])  # fmt: skip
 def test_a_member_without_a_quorum_is_not_ready_and_names_no_primary(

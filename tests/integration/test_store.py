@@ -43,9 +43,9 @@ def b(round_: int, node: str = "n1") -> Ballot:
     return Ballot(round_, node)
 
 
-async def open_store(data_dir: Path, *, max_pending_records: int = 65536) -> SqliteStore:
+async def open_store(data_dir: Path, *, pending_records_max: int = 65536) -> SqliteStore:
     return await SqliteStore.open(
-        data_dir, node_id=NODE, cluster_id=CLUSTER, max_pending_records=max_pending_records
+        data_dir, node_id=NODE, cluster_id=CLUSTER, pending_records_max=pending_records_max
     )
 
 
@@ -253,7 +253,7 @@ async def test_a_failed_commit_poisons_the_store_and_loses_nothing_acked(
 
 
 async def test_too_many_waiting_records_are_shed(tmp_path: Path) -> None:
-    async with await open_store(tmp_path, max_pending_records=4) as store:
+    async with await open_store(tmp_path, pending_records_max=4) as store:
         first = asyncio.create_task(store.append([PromiseRecord(b(1)), PromiseRecord(b(2))]))
         second = asyncio.create_task(store.append([PromiseRecord(b(3)), PromiseRecord(b(4))]))
         await until(lambda: store._pending_records == 4)  # both submitted, none committed

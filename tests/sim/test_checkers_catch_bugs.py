@@ -168,8 +168,8 @@ def node_with(
         return Node(
             config, durable, rng,
             acceptor=acceptor(durable.promised, dict(durable.accepted)) if acceptor else None,
-            proposer=proposer(config.node_id, config.quorum, config.window, config.max_batch,
-                              config.max_pending) if proposer else None,
+            proposer=proposer(config.node_id, config.quorum, config.in_flight_slots_max,
+                              config.batch_commands_max, config.pending_max) if proposer else None,
             learner=learner(config.quorum, dict(durable.chosen), 0) if learner else None,
         )  # fmt: skip
 

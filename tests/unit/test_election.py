@@ -11,6 +11,8 @@ import random
 import pytest
 
 from paxlock.coordinator.core.ballot import Ballot
+from paxlock.coordinator.core.confirm import Rounds
+from paxlock.coordinator.core.election import Election
 from paxlock.coordinator.core.messages import (
     Accept,
     Batch,
@@ -19,6 +21,8 @@ from paxlock.coordinator.core.messages import (
     HeartbeatAck,
     Nack,
     Prepare,
+    PreVote,
+    PreVoteReply,
     Promise,
     PromiseRecord,
 )
@@ -178,6 +182,52 @@ def test_each_sign_of_life_redraws_the_timeout_from_the_same_rng() -> None:
     for t in (0.3, 0.7, 1.05):
         ready = n.receive("n1", Heartbeat(Ballot(1, "n1"), 0, 1), t)
         assert ready.deadline == t + twin.uniform(T, 2 * T)
+
+
+class CountingRng:
+    """An ``Rng`` that records every draw."""
+
+    def __init__(self) -> None:
+        self.draws: list[tuple[float, float]] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        self.draws.append((a, b))
+        return a
+
+
+def test_the_election_draws_once_per_rearmed_timer_and_at_no_other_time() -> None:
+    """One seed replays a run only if the rng is drawn at the same points in the same order:
+    the ``Election`` draws exactly when its timer is re-armed (a sign of life, a lost primary,
+    a pre-vote), and never to take office, send a heartbeat or decide on a pre-vote."""
+    rng = CountingRng()
+    config = CoreConfig("n1", MEMBERS, election_timeout_s=T, heartbeat_s=0.1, prevote=True)
+    election = Election(config, rng, Rounds(config.quorum))
+    election.heard_primary("n2", Role.FOLLOWER, 1.0)
+    assert (len(rng.draws), election.deadline, election.primary_hint) == (1, 1.0 + T, "n2")
+    election.forget_primary(2.0)
+    assert (len(rng.draws), election.deadline, election.primary_hint) == (2, 2.0 + T, None)
+    assert election.start(Ballot(4, "n3"), 3.0) == PreVote(5)
+    assert (len(rng.draws), election.deadline) == (3, 3.0 + T)
+    assert election.on_prevote("n2", PreVote(5), Role.FOLLOWER, 3.0).granted
+    election.took_office(4.0)
+    election.heartbeat(Ballot(5, "n1"), 0, 4.0)
+    assert election.timer(Role.PRIMARY) == 4.1
+    assert rng.draws == [(T, 2 * T)] * 3
+
+
+def test_a_prevote_needs_a_majority_of_distinct_grants_for_its_own_round() -> None:
+    """Pre-vote: phase 1 is due once a majority (this node included) granted the current
+    round; a repeated grant, a refusal or a grant for another round does not count."""
+    config = CoreConfig("n1", ("n1", "n2", "n3", "n4", "n5"), election_timeout_s=T,
+                        heartbeat_s=0.1, prevote=True)  # fmt: skip
+    election = Election(config, random.Random(0), Rounds(config.quorum))
+    assert election.start(Ballot(1, "n2"), 0.0) == PreVote(2)
+    assert not election.on_prevote_reply("n2", PreVoteReply(2, True), Role.FOLLOWER)
+    assert not election.on_prevote_reply("n2", PreVoteReply(2, True), Role.FOLLOWER)
+    assert not election.on_prevote_reply("n3", PreVoteReply(2, False), Role.FOLLOWER)
+    assert not election.on_prevote_reply("n4", PreVoteReply(1, True), Role.FOLLOWER)
+    assert election.on_prevote_reply("n5", PreVoteReply(2, True), Role.FOLLOWER)
+    assert election.prevote_round is None
 
 
 # -- stepping down and stale primaries -----------------------------------------------------------

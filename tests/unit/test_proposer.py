@@ -41,8 +41,9 @@ B5 = Ballot(5, "a")
 MEMBERS = ("n1", "n2", "n3")
 
 
-def candidate(*, window: int = 64, max_batch: int = 512, max_pending: int = 100) -> Proposer:
-    proposer = Proposer("a", 2, window, max_batch, max_pending)
+def candidate(*, in_flight_slots_max: int = 64, batch_commands_max: int = 512,
+              pending_max: int = 100) -> Proposer:  # fmt: skip
+    proposer = Proposer("a", 2, in_flight_slots_max, batch_commands_max, pending_max)
     proposer.begin_phase1(B5, 1, 0.0)
     return proposer
 
@@ -183,7 +184,7 @@ def test_P2c_b_a_new_primary_reproposes_what_a_minority_accepted_and_fills_holes
 def test_pipelining_at_most_window_slots_are_in_flight() -> None:
     """DESIGN §2: phase 2 is "pipelined (several slots in flight)" and every in-flight window
     is bounded: a new slot opens only when one is chosen."""
-    proposer = primary(window=2, max_batch=1)
+    proposer = primary(in_flight_slots_max=2, batch_commands_max=1)
     for i in range(5):
         assert proposer.enqueue(i)
     assert proposer.next_proposals(1.0) == [(1, Batch((0,))), (2, Batch((1,)))]
@@ -197,10 +198,10 @@ def test_pipelining_at_most_window_slots_are_in_flight() -> None:
     assert len(proposer.pending) == 0
 
 
-def test_batching_waiting_commands_go_out_max_batch_per_slot() -> None:
+def test_batching_waiting_commands_go_out_batch_commands_max_per_slot() -> None:
     """DESIGN §2: "A slot's value is a batch of commands (group commit)", bounded by
-    ``max_batch``; commands keep their submission order across slots."""
-    proposer = primary(window=64, max_batch=3)
+    ``batch_commands_max``; commands keep their submission order across slots."""
+    proposer = primary(in_flight_slots_max=64, batch_commands_max=3)
     for i in range(7):
         proposer.enqueue(i)
     assert proposer.next_proposals(0.0) == [
@@ -212,7 +213,7 @@ def test_batching_waiting_commands_go_out_max_batch_per_slot() -> None:
 
 def test_recovery_slots_count_against_the_window_and_go_before_new_batches() -> None:
     """Phase 2a re-proposals (P2c) come first, and the window bounds them too."""
-    proposer = candidate(window=2)
+    proposer = candidate(in_flight_slots_max=2)
     proposer.on_promise("a", Promise(B5, 1, (AcceptedEntry(3, Ballot(1, "b"), X),)))
     proposer.on_promise("b", Promise(B5, 1, ()))
     assert proposer.take_office({}, 0.0) == 3
@@ -225,9 +226,9 @@ def test_recovery_slots_count_against_the_window_and_go_before_new_batches() -> 
 
 
 def test_pipelining_through_the_node_sends_window_slots_then_one_per_chosen_slot(fifo_net) -> None:
-    """The pipelining bound seen on the wire: with window 2 only slots 1 and 2 are proposed
-    until one is chosen."""
-    net = fifo_net(MEMBERS, election=False, window=2, max_batch=1)
+    """The pipelining bound seen on the wire: with in_flight_slots_max=2 only slots 1 and 2 are
+    proposed until one is chosen."""
+    net = fifo_net(MEMBERS, election=False, in_flight_slots_max=2, batch_commands_max=1)
     net.elect("n1")
     mark = len(net.sent)
     for i in range(4):
@@ -239,9 +240,9 @@ def test_pipelining_through_the_node_sends_window_slots_then_one_per_chosen_slot
 
 
 def test_a_full_queue_rejects_the_command_at_once() -> None:
-    """A limit on everything (STYLE): beyond ``max_pending`` queued commands a submit is
+    """A limit on everything (STYLE): beyond ``pending_max`` queued commands a submit is
     rejected, not queued, and the rejection says it was never proposed."""
-    node = Node(CoreConfig("n1", ("n1",), election=False, max_pending=2, window=1),
+    node = Node(CoreConfig("n1", ("n1",), election=False, pending_max=2, in_flight_slots_max=1),
                 DurableState(), random.Random(0))  # fmt: skip
     node.run_phase1(0.0)
     node.receive("n1", Promise(Ballot(1, "n1"), 1, ()), 0.0)
@@ -256,8 +257,8 @@ def test_a_full_queue_rejects_the_command_at_once() -> None:
 
 
 def make_primary_with_work() -> tuple[Node, float]:
-    """n1 primary at (1, n1), window 1: "a" sent in an Accept (slot 1), "b" still queued."""
-    node = Node(CoreConfig("n1", MEMBERS, election=False, window=1), DurableState(),
+    """n1 primary at (1, n1), in_flight_slots_max=1: "a" sent in an Accept (slot 1), "b" still queued."""
+    node = Node(CoreConfig("n1", MEMBERS, election=False, in_flight_slots_max=1), DurableState(),
                 random.Random(0))  # fmt: skip
     node.run_phase1(0.0)
     node.receive("n1", Promise(Ballot(1, "n1"), 1, ()), 0.0)

@@ -197,7 +197,7 @@ def test_a_node_behind_the_compaction_point_catches_up_by_snapshot_transfer(fifo
 def test_a_snapshot_reply_installs_before_the_entries_it_carries(fifo_net) -> None:
     """The records of an install are ordered as the disk must apply them: the snapshot first,
     then the chosen slots after it; ``learned`` starts right after the snapshot."""
-    net = cluster(fifo_net, 6, behind="n3", catchup_max_entries=1)
+    net = cluster(fifo_net, 6, behind="n3", catchup_entries_max=1)
     data = compact(net, "n1", 4)
     ready = net.receive(
         Envelope("n1", "n3", serve(CatchupRequest(1), net.nodes["n1"].learner.chosen, 6,
