@@ -29,6 +29,7 @@ every snapshot with the lease machine folded over the ground truth):
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections.abc import Callable
@@ -80,7 +81,9 @@ MARGIN = 0.1
 SKEW_MAX = 0.02
 """Clock rates in [1 − SKEW_MAX, 1 + SKEW_MAX]: well within the margin."""
 SNAPSHOT_EVERY = (3, 12)
-REQUEST_TIMEOUT_S = 0.1
+SETTLE_STEPS_MAX = 5000
+"""How long past the last step a run may take to show it serves again."""
+REQUEST_TIMEOUT_S = 0.05
 """A client's wait for an answer before it retries elsewhere (SDK-like, scaled to T)."""
 
 
@@ -208,9 +211,23 @@ class LeaseSimulation(Simulation):
             self._at(0.05 * index, ("lc-act", index))
         result = super().run()
         if not result.violations or not self.stop_on_violation:
+            self._settle()
             self._check_serving()
             result.violations = list(self.checker.violations)
         return result
+
+    def _settle(self) -> None:
+        """Liveness is "eventually": past the last step, run on (no faults) until a keeper is
+        in office and a request was answered, or ``SETTLE_STEPS_MAX`` more steps pass."""
+        for _ in range(SETTLE_STEPS_MAX):
+            if self._serving() and self.answered_after_heal > 0 or not self.queue:
+                return
+            self.now, _, event = heapq.heappop(self.queue)
+            self._handle(event)
+
+    def _serving(self) -> bool:
+        return any(self.nodes[n].node is not None and s.replica.keeper.in_office
+                   for n, s in self.lease_nodes.items())  # fmt: skip
 
     def _client_submit(self) -> None:
         return  # the generic workload is replaced by lease clients
@@ -222,9 +239,7 @@ class LeaseSimulation(Simulation):
         self.checker.violations.append(Violation(check, self.checker.step, detail))
 
     def _check_serving(self) -> None:
-        in_office = [n for n, s in self.lease_nodes.items()
-                     if self.nodes[n].node is not None and s.replica.keeper.in_office]  # fmt: skip
-        if not in_office:
+        if not self._serving():
             primaries = self.primaries()
             self._fail("office", f"no keeper in office at the end (primaries: {primaries})")
         elif self.answered_after_heal == 0:
@@ -272,7 +287,7 @@ class LeaseSimulation(Simulation):
         """Persist, then (unless crashed in between) send; then report to the checkers,
         deliver replies, and arm the timer (in real time, from the node's skewed clock)."""
         checker = self.checker
-        self._persist(sim_node, ready.records)
+        self._persist(sim_node, ready.records, ready.installed)
         if (self.faults_on and ready.messages
                 and self.rng.random() < self.config.crash_between_persist_and_send):  # fmt: skip
             self._crash(sim_node)
@@ -287,7 +302,7 @@ class LeaseSimulation(Simulation):
             sim_node.delivered = slot
             checker.on_install(sim_node.id, sim_node.incarnation, slot, data,
                                transferred=transferred)  # fmt: skip
-        raws = []
+        raws: list[bytes] = []
         for entry in ready.learned:
             checker.on_deliver(sim_node.id, sim_node.incarnation, entry)
             sim_node.delivered = entry.slot
@@ -309,10 +324,14 @@ class LeaseSimulation(Simulation):
             sim_node.tick_at = max(deadline, self.now)
             self._at(sim_node.tick_at, ("tick", sim_node.id, sim_node.incarnation))
 
-    def _persist(self, sim_node: SimNode, records: list[Record]) -> None:
+    def _persist(self, sim_node: SimNode, records: list[Record],
+                 installed: tuple[int, bytes] | None) -> None:  # fmt: skip
         for record in records:
             sim_node.disk.apply(record)
             self._observe_record(sim_node, record)
+            if isinstance(record, SnapshotRecord) and (installed is None
+                                                       or installed[0] != record.slot):  # fmt: skip
+                self.compactions += 1  # taken by the replica, not installed from a peer
 
     def _send(self, envelope: Envelope) -> None:
         msg = envelope.msg
@@ -360,6 +379,11 @@ class LeaseSimulation(Simulation):
                         self._step(sim_node, state.replica.tick(state.clock.local(self.now)))
                 for buffered in inbox:  # drained in arrival order, after the timers ran
                     self._at(self.now, buffered)
+            case ("crash-successor", str() as deposed):
+                successors = [n for n in self.primaries() if n != deposed]
+                if not successors or not self.faults_on:
+                    return False
+                self._crash(self.nodes[successors[0]])
             case ("lrep", int() as key, Reply() as reply, str() as node_id, Ballot() as ballot):
                 self._reply_arrives(RequestKey(key), reply, node_id, ballot)
             case ("lc-act", int() as index):
@@ -404,15 +428,36 @@ class LeaseSimulation(Simulation):
             if live:  # a primary, most often: its timers go on deciding while it hears nothing
                 node_id = self.rng.choice(primaries if primaries and self.rng.random() < 0.7
                                           else live)  # fmt: skip
-                state = self.lease_nodes[node_id]
-                state.paused, state.stopped = True, self.rng.random() < 0.5
-                self.pauses += 1
-                self._log(f"{node_id} {'stops' if state.stopped else 'pauses its inbox'}")
-                t = self.config.election_timeout_s  # a stop between T and 2T: deposed, unaware
-                pause_s = self.rng.uniform(t, 2 * t) if state.stopped else self.rng.uniform(t, 10 * t)
-                self._at(self.now + pause_s, ("resume", node_id))
+                self._pause(node_id, deposing=node_id in primaries)
             return
         super()._fault()
+
+    def _pause(self, node_id: str, *, deposing: bool) -> None:
+        """Freeze a node's inbox (its timers keep firing), or stop it altogether (SIGSTOP).
+        A stopped primary resumes deposed but unaware (its overdue timers run before it reads
+        the successor's Prepare); then the successor may crash, so that the next phase 1 must
+        ask the deposed primary what it accepted meanwhile (P2c(b))."""
+        state = self.lease_nodes[node_id]
+        state.paused, state.stopped = True, self.rng.random() < 0.5
+        self.pauses += 1
+        self._log(f"{node_id} {'stops' if state.stopped else 'pauses its inbox'}")
+        t = self.config.election_timeout_s
+        if state.stopped:
+            pause_s = self.rng.uniform(1.2 * t, 8 * t)
+            keeper = state.replica.keeper
+            if deposing and keeper.in_office and self.rng.random() < 0.5:
+                # Long enough for a lease timer of the stopped primary to run out meanwhile,
+                # so that it decides an Expire the moment it resumes.
+                local = state.clock.local(self.now)
+                left = [keeper.expires_in(lease.name, local) or 0.0
+                        for lease in state.replica.machine.list()]  # fmt: skip
+                pause_s = max(pause_s, max(left, default=0.0) + self.rng.uniform(0.0, t))
+            if deposing and self.rng.random() < 0.5:
+                when = self.now + pause_s + self.rng.uniform(0.0, t)
+                self._at(when, ("crash-successor", node_id))
+        else:
+            pause_s = self.rng.uniform(t, 10 * t)
+        self._at(self.now + pause_s, ("resume", node_id))
 
     def _heal(self) -> None:
         super()._heal()
@@ -498,11 +543,13 @@ class LeaseSimulation(Simulation):
 
     def _retry(self, key: RequestKey, request: _Request, hint: str | None) -> None:
         """An unknown outcome: the same request again (same request id), possibly elsewhere.
-        A renewal is not retried: the next one is sent when due."""
+        A renewal is retried while the lease is still trusted (its validity still counts
+        from the first attempt, like the SDK's)."""
         client = self.clients[request.client]
         del self.requests[key]
         client.hint = hint
-        if isinstance(request.op, RenewOp):
+        if isinstance(request.op, RenewOp) and (client.grant is None
+                                                or self.now >= client.grant[4]):  # fmt: skip
             client.request = None
             return
         self.retries += 1
@@ -527,7 +574,7 @@ class LeaseSimulation(Simulation):
         if grant is None:
             self.next_request_id += 1
             ttl = self.lease_rng.choice(TTLS_S)
-            wait = self.lease_rng.choice((0.0, 0.0, 0.2))
+            wait = self.lease_rng.choice((0.0, 0.2, 0.5))
             command = Acquire(self.lease_rng.choice(NAMES), client.holder, ttl,
                               request_id=f"r{self.next_request_id}")  # fmt: skip
             self._send_request(index, AcquireOp(command, wait))
@@ -572,7 +619,7 @@ class LeaseSimulation(Simulation):
             client.hint = node_id
             client.grant = [outcome.name, outcome.token, client.holder, self.now, until,
                             outcome.ttl_s]  # fmt: skip
-            client.hold_until = self.now + self.lease_rng.uniform(0.05, 1.2)
+            client.hold_until = self.now + self.lease_rng.uniform(0.05, 2.0)
             self.intervals[outcome.name].append(client.grant)
             self._check_overlap(client.grant, self.now)
         elif isinstance(op, RenewOp) and client.grant is not None \

@@ -35,6 +35,18 @@ class NoOfficeEntry(LeaseReplica):
 
     office_slot: int | None = None
 
+    def tick(self, now: float) -> ReplicaReady:
+        """The keeper's timer was its own asyncio timer: after a SIGSTOP it could run before
+        the core's tick noticed (check-quorum) that this node had lost its majority."""
+        out = ReplicaReady()
+        if self.keeper.in_office:
+            self._run(self.keeper.tick(now), now, out)
+        ready = super().tick(now)
+        ready.records[:0], ready.messages[:0] = out.records, out.messages
+        ready.replies[:0], ready.events[:0] = out.replies, out.events
+        ready.learned[:0], ready.applied[:0] = out.learned, out.applied
+        return ready
+
     def _became_primary(self, event: BecamePrimary, now: float, out: ReplicaReady) -> None:
         self._fail_reads(out, "a new primary took over")
         self.office_slot = self.node.proposer.next_slot - 1
