@@ -12,15 +12,8 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
-from paxlock.coordinator.core.keeper_effects import (
-    NotPrimary as NotPrimaryOutcome,
-)
-from paxlock.coordinator.core.keeper_effects import (
-    ReadConfirmed,
-    Recovering,
-    Reply,
-    RequestKey,
-)
+from paxlock.coordinator.core.keeper_effects import NotPrimary as NotPrimaryOutcome
+from paxlock.coordinator.core.keeper_effects import ReadConfirmed, Recovering, Reply, RequestKey
 from paxlock.coordinator.core.keeper_effects import Unavailable as UnavailableOutcome
 from paxlock.coordinator.core.lease_commands import (
     Acquire,
@@ -49,6 +42,7 @@ from paxlock.coordinator.errors import RequestExpired
 from paxlock.coordinator.errors import Unavailable
 from paxlock.coordinator.runtime import Runtime
 from paxlock.coordinator.views import LeaseView
+from paxlock.coordinator.watch import Watches
 
 OFFICE_WAIT_S = 2.0
 """How long a request waits for a new primary to take office before a 503."""
@@ -67,8 +61,7 @@ class LeaseService:
         self._next_key = 0
         self._waiting: dict[RequestKey, asyncio.Future[Reply]] = {}
         self._in_office = asyncio.Event()
-        self._changes: dict[str, int] = {}
-        self._watchers: dict[str, list[asyncio.Future[None]]] = {}
+        self.watches = Watches(self._current, self.clock)
         runtime.sinks.append(self._on_ready)
 
     @property
@@ -85,12 +78,11 @@ class LeaseService:
                 self._in_office.clear()
         if not self.replica.keeper.in_office:
             self._in_office.clear()
-        if ready.installed is not None:  # observers re-read the new state
-            for name in list(self._watchers):
-                self._changed(name, self._changes.get(name, 0), force=True)
+        if ready.installed is not None:
+            self.watches.reread_all()
         for applied in ready.applied:
             if isinstance(applied.result, Lease | Released | Expired | Unblocked):
-                self._changed(applied.result.name, applied.result.revision)
+                self.watches.changed(applied.result.name, applied.result.revision)
         for reply in ready.replies:
             future = self._waiting.pop(reply.to, None)
             if future is not None and not future.done():
@@ -209,38 +201,12 @@ class LeaseService:
         current, current_token = self.replica.machine.verify(name, token)
         return current, current_token
 
-    def _changed(self, name: str, revision: int, *, force: bool = False) -> None:
-        if revision <= self._changes.get(name, 0) and not force:
-            return  # a result replayed from the idempotency window changes nothing
-        self._changes[name] = max(revision, self._changes.get(name, 0))
-        for future in self._watchers.pop(name, []):
-            if not future.done():
-                future.set_result(None)
-
-    def _state(self, name: str) -> LeaseView:
+    def _current(self, name: str) -> LeaseView | None:
         lease = self.replica.machine.get(name)
-        if lease is not None:
-            view = self._view(lease)
-            revision = max(lease.revision, self._changes.get(name, 0))
-            return LeaseView(view.name, view.holder, view.token, revision, view.ttl,
-                             view.expires_in, view.value, view.lock_delay)  # fmt: skip
-        return LeaseView(name, None, None, self._changes.get(name, 0), None, None, None, 0.0)
+        return None if lease is None else self._view(lease)
 
     async def observe(self, name: str, *, after: int, timeout: float) -> LeaseView | None:
-        """Served from this node's applied log (any node, no forwarding): it sees every change
-        in log order, and an SDK that re-polls with the last revision misses nothing."""
-        deadline = self.clock() + timeout
-        while True:
-            state = self._state(name)
-            if state.revision > after:
-                return state
-            left = deadline - self.clock()
-            if left <= 0:
-                return None
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._watchers.setdefault(name, []).append(future)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(future, left)
+        return await self.watches.observe(name, after=after, timeout=timeout)
 
     # -- cluster -------------------------------------------------------------------------------
 

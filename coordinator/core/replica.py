@@ -30,7 +30,7 @@ from typing import assert_never
 
 from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.config import CoreConfig, Rng
-from paxlock.coordinator.core.keeper import AcquireRequest, KeeperReady, LeaseKeeper, Propose
+from paxlock.coordinator.core.keeper import AcquireRequest, KeeperReady, LeaseKeeper
 from paxlock.coordinator.core.keeper_effects import (
     NotPrimary,
     ReadConfirmed,
@@ -63,11 +63,15 @@ from paxlock.coordinator.core.replica_io import (
     ReleaseOp,
     RenewOp,
     ReplicaReady,
+    ReplicaStatus,
     RequestOp,
     TookOffice,
 )
 
 __all__ = ["LeaseReplica", "ReplicaStatus"]
+
+READS_WAITING_MAX = 65_536
+"""Linearizable reads waiting for the next confirmation round (a bound on every queue)."""
 
 
 @dataclass(slots=True)
@@ -88,26 +92,10 @@ class _Mine:
     reply_to: RequestKey | None
 
 
-@dataclass(frozen=True, slots=True)
-class ReplicaStatus:
-    """What outsiders (metrics, readiness, ``/v1/cluster``) read, instead of internals."""
-
-    node: str
-    role: Role
-    ballot: Ballot
-    highest_round: int
-    primary_hint: str | None
-    in_office: bool
-    chosen_index: int
-    applied_index: int
-    snapshot_index: int
-    catchup_target: tuple[str, int] | None
-    leases: int
-    waiters: int
-
-
 @dataclass(slots=True)
 class _Pending:
+    """What waits for a later step: the parts' deadlines, and reads for the next round."""
+
     keeper_deadline: float | None = None
     node_deadline: float = float("inf")
     reads: list[RequestKey] = field(default_factory=list)
@@ -197,6 +185,8 @@ class LeaseReplica:
                     self._propose(command, key, now, out)
                     if isinstance(op, ReleaseOp):  # the direct handoff, one log round
                         self._run(keeper.release_requested(op.command, now), now, out)
+            case ReadOp() if len(self._pending.reads) >= READS_WAITING_MAX:
+                out.replies.append(Reply(key, Unavailable("too many reads waiting")))
             case ReadOp():
                 self._pending.reads.append(key)
                 self._maybe_start_round(now, out)
@@ -345,14 +335,11 @@ class LeaseReplica:
 
     def _run(self, ready: KeeperReady, now: float, out: ReplicaReady) -> None:
         for proposal in ready.proposals:
-            self._propose_for(proposal, now, out)
+            self._propose(proposal.command, proposal.reply_to, now, out)
         out.replies += ready.replies
         if self.keeper.in_office:
             self._pending.keeper_deadline = ready.deadline
             self._maybe_start_round(now, out)
-
-    def _propose_for(self, proposal: Propose, now: float, out: ReplicaReady) -> None:
-        self._propose(proposal.command, proposal.reply_to, now, out)
 
     def _propose(self, command: LeaseCommand, reply_to: RequestKey | None, now: float,
                  out: ReplicaReady) -> None:  # fmt: skip

@@ -26,12 +26,13 @@ from paxlock.coordinator.core.lease_commands import (
     Result,
 )
 from paxlock.coordinator.core.messages import ChosenEntry, Envelope, Record
+from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.ready import CoreEvent
 
 __all__ = [
     "AcquireOp", "Applied", "LeftOffice", "NotPrimary", "ProclaimOp", "ReadOp",
     "ReadConfirmed", "Recovering", "ReleaseOp", "RenewOp", "ReplicaEvent", "ReplicaReady",
-    "Reply", "RequestKey", "RequestOp", "TookOffice", "Unavailable",
+    "Reply", "RequestKey", "ReplicaStatus", "RequestOp", "TookOffice", "Unavailable",
 ]
 
 
@@ -123,3 +124,21 @@ class ReplicaReady:
     applied: list[Applied] = field(default_factory=list)
     deadline: float = float("inf")
     """Call ``tick()`` no later than this."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    """What outsiders (metrics, readiness, ``/v1/cluster``) read, instead of internals."""
+
+    node: str
+    role: Role
+    ballot: Ballot
+    highest_round: int
+    primary_hint: str | None
+    in_office: bool
+    chosen_index: int
+    applied_index: int
+    snapshot_index: int
+    catchup_target: tuple[str, int] | None
+    leases: int
+    waiters: int

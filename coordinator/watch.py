@@ -1,0 +1,61 @@
+"""Watches on lease names for ``observe`` (long poll and SSE): who waits for a name to change,
+and the revision of each name's last change as this node applied it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from paxlock.coordinator.views import LeaseView
+
+
+class Watches:
+    def __init__(self, current: Callable[[str], LeaseView | None],
+                 clock: Callable[[], float]) -> None:  # fmt: skip
+        """``current(name)`` is the name's lease view now, None when nobody holds it."""
+        self.current = current
+        self.clock = clock
+        self._changes: dict[str, int] = {}
+        self._watchers: dict[str, list[asyncio.Future[None]]] = {}
+
+    def changed(self, name: str, revision: int) -> None:
+        """The applied log changed ``name`` at ``revision`` (a replay changes nothing)."""
+        if revision > self._changes.get(name, 0):
+            self._changes[name] = revision
+            self._wake(name)
+
+    def reread_all(self) -> None:
+        """The state was replaced (a snapshot install): every watcher looks again."""
+        for name in list(self._watchers):
+            self._wake(name)
+
+    def _wake(self, name: str) -> None:
+        for future in self._watchers.pop(name, []):
+            if not future.done():
+                future.set_result(None)
+
+    def state(self, name: str) -> LeaseView:
+        """The name now, with the revision of its last change (also when it is free)."""
+        view = self.current(name)
+        last = self._changes.get(name, 0)
+        if view is None:
+            return LeaseView(name, None, None, last, None, None, None, 0.0)
+        return LeaseView(view.name, view.holder, view.token, max(view.revision, last),
+                         view.ttl, view.expires_in, view.value, view.lock_delay)  # fmt: skip
+
+    async def observe(self, name: str, *, after: int, timeout: float) -> LeaseView | None:
+        """Served from this node's applied log (any node, no forwarding): it sees every change
+        in log order, and an SDK that re-polls with the last revision misses nothing."""
+        deadline = self.clock() + timeout
+        while True:
+            state = self.state(name)
+            if state.revision > after:
+                return state
+            left = deadline - self.clock()
+            if left <= 0:
+                return None
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._watchers.setdefault(name, []).append(future)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(future, left)
