@@ -5,10 +5,9 @@
             await do_work(fencing_token=lease.token)
 
 It talks HTTP only (DESIGN.md §4) and imports nothing of the server. Failover, retries and
-idempotency live in ``client_transport``; holding a grant (renewals, the client's
-conservative clock) in ``client_keepalive``; the objects ``lock`` and ``campaign`` yield in
-``client_holding``; elections in ``client_election``. ``sync_client.Client`` is the same
-surface for threaded code.
+idempotency live in ``transport``; holding a grant (renewals, the client's conservative
+clock) in ``keepalive``; the objects ``lock`` and ``campaign`` yield in ``holding``;
+elections in ``election``. ``sync.Client`` is the same surface for threaded code.
 
 One client is one identity (the ``holder``/``candidate`` string the cluster records), one
 connection pool and one event loop. Locks are not reentrant (DESIGN.md §3): two ``lock()``
@@ -28,10 +27,10 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from paxlock.api.client_election import Election
-from paxlock.api.client_errors import NotFound, PaxlockError
-from paxlock.api.client_holding import HeldLease, Holding
-from paxlock.api.client_keepalive import (
+from paxlock.api.client.election import Election
+from paxlock.api.client.errors import NotFound, PaxlockError
+from paxlock.api.client.holding import HeldLease, Holding
+from paxlock.api.client.keepalive import (
     LEASES,
     Keepalive,
     Kind,
@@ -42,8 +41,8 @@ from paxlock.api.client_keepalive import (
     obtain,
     path_of,
 )
-from paxlock.api.client_transport import RetryPolicy, Transport, normalize_endpoints
-from paxlock.api.client_types import Cluster, Lease, Verification
+from paxlock.api.client.transport import RetryPolicy, Transport, normalize_endpoints
+from paxlock.api.client.types import Cluster, Lease, Verification
 
 __all__ = ["AsyncClient", "default_identity"]
 

@@ -16,8 +16,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from paxlock.api.embedded import EmbeddedLeases
-from paxlock.api.peer import WS_PATH, PeerTransport, websocket_handler
+from paxlock.api.server.embedded import EmbeddedLeases
+from paxlock.api.server.peer import WS_PATH, PeerTransport, websocket_handler
 from paxlock.coordinator.core.learner import LearnMode
 from paxlock.coordinator.core.leases import LeaseMachine
 from paxlock.coordinator.core.messages import ChosenEntry, Message
@@ -120,7 +120,7 @@ class Node:
         return self._app
 
     async def start(self) -> None:
-        from paxlock.api.app import create_app
+        from paxlock.api.server.app import create_app
 
         config = self.config
         self.store = await SqliteStore.open(config.data_dir, node_id=config.node_id,

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from paxlock.api.client_errors import PaxlockError, Unavailable, error_from_response
+from paxlock.api.client.errors import PaxlockError, Unavailable, error_from_response
 
 NODE_HEADER = "X-Paxlock-Node"
 PRIMARY_HEADER = "X-Paxlock-Primary"

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from paxlock.api.client_errors import LeaseHeld, NotHolder, PaxlockError, Unavailable
-from paxlock.api.client_transport import Transport
+from paxlock.api.client.errors import LeaseHeld, NotHolder, PaxlockError, Unavailable
+from paxlock.api.client.transport import Transport
 
 log = logging.getLogger("paxlock.client")
 

@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from paxlock.api.client_errors import LeaseLost, NotHolder, PaxlockError
-from paxlock.api.client_keepalive import ELECTIONS, Keepalive, new_request_id, path_of
-from paxlock.api.client_types import Leader, Lease
+from paxlock.api.client.errors import LeaseLost, NotHolder, PaxlockError
+from paxlock.api.client.keepalive import ELECTIONS, Keepalive, new_request_id, path_of
+from paxlock.api.client.types import Leader, Lease
 
 __all__ = ["HeldLease", "Holding", "Term"]
 

@@ -24,11 +24,11 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from paxlock.api.client import DEFAULT_MARGIN, DEFAULT_TTL_S, AsyncClient
-from paxlock.api.client_election import OBSERVE_POLL_S, Election
-from paxlock.api.client_errors import LeaseLost
-from paxlock.api.client_holding import HeldLease, Holding, Term, _Held
-from paxlock.api.client_types import Cluster, Leader, Lease, Verification
+from paxlock.api.client.aio import DEFAULT_MARGIN, DEFAULT_TTL_S, AsyncClient
+from paxlock.api.client.election import OBSERVE_POLL_S, Election
+from paxlock.api.client.errors import LeaseLost
+from paxlock.api.client.holding import HeldLease, Holding, Term, _Held
+from paxlock.api.client.types import Cluster, Leader, Lease, Verification
 
 __all__ = ["Client", "SyncElection", "SyncHeldLease", "SyncTerm"]
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-from paxlock.api.client_errors import NotFound
-from paxlock.api.client_holding import Holding, Term
-from paxlock.api.client_keepalive import ELECTIONS, obtain, path_of
-from paxlock.api.client_types import Leader
+from paxlock.api.client.errors import NotFound
+from paxlock.api.client.holding import Holding, Term
+from paxlock.api.client.keepalive import ELECTIONS, obtain, path_of
+from paxlock.api.client.types import Leader
 
 if TYPE_CHECKING:
-    from paxlock.api.client import AsyncClient
+    from paxlock.api.client.aio import AsyncClient
 
 __all__ = ["Election"]
 
