@@ -1,5 +1,5 @@
 """The Python SDK. It talks HTTP only: nothing here imports outside ``paxlock.api.client``
-(checked by ``tests/integration/test_sdk_offline.py``).
+(checked by ``tests/unit/test_layers.py``).
 
 ``aio.AsyncClient`` is the asyncio client, ``sync.Client`` the same surface for threaded code.
 Failover, retries and idempotency live in ``transport``; holding a grant (renewals, the

@@ -1,11 +1,9 @@
-"""SDK pieces that need no cluster: error mapping, endpoints, typed results, the import
-boundary (the SDK talks HTTP only), and a fake node for the transport's failover rules."""
+"""SDK pieces that need no cluster: error mapping, endpoints, typed results, and a fake node
+for the transport's failover rules. (The import boundary, the SDK talks HTTP only, is
+``tests/unit/test_layers.py``.)"""
 
 from __future__ import annotations
 
-import ast
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,24 +21,6 @@ from paxlock.api.client.errors import (
 )
 from paxlock.api.client.transport import normalize_endpoints
 from paxlock.api.client.types import Leader, Lease
-
-SDK_MODULES = sorted((Path(__file__).resolve().parents[2] / "api" / "client").glob("*.py"))
-
-
-def test_the_sdk_imports_nothing_of_the_server() -> None:
-    allowed_roots = {"aiohttp", "msgspec", "yarl", "paxlock"}
-    for path in SDK_MODULES:
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])  # fmt: skip
-            for name in names:
-                root = name.split(".")[0]
-                if root == "paxlock":
-                    assert name.startswith("paxlock.api.client."), \
-                        f"{path.name} imports {name}"  # fmt: skip
-                else:
-                    assert root in allowed_roots or root in sys.stdlib_module_names, \
-                        f"{path.name} imports {name}"  # fmt: skip
 
 
 @pytest.mark.parametrize(("status", "body", "kind"), [
