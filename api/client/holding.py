@@ -61,6 +61,10 @@ class _Held:
             raise LeaseLost(f"{self.name} (token {self.token}) is no longer held: {reason}",
                             details={"name": self.name, "token": self.token})  # fmt: skip
 
+    def _renewed(self, raw: Any) -> None:
+        """A renewal's JSON (the keepalive calls it): keep the latest grant object."""
+        raise NotImplementedError
+
 
 class HeldLease(_Held):
     """A lock held by this client and renewed in the background (``lock()`` yields it)."""

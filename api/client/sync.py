@@ -271,7 +271,7 @@ class Client:
         try:
             # calls still blocked in other threads first: a cancelled acquire queues its
             # clean-up as a background task, which the async close then waits for
-            self._runner.run(_cancel_all(keep=self._async._tasks.tasks))
+            self._runner.run(_cancel_all(keep=self._async.session.tasks.tasks))
             self._runner.run(self._async.close())
         finally:
             self._runner.stop()

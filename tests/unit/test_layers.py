@@ -71,13 +71,37 @@ def test_the_walk_finds_the_sdk() -> None:
                                       "holding", "election", "errors", "types")} <= names
 
 
-@pytest.mark.parametrize("module", client_module_names())
-def test_client_module_imports_nothing_outside_the_client(module: str) -> None:
+def parsed(module: str) -> tuple[ast.Module, bool]:
+    """The syntax tree of ``module``'s source, and whether it is a package."""
     spec = importlib.util.find_spec(module)
     assert spec is not None and spec.origin is not None
     with open(spec.origin, encoding="utf-8") as source:
-        tree = ast.parse(source.read(), filename=spec.origin)
-    found = imports_of(tree, module, spec.submodule_search_locations is not None)
+        return ast.parse(source.read(), filename=spec.origin), spec.submodule_search_locations is not None
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` (module -> modules it imports), or None."""
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        if module in path:
+            return path[path.index(module):] + [module]
+        if module in done:
+            return None
+        for imported in sorted(graph.get(module, ())):
+            cycle = visit(imported, [*path, module])
+            if cycle is not None:
+                return cycle
+        done.add(module)
+        return None
+
+    return next((c for m in sorted(graph) if (c := visit(m, [])) is not None), None)
+
+
+@pytest.mark.parametrize("module", client_module_names())
+def test_client_module_imports_nothing_outside_the_client(module: str) -> None:
+    tree, is_package = parsed(module)
+    found = imports_of(tree, module, is_package)
     assert [(line, name) for line, name in found if outside_the_client(name)] == []
     assert [(line, name) for line, name in found if third_party_not_allowed(name)] == []
     calls = [n.func.id if isinstance(n.func, ast.Name) else n.func.attr
@@ -99,6 +123,22 @@ def test_the_import_check_itself_catches_an_outside_import() -> None:
         "paxlock.api.server.app", "paxlock.api.server.app.x", "paxlock",
     }  # fmt: skip
     assert {name for _, name in found if third_party_not_allowed(name)} == {"structlog"}
+
+
+def test_the_client_modules_import_each_other_without_a_cycle() -> None:
+    """Recipes take what they need (a ``Session``) and import nothing of the client module
+    that builds them: no import loop inside the SDK, ``TYPE_CHECKING`` imports included
+    (``election`` once imported ``AsyncClient`` under ``TYPE_CHECKING`` while ``aio``
+    imported ``Election``)."""
+    modules = client_module_names()
+    graph = {}
+    for module in modules:
+        tree, is_package = parsed(module)
+        graph[module] = {name for _, name in imports_of(tree, module, is_package)
+                         if name in modules and name not in (module, CLIENT)}  # fmt: skip
+    assert import_cycle(graph) is None
+    assert f"{CLIENT}.aio" not in graph[f"{CLIENT}.election"]
+    assert import_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
 def test_importing_the_client_in_a_fresh_interpreter_loads_no_server_side_module() -> None:
