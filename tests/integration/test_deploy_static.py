@@ -193,7 +193,7 @@ def test_dockerfile_copies_every_package_folder_and_the_context_keeps_them() -> 
         for file in files:
             assert dockerignore_keeps(file, patterns), f"{file} is left out of the build context"
     assert not dockerignore_keeps("tests/harness.py", patterns)
-    assert not dockerignore_keeps("api/__pycache__/app.cpython-311.pyc", patterns)
+    assert not dockerignore_keeps("api/server/__pycache__/app.cpython-311.pyc", patterns)
 
 
 def free_port() -> int:
