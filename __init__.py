@@ -12,26 +12,26 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Node": "paxlock.api.node",
-    "NodeConfig": "paxlock.api.node",
-    "AsyncClient": "paxlock.api.client",
-    "Client": "paxlock.api.sync_client",
-    "Lease": "paxlock.api.client_types",
-    "Leader": "paxlock.api.client_types",
-    "PaxlockError": "paxlock.api.client_errors",
-    "LeaseHeld": "paxlock.api.client_errors",
-    "LeaseLost": "paxlock.api.client_errors",
-    "NotHolder": "paxlock.api.client_errors",
-    "NotFound": "paxlock.api.client_errors",
-    "Unavailable": "paxlock.api.client_errors",
-    "BadRequest": "paxlock.api.client_errors",
+    "Node": "paxlock.api.server.node",
+    "NodeConfig": "paxlock.api.server.node",
+    "AsyncClient": "paxlock.api.client.aio",
+    "Client": "paxlock.api.client.sync",
+    "Lease": "paxlock.api.client.types",
+    "Leader": "paxlock.api.client.types",
+    "PaxlockError": "paxlock.api.client.errors",
+    "LeaseHeld": "paxlock.api.client.errors",
+    "LeaseLost": "paxlock.api.client.errors",
+    "NotHolder": "paxlock.api.client.errors",
+    "NotFound": "paxlock.api.client.errors",
+    "Unavailable": "paxlock.api.client.errors",
+    "BadRequest": "paxlock.api.client.errors",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from paxlock.api.client import AsyncClient
-    from paxlock.api.client_errors import (
+    from paxlock.api.client.aio import AsyncClient
+    from paxlock.api.client.errors import (
         BadRequest,
         LeaseHeld,
         LeaseLost,
@@ -40,9 +40,9 @@ if TYPE_CHECKING:
         PaxlockError,
         Unavailable,
     )
-    from paxlock.api.client_types import Leader, Lease
-    from paxlock.api.node import Node, NodeConfig
-    from paxlock.api.sync_client import Client
+    from paxlock.api.client.types import Leader, Lease
+    from paxlock.api.server.node import Node, NodeConfig
+    from paxlock.api.client.sync import Client
 
 
 def __getattr__(name: str) -> Any:

@@ -20,9 +20,9 @@ import sys
 import time
 from typing import Any
 
-from paxlock.api.client import AsyncClient
-from paxlock.api.client_errors import LeaseLost
-from paxlock.api.sync_client import Client
+from paxlock.api.client.aio import AsyncClient
+from paxlock.api.client.errors import LeaseLost
+from paxlock.api.client.sync import Client
 
 BODY_S_MAX = 60.0
 

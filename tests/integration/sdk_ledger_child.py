@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from paxlock.api.client import AsyncClient
-from paxlock.api.sync_client import Client
+from paxlock.api.client.aio import AsyncClient
+from paxlock.api.client.sync import Client
 
 GO_TIMEOUT_S = 30.0
 

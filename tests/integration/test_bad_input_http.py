@@ -130,7 +130,7 @@ NON_UTF8_BODIES = {
 @pytest.mark.parametrize("case", list(NON_UTF8_BODIES))
 def test_bodies_that_are_not_utf_8_are_400(cluster: Any, nodes: list[str], case: str) -> None:
     """Regression: msgspec raises ``UnicodeDecodeError`` (not a ``DecodeError``) for invalid
-    UTF-8 inside a JSON string, which ``api/wire.py`` once let through to a 500."""
+    UTF-8 inside a JSON string, which ``api/server/wire.py`` once let through to a 500."""
     for node in nodes:
         answer = raw_request(f"{cluster.url(node)}/v1/leases/{NAME}:acquire", "POST",
                              NON_UTF8_BODIES[case], JSON_HEADERS)  # fmt: skip

@@ -54,7 +54,7 @@ def test_the_build_stage_makes_a_complete_wheel(tmp_path: Path) -> None:
             assert f"{prefix}/{module.name}" in names, f"{prefix}/{module.name} not in the wheel"
     assert "paxlock/py.typed" in names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "paxlock = paxlock.api.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "paxlock = paxlock.api.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
     # Installed on its own (the dependencies come from this environment), it runs.
     target = tmp_path / "site"
@@ -64,7 +64,7 @@ def test_the_build_stage_makes_a_complete_wheel(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     probe = ("import sys; sys.path.insert(0, sys.argv[1]); import paxlock; "
              "assert paxlock.__file__.startswith(sys.argv[1]), paxlock.__file__; "
-             "from paxlock.api.cli import main; sys.argv = ['paxlock', 'serve', '--help']; main()")
+             "from paxlock.api.cli.main import main; sys.argv = ['paxlock', 'serve', '--help']; main()")
     done = subprocess.run([sys.executable, "-c", probe, str(target)], capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0 and "--data-dir" in done.stdout, done.stdout + done.stderr

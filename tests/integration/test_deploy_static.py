@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 import pytest
 from aiohttp import web
 
-from paxlock.api.cli import build_parser
-from paxlock.api.routes import add_routes
-from paxlock.api.serve import ENV_PREFIX, SETTINGS, node_config, resolve
+from paxlock.api.cli.main import build_parser
+from paxlock.api.server.routes import add_routes
+from paxlock.api.cli.serve import ENV_PREFIX, SETTINGS, node_config, resolve
 from paxlock.coordinator.metrics import Metrics
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read deploy/ (test extras)")
@@ -85,7 +85,7 @@ def settings_of(environ: Mapping[str, str], argv: list[str] | None = None) -> di
 def check_paxlock_env(names: Any, where: str) -> None:
     for name in names:
         if name.startswith(ENV_PREFIX):
-            assert name in SETTING_ENV, f"{where}: {name} is not a setting of api/serve.py"
+            assert name in SETTING_ENV, f"{where}: {name} is not a setting of api/cli/serve.py"
 
 
 def http_paths(text: str) -> set[str]:
@@ -193,7 +193,7 @@ def test_dockerfile_copies_every_package_folder_and_the_context_keeps_them() -> 
         for file in files:
             assert dockerignore_keeps(file, patterns), f"{file} is left out of the build context"
     assert not dockerignore_keeps("tests/harness.py", patterns)
-    assert not dockerignore_keeps("api/__pycache__/app.cpython-311.pyc", patterns)
+    assert not dockerignore_keeps("api/server/__pycache__/app.cpython-311.pyc", patterns)
 
 
 def free_port() -> int:

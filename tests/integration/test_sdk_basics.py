@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from paxlock.api.client import AsyncClient
-from paxlock.api.client_errors import (
+from paxlock.api.client.aio import AsyncClient
+from paxlock.api.client.errors import (
     BadRequest,
     LeaseHeld,
     LeaseLost,
@@ -21,7 +21,7 @@ from paxlock.api.client_errors import (
     PaxlockError,
     Unavailable,
 )
-from paxlock.api.client_types import Lease
+from paxlock.api.client.types import Lease
 
 HARNESS = sys.modules["paxlock_test_harness"]  # loaded by tests/conftest.py
 

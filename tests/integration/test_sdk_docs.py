@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 
 import paxlock
-from paxlock.api import client, client_errors, sync_client
+from paxlock.api.client import aio, errors, sync
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = sys.modules["paxlock_test_harness"]  # loaded by tests/conftest.py
 EXAMPLE = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 PUBLIC = {
-    "AsyncClient": client.AsyncClient, "Client": sync_client.Client,
-    **{name: getattr(client_errors, name) for name in client_errors.__all__
+    "AsyncClient": aio.AsyncClient, "Client": sync.Client,
+    **{name: getattr(errors, name) for name in errors.__all__
        if name != "error_from_response"},
 }  # fmt: skip
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from paxlock.api.client import AsyncClient
-from paxlock.api.client_errors import LeaseHeld
-from paxlock.api.client_types import Leader
+from paxlock.api.client.aio import AsyncClient
+from paxlock.api.client.errors import LeaseHeld
+from paxlock.api.client.types import Leader
 
 CHILD = Path(__file__).with_name("sdk_holder_child.py")
 SEEN_TIMEOUT_S = 10.0

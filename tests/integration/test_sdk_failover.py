@@ -12,7 +12,7 @@ import asyncio
 import signal
 from typing import Any
 
-from paxlock.api.client import AsyncClient
+from paxlock.api.client.aio import AsyncClient
 
 WORKERS = 4
 ITERATIONS = 25

@@ -1,18 +1,16 @@
-"""SDK pieces that need no cluster: error mapping, endpoints, typed results, the import
-boundary (the SDK talks HTTP only), and a fake node for the transport's failover rules."""
+"""SDK pieces that need no cluster: error mapping, endpoints, typed results, and a fake node
+for the transport's failover rules. (The import boundary, the SDK talks HTTP only, is
+``tests/unit/test_layers.py``.)"""
 
 from __future__ import annotations
 
-import ast
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from paxlock.api.client import AsyncClient, default_identity
-from paxlock.api.client_errors import (
+from paxlock.api.client.aio import AsyncClient, default_identity
+from paxlock.api.client.errors import (
     BadRequest,
     LeaseHeld,
     NotFound,
@@ -21,27 +19,8 @@ from paxlock.api.client_errors import (
     Unavailable,
     error_from_response,
 )
-from paxlock.api.client_transport import normalize_endpoints
-from paxlock.api.client_types import Leader, Lease
-
-API = Path(__file__).resolve().parents[2] / "api"
-SDK_MODULES = sorted([*API.glob("client*.py"), API / "sync_client.py"])
-
-
-def test_the_sdk_imports_nothing_of_the_server() -> None:
-    allowed_roots = {"aiohttp", "msgspec", "yarl", "paxlock"}
-    for path in SDK_MODULES:
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])  # fmt: skip
-            for name in names:
-                root = name.split(".")[0]
-                if root == "paxlock":
-                    assert name.startswith(("paxlock.api.client", "paxlock.api.sync_client")), \
-                        f"{path.name} imports {name}"  # fmt: skip
-                else:
-                    assert root in allowed_roots or root in sys.stdlib_module_names, \
-                        f"{path.name} imports {name}"  # fmt: skip
+from paxlock.api.client.transport import normalize_endpoints
+from paxlock.api.client.types import Leader, Lease
 
 
 @pytest.mark.parametrize(("status", "body", "kind"), [

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from paxlock.api.sync_client import Client
+from paxlock.api.client.sync import Client
 
 CHILD = Path(__file__).with_name("sdk_holder_child.py")
 TTL_S = 1.5

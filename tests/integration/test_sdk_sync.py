@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from paxlock.api.client_errors import LeaseLost
-from paxlock.api.client_types import Leader
-from paxlock.api.sync_client import Client
+from paxlock.api.client.errors import LeaseLost
+from paxlock.api.client.types import Leader
+from paxlock.api.client.sync import Client
 
 THREADS = 6
 ITERATIONS = 5

@@ -17,8 +17,8 @@ from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.typedefs import Handler
 
-from paxlock.api.app import PRIMARY_HEADER, create_app
-from paxlock.api.routes import METRICS
+from paxlock.api.server.app import PRIMARY_HEADER, create_app
+from paxlock.api.server.routes import METRICS
 from paxlock.coordinator.errors import Held, NotFound, NotHolder, NotPrimary, Unavailable
 from paxlock.coordinator.metrics import Metrics
 from paxlock.coordinator.views import LeaseView

@@ -20,8 +20,8 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from paxlock.api import wire
-from paxlock.api.errors import error_response, json_response
+from paxlock.api.server import wire
+from paxlock.api.server.errors import error_response, json_response
 from paxlock.coordinator.errors import LeaseError, NotFound
 from paxlock.coordinator.leasing import Leasing
 from paxlock.coordinator.metrics import Metrics

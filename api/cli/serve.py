@@ -14,7 +14,7 @@ from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
-from paxlock.api.node import Node, NodeConfig
+from paxlock.api.server.node import Node, NodeConfig
 
 ENV_PREFIX = "PAXLOCK_"
 SETTINGS = {

@@ -26,13 +26,13 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from yarl import URL
 
-from paxlock.api.errors import error_middleware, error_response
-from paxlock.api.peer import NODE_HEADER, TOKEN_HEADER, token_ok
-from paxlock.api.routes import (
+from paxlock.api.server.errors import error_middleware, error_response
+from paxlock.api.server.peer import NODE_HEADER, TOKEN_HEADER, token_ok
+from paxlock.api.server.routes import (
     METRICS, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, add_routes, cancel_streams,
     open_stream,
 )
-from paxlock.api.wire import IDEMPOTENCY_HEADER, MAX_BODY_BYTES
+from paxlock.api.server.wire import IDEMPOTENCY_HEADER, MAX_BODY_BYTES
 from paxlock.coordinator.errors import NotPrimary, Unavailable
 from paxlock.coordinator.leasing import Leasing
 from paxlock.coordinator.metrics import Metrics

@@ -24,11 +24,11 @@ from collections.abc import Callable, Coroutine, Iterator, Sequence
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from paxlock.api.client import DEFAULT_MARGIN, DEFAULT_TTL_S, AsyncClient
-from paxlock.api.client_election import OBSERVE_POLL_S, Election
-from paxlock.api.client_errors import LeaseLost
-from paxlock.api.client_holding import HeldLease, Holding, Term, _Held
-from paxlock.api.client_types import Cluster, Leader, Lease, Verification
+from paxlock.api.client.aio import DEFAULT_MARGIN, DEFAULT_TTL_S, AsyncClient
+from paxlock.api.client.election import OBSERVE_POLL_S, Election
+from paxlock.api.client.errors import LeaseLost
+from paxlock.api.client.holding import HeldLease, Holding, Term, _Held
+from paxlock.api.client.types import Cluster, Leader, Lease, Verification
 
 __all__ = ["Client", "SyncElection", "SyncHeldLease", "SyncTerm"]
 
@@ -271,7 +271,7 @@ class Client:
         try:
             # calls still blocked in other threads first: a cancelled acquire queues its
             # clean-up as a background task, which the async close then waits for
-            self._runner.run(_cancel_all(keep=self._async._tasks.tasks))
+            self._runner.run(_cancel_all(keep=self._async.session.tasks.tasks))
             self._runner.run(self._async.close())
         finally:
             self._runner.stop()

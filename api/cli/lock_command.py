@@ -20,8 +20,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from paxlock.api.client import AsyncClient
-from paxlock.api.client_errors import LeaseHeld, PaxlockError, Unavailable
+from paxlock.api.client.aio import AsyncClient
+from paxlock.api.client.errors import LeaseHeld, PaxlockError, Unavailable
 
 EXIT_HELD, EXIT_UNAVAILABLE, EXIT_LOST = 3, 4, 5
 RELEASE_S = 2.0

@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "and the lease checkers (overlap, tokens, deposed)")
     sim.set_defaults(handler=_cmd_sim)
 
-    from paxlock.api.serve import add_serve_arguments
+    from paxlock.api.cli.serve import add_serve_arguments
 
     serve = commands.add_parser(
         "serve", help="run one cluster member",
@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_lock(args: argparse.Namespace) -> int:
     import os
 
-    from paxlock.api.lock_command import run_locked
-    from paxlock.api.serve import run_fast
+    from paxlock.api.cli.lock_command import run_locked
+    from paxlock.api.cli.serve import run_fast
 
     command = args.cmd
     if not command:
@@ -117,8 +117,8 @@ def _cmd_lock(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from paxlock.api.logs import configure_logging
-    from paxlock.api.serve import ConfigError, node_config, resolve, run_fast, serve
+    from paxlock.api.cli.logs import configure_logging
+    from paxlock.api.cli.serve import ConfigError, node_config, resolve, run_fast, serve
     from paxlock.persistence import StoreError
 
     try:
@@ -141,7 +141,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_up(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from paxlock.api.serve import up
+    from paxlock.api.cli.serve import up
 
     return up(args.base_port, args.nodes, Path(args.data_dir).resolve())
 

@@ -4,6 +4,7 @@ HTTP API — startable inside any asyncio program, or mounted into a host aiohtt
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -17,8 +18,8 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from paxlock.api.embedded import EmbeddedLeases
-from paxlock.api.peer import WS_PATH, PeerTransport, websocket_handler
+from paxlock.api.server.embedded import EmbeddedLeases
+from paxlock.api.server.peer import WS_PATH, PeerTransport, websocket_handler
 from paxlock.coordinator.core.learner import LearnMode
 from paxlock.coordinator.core.messages import Message
 from paxlock.coordinator.core.node import CoreConfig
@@ -101,6 +102,9 @@ class Node:
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._leases: EmbeddedLeases | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        """What ``start()`` started, to undo in reverse: by ``stop()``, or by ``start()``
+        itself when a later step fails (a listener that cannot bind)."""
         self.url = config.peers[config.node_id]
 
     @property
@@ -120,11 +124,21 @@ class Node:
         return self._app
 
     async def start(self) -> None:
-        from paxlock.api.app import create_app
+        """Open the store, start the peer transport, the replica, the service and the HTTP
+        listener. When a step fails, what the earlier ones started is stopped again (the
+        store closed, so its data dir lock is released) and the exception propagates."""
+        assert self._stack is None, "start() a node once"
+        async with contextlib.AsyncExitStack() as stack:
+            await self._start(stack)
+            self._stack = stack.pop_all()
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        from paxlock.api.server.app import create_app
 
         config = self.config
         self.store = await SqliteStore.open(config.data_dir, node_id=config.node_id,
                                             cluster_id=config.cluster_id)  # fmt: skip
+        stack.push_async_callback(self.store.close)
         loaded = self.store.load()
         durable = loaded.durable
         durable.snapshot_slot, durable.snapshot = loaded.snapshot_slot, loaded.snapshot
@@ -148,8 +162,12 @@ class Node:
         app.router.add_get(WS_PATH, websocket_handler(config.node_id, config.cluster_token,
                                                       self._deliver))  # fmt: skip
         self._app = app
+        stack.push_async_callback(self.transport.stop)
         await self.transport.start()
+        stack.push_async_callback(self.runtime.stop)
         await self.runtime.start()
+        stack.push_async_callback(self._service.close)
+        stack.push_async_callback(self._leases.close)
         if config.serve_http:
             # handler_cancellation: a client that disconnects while its acquire waits is
             # taken out of the queue instead of being granted a lease it will never hear of.
@@ -157,6 +175,7 @@ class Node:
             # themselves, and a stopping member should be gone quickly (clients retry).
             self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25,
                                          handler_cancellation=True)  # fmt: skip
+            stack.push_async_callback(self._runner.cleanup)
             await self._runner.setup()
             host, port = config.bind()
             await web.TCPSite(self._runner, host, port, reuse_address=True).start()
@@ -169,20 +188,13 @@ class Node:
             self.runtime.receive_many(src, messages)
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        if self._leases is not None:
-            await self._leases.close()
-        if self._service is not None:
-            await self._service.close()
-        if self.runtime is not None:
-            await self.runtime.stop()
-        if self.transport is not None:
-            await self.transport.stop()
-        if self.store is not None:
-            await self.store.close()
-            self.store = None
+        """Undo what ``start()`` did, in reverse: the HTTP listener, the embedded sessions,
+        the service, the replica, the peer transport, the store."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+        self._runner = None
+        self.store = None
         log.info("node_stopped", node=self.config.node_id)
 
     async def wait_ready(self, timeout_s: float = 10.0) -> None:

@@ -9,7 +9,7 @@
   ``request_id`` and the state machine answers a retry with the first result: a retried
   acquire can neither grant twice nor conflict with itself.
 - **How long**: exponential backoff with full jitter (AWS architecture blog, "Exponential
-  Backoff And Jitter"), until a deadline on the monotonic clock. A server's
+  Backoff And Jitter"), until a deadline on the SDK's clock (``clock.now()``). A server's
   ``Retry-After`` is not waited out in full: it is whole seconds, longer than a failover.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +25,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from paxlock.api.client_errors import PaxlockError, Unavailable, error_from_response
+from paxlock.api.client import clock
+from paxlock.api.client.errors import PaxlockError, Unavailable, error_from_response
 
 NODE_HEADER = "X-Paxlock-Node"
 PRIMARY_HEADER = "X-Paxlock-Primary"
@@ -97,9 +97,10 @@ class Transport:
         return self._primary_url
 
     def now(self) -> float:
-        """``time.monotonic()``: one clock for deadlines here and lease windows elsewhere
-        (an event loop's own clock may be cached per iteration, or differ, as uvloop's)."""
-        return time.monotonic()
+        """``clock.now()``: one clock for deadlines here and lease windows elsewhere (an event
+        loop's own clock may be cached per iteration, or differ, as uvloop's; and it stops
+        while the host is suspended)."""
+        return clock.now()
 
     def deadline(self, extra_s: float = 0.0) -> float:
         return self.now() + self.policy.retry_deadline_s + extra_s

@@ -12,15 +12,12 @@ watch); a caller that must see each step should pace its changes on what it obse
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any
 
-from paxlock.api.client_errors import NotFound
-from paxlock.api.client_holding import Holding, Term
-from paxlock.api.client_keepalive import ELECTIONS, obtain, path_of
-from paxlock.api.client_types import Leader
-
-if TYPE_CHECKING:
-    from paxlock.api.client import AsyncClient
+from paxlock.api.client.errors import NotFound
+from paxlock.api.client.holding import Holding, Term
+from paxlock.api.client.keepalive import ELECTIONS, path_of
+from paxlock.api.client.session import Session
+from paxlock.api.client.types import Leader
 
 __all__ = ["Election"]
 
@@ -30,10 +27,12 @@ connection (a node frozen, say) is noticed within a poll and the request timeout
 
 
 class Election:
-    """One election, by name, seen by one client (``client.election(name)``)."""
+    """One election, by name, seen by one session (``client.election(name)``, or
+    ``Election(client.session, name)``): the recipe takes the session it campaigns with,
+    never the client."""
 
-    def __init__(self, client: AsyncClient, name: str) -> None:
-        self._client = client
+    def __init__(self, session: Session, name: str) -> None:
+        self._session = session
         self.name = name
 
     def campaign(self, value: str | None = None, *, ttl: float | None = None,
@@ -42,33 +41,17 @@ class Election:
         """``async with election.campaign(value) as term:`` waits to become leader (for ever
         with ``wait=None``, else ``LeaseHeld`` after ``wait`` seconds), renews leadership in
         the background while the body runs, and resigns on exit."""
-        client = self._client
-        ttl_s, margin_f = client._ttl_margin(ttl, margin)
-
-        async def enter() -> Term:
-            body = {"candidate": client.identity, "value": value, "ttl": ttl_s}
-            raw, sent_at = await obtain(
-                client._transport, client._tasks, ELECTIONS, self.name, body, ttl_s=ttl_s,
-                margin=margin_f, wait_s=wait,
-            )  # fmt: skip
-            leader = Leader.from_json(raw)
-            term: Term | None = None
-
-            def renewed(raw_renewal: Any) -> None:
-                if term is not None:
-                    term._renewed(raw_renewal)
-
-            keepalive = client._keepalive(ELECTIONS, self.name, leader.token, ttl_s, margin_f,
-                                          sent_at, renewed)  # fmt: skip
-            term = Term(leader, keepalive)
-            return term
-
-        return Holding(enter, cancel_on_loss=cancel_on_loss)
+        session = self._session
+        ttl_s, margin_f = session.ttl_margin(ttl, margin)
+        body = {"candidate": session.identity, "value": value, "ttl": ttl_s}
+        return session.hold(ELECTIONS, self.name, body, parse=Leader.from_json, wrap=Term,
+                            ttl_s=ttl_s, margin=margin_f, wait_s=wait,
+                            cancel_on_loss=cancel_on_loss)  # fmt: skip
 
     async def leader(self, *, consistent: bool = True) -> Leader | None:
         """The current leader, or None. ``consistent=False`` reads the answering node's
         possibly stale state (cheaper; survives a cluster without a primary)."""
-        transport = self._client._transport
+        transport = self._session.transport
         params = None if consistent else {"consistent": "false"}
         try:
             raw = await transport.call("GET", path_of(ELECTIONS, self.name), params=params,
@@ -82,7 +65,7 @@ class Election:
         """Yield the leader (None when nobody leads) each time it changes, starting with the
         current state if anything ever happened to the name (``after=0``). Retries failures
         for ever, with backoff: cancel the iteration, or wrap it in ``asyncio.timeout``."""
-        transport = self._client._transport
+        transport = self._session.transport
         revision = after
         while True:
             raw = await transport.call(

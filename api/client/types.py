@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from paxlock.api.client_errors import PaxlockError
+from paxlock.api.client.errors import PaxlockError
 
 __all__ = ["Cluster", "Leader", "Lease", "Member", "Verification"]
 

@@ -2,7 +2,8 @@
 
 The client keeps its own view of a grant (DESIGN.md §3): a grant is trusted until
 ``t_sent + ttl × (1 − margin)``, where ``t_sent`` is when the request that last proved it —
-the acquire, or a successful renewal — was *sent* (``time.monotonic()``). The server starts
+the acquire, or a successful renewal — was *sent*, read from ``clock.now()`` (a clock that
+keeps counting while the host is suspended, as the servers' clocks do). The server starts
 or restarts its timer at the full TTL only after that request arrived, and a new primary
 restarts every timer in full, so no server can expire the grant before the client gives up
 on it, whatever the network delay; ``margin`` covers the drift between the two clocks. A
@@ -17,15 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from paxlock.api.client_errors import LeaseHeld, NotHolder, PaxlockError, Unavailable
-from paxlock.api.client_transport import Transport
+from paxlock.api.client import clock
+from paxlock.api.client.errors import LeaseHeld, NotHolder, PaxlockError, Unavailable
+from paxlock.api.client.transport import Transport
 
 log = logging.getLogger("paxlock.client")
 
@@ -34,6 +35,11 @@ WAIT_CHUNK_S = 30.0
 the server bounds ``wait``, and proxies dislike hour-long requests."""
 RENEWALS_PER_TTL = 3
 """Renew every ttl / 3: two more tries fit before the (ttl × (1 − margin)) window closes."""
+LOSS_CHECK_S_MAX = 1.0
+"""The loss timer reads ``clock.now()`` at least this often. The event loop's timers run on
+``CLOCK_MONOTONIC``, which stops while the host is suspended: after a resume, a grant whose
+window closed during the suspend is marked lost within this, not after the rest of its
+window by the loop's clock."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +121,7 @@ class Keepalive:
 
     def remaining_s(self) -> float:
         """Seconds of trust left by the client's clock (0 once lost)."""
-        return 0.0 if self.lost.is_set() else max(0.0, self.valid_until - time.monotonic())
+        return 0.0 if self.lost.is_set() else max(0.0, self.valid_until - clock.now())
 
     def add_lost_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (on the event loop) when the grant is lost; at once if it is."""
@@ -143,23 +149,31 @@ class Keepalive:
         if self._timer is not None:
             self._timer.cancel()
         self._timer = self._loop.call_later(
-            max(0.0, self.valid_until - time.monotonic()), self._on_timer
+            min(max(0.0, self.valid_until - clock.now()), LOSS_CHECK_S_MAX), self._on_timer
         )
 
     def _on_timer(self) -> None:
         self._timer = None
-        if time.monotonic() >= self.valid_until:
+        if not self._lost_if_window_closed():
+            self._arm()  # not yet (a periodic look, or the loop's clock ran ahead)
+
+    def _lost_if_window_closed(self) -> bool:
+        """Mark the grant lost once the client's clock passed its window; True when lost."""
+        if clock.now() >= self.valid_until:
             self.mark_lost(f"not renewed within ttl × (1 − margin) = {self.window_s:.3g}s "
                            "by the client's clock")  # fmt: skip
-        else:  # the loop's clock ran ahead of time.monotonic(): look again
-            self._arm()
+        return self.lost.is_set()
 
     def proven(self, sent_at: float, raw: Any) -> None:
         """A request sent at ``sent_at`` found the grant current: move the window."""
         if self.lost.is_set():
             return
         until = sent_at + self.window_s
-        if until <= time.monotonic():
+        if self.valid_until <= clock.now():
+            self.mark_lost("the window closed before the renewal's answer (the host was "
+                           "suspended, or the process paused)")  # fmt: skip
+            return
+        if until <= clock.now():
             self.mark_lost("a renewal succeeded too late to be trusted (the process was "
                            "paused or the answer slow)")  # fmt: skip
             return
@@ -172,10 +186,10 @@ class Keepalive:
     async def _renew_loop(self) -> None:
         interval_s = self.ttl_s / RENEWALS_PER_TTL
         while not self.lost.is_set():
-            await asyncio.sleep(max(0.0, self._last_sent + interval_s - time.monotonic()))
-            if self.lost.is_set():
+            await asyncio.sleep(max(0.0, self._last_sent + interval_s - clock.now()))
+            sent_at = clock.now()
+            if self._lost_if_window_closed():  # meanwhile, or the loop slept through a suspend
                 return
-            sent_at = time.monotonic()
             try:
                 raw = await renew_once(self.transport, self.kind, self.name, self.holder,
                                        self.token, self.valid_until)  # fmt: skip
@@ -183,7 +197,7 @@ class Keepalive:
                 self.mark_lost(f"the cluster no longer has this grant ({error.message})")
                 return
             except Unavailable as error:
-                if time.monotonic() >= self.valid_until:
+                if clock.now() >= self.valid_until:
                     self.mark_lost(f"renewals failed until the window closed ({error.message})")
                     return
                 continue
@@ -207,7 +221,7 @@ class Keepalive:
         try:
             await end_grant(self.transport, self.kind, self.name, self.holder, self.token)
         except PaxlockError:
-            was_lost = self.lost.is_set() or time.monotonic() >= self.valid_until
+            was_lost = self.lost.is_set() or clock.now() >= self.valid_until
             self.mark_lost("released")
             if not was_lost:
                 raise
@@ -232,7 +246,7 @@ async def renew_once(transport: Transport, kind: Kind, name: str, holder: str, t
                      valid_until: float) -> Any:  # fmt: skip
     """One renewal, retried until the grant's window closes; each attempt gets at most half
     of what is left, so a paused or dead node leaves time to try another."""
-    left_s = valid_until - time.monotonic()
+    left_s = valid_until - clock.now()
     attempt_s = max(0.1, min(transport.policy.request_timeout_s, left_s / 2))
     return await transport.call(
         "POST", path_of(kind, name, "renew"), body={kind.holder_field: holder, "token": token},
@@ -252,9 +266,9 @@ async def obtain(transport: Transport, tasks: TaskSet, kind: Kind, name: str,
     at the primary: ``abandon`` cleans that up in the background.
     """
     holder = str(body[kind.holder_field])
-    wait_deadline = None if wait_s is None else time.monotonic() + wait_s
+    wait_deadline = None if wait_s is None else clock.now() + wait_s
     while True:
-        now = time.monotonic()
+        now = clock.now()
         chunk_until = now + WAIT_CHUNK_S
         if wait_deadline is not None:
             chunk_until = min(chunk_until, wait_deadline)
@@ -265,7 +279,7 @@ async def obtain(transport: Transport, tasks: TaskSet, kind: Kind, name: str,
                 wait_until=chunk_until, deadline=transport.deadline(max(0.0, chunk_until - now)),
             )  # fmt: skip
         except LeaseHeld:
-            if wait_deadline is not None and time.monotonic() >= wait_deadline - 0.05:
+            if wait_deadline is not None and clock.now() >= wait_deadline - 0.05:
                 raise
             continue
         except asyncio.CancelledError:
@@ -274,9 +288,9 @@ async def obtain(transport: Transport, tasks: TaskSet, kind: Kind, name: str,
         token = raw.get("token") if isinstance(raw, dict) else None
         if not isinstance(token, int):
             raise PaxlockError(f"malformed grant from the server: {raw!r:.200}")
-        if now + ttl_s * (1 - margin) / 2 > time.monotonic():
+        if now + ttl_s * (1 - margin) / 2 > clock.now():
             return raw, now
-        renewed_at = time.monotonic()
+        renewed_at = clock.now()
         try:
             renewed = await renew_once(transport, kind, name, holder, token,
                                        renewed_at + ttl_s * (1 - margin))  # fmt: skip

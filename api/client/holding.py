@@ -15,9 +15,9 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from paxlock.api.client_errors import LeaseLost, NotHolder, PaxlockError
-from paxlock.api.client_keepalive import ELECTIONS, Keepalive, new_request_id, path_of
-from paxlock.api.client_types import Leader, Lease
+from paxlock.api.client.errors import LeaseLost, NotHolder, PaxlockError
+from paxlock.api.client.keepalive import ELECTIONS, Keepalive, new_request_id, path_of
+from paxlock.api.client.types import Leader, Lease
 
 __all__ = ["HeldLease", "Holding", "Term"]
 
@@ -60,6 +60,10 @@ class _Held:
             reason = self.lost_reason or "the client's clock ran past ttl × (1 − margin)"
             raise LeaseLost(f"{self.name} (token {self.token}) is no longer held: {reason}",
                             details={"name": self.name, "token": self.token})  # fmt: skip
+
+    def _renewed(self, raw: Any) -> None:
+        """A renewal's JSON (the keepalive calls it): keep the latest grant object."""
+        raise NotImplementedError
 
 
 class HeldLease(_Held):

@@ -5,10 +5,9 @@
             await do_work(fencing_token=lease.token)
 
 It talks HTTP only (DESIGN.md §4) and imports nothing of the server. Failover, retries and
-idempotency live in ``client_transport``; holding a grant (renewals, the client's
-conservative clock) in ``client_keepalive``; the objects ``lock`` and ``campaign`` yield in
-``client_holding``; elections in ``client_election``. ``sync_client.Client`` is the same
-surface for threaded code.
+idempotency live in ``transport``; holding a grant (renewals, the client's conservative
+clock) in ``keepalive``; the objects ``lock`` and ``campaign`` yield in ``holding``;
+elections in ``election``. ``sync.Client`` is the same surface for threaded code.
 
 One client is one identity (the ``holder``/``candidate`` string the cluster records), one
 connection pool and one event loop. Locks are not reentrant (DESIGN.md §3): two ``lock()``
@@ -19,31 +18,19 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import os
 import secrets
 import socket
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
 
-from paxlock.api.client_election import Election
-from paxlock.api.client_errors import NotFound, PaxlockError
-from paxlock.api.client_holding import HeldLease, Holding
-from paxlock.api.client_keepalive import (
-    LEASES,
-    Keepalive,
-    Kind,
-    TaskSet,
-    abandon,
-    end_grant,
-    new_request_id,
-    obtain,
-    path_of,
-)
-from paxlock.api.client_transport import RetryPolicy, Transport, normalize_endpoints
-from paxlock.api.client_types import Cluster, Lease, Verification
+from paxlock.api.client.election import Election
+from paxlock.api.client.errors import NotFound, PaxlockError
+from paxlock.api.client.holding import HeldLease, Holding
+from paxlock.api.client.keepalive import LEASES, abandon, end_grant, new_request_id, path_of
+from paxlock.api.client.session import Session
+from paxlock.api.client.transport import RetryPolicy, Transport, normalize_endpoints
+from paxlock.api.client.types import Cluster, Lease, Verification
 
 __all__ = ["AsyncClient", "default_identity"]
 
@@ -77,22 +64,28 @@ class AsyncClient:
                  follow_primary: bool = True) -> None:  # fmt: skip
         policy = RetryPolicy(request_timeout, retry_deadline, backoff_base, backoff_max)
         self.endpoints = normalize_endpoints(endpoints)
-        self.identity = identity if identity is not None else default_identity()
-        if not 1 <= len(self.identity) <= 256:
-            raise ValueError("identity must have 1 to 256 characters")
-        self.default_ttl, self.default_margin = self._ttl_margin(ttl, margin)
         self._transport = Transport(self.endpoints, policy, follow_primary=follow_primary)
-        self._tasks = TaskSet()
-        self._keepalives: weakref.WeakSet[Keepalive] = weakref.WeakSet()
+        self._session = Session(self._transport,
+                                identity if identity is not None else default_identity(),
+                                ttl_s=ttl, margin=margin)  # fmt: skip
 
-    def _ttl_margin(self, ttl: float | None, margin: float | None) -> tuple[float, float]:
-        ttl_s = float(ttl if ttl is not None else self.default_ttl)
-        margin_f = float(margin if margin is not None else self.default_margin)
-        if not ttl_s > 0:
-            raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
-        if not 0 <= margin_f < 1:
-            raise ValueError(f"margin must be in [0, 1), not {margin!r}")
-        return ttl_s, margin_f
+    @property
+    def session(self) -> Session:
+        """What recipes are built on (``Election(client.session, name)``, like etcd's
+        ``concurrency.NewElection(session, prefix)``): identity, transport, live grants."""
+        return self._session
+
+    @property
+    def identity(self) -> str:
+        return self._session.identity
+
+    @property
+    def default_ttl(self) -> float:
+        return self._session.ttl_s_default
+
+    @property
+    def default_margin(self) -> float:
+        return self._session.margin_default
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -103,12 +96,7 @@ class AsyncClient:
 
     async def close(self) -> None:
         """Release what is still held (best effort), stop background work, close sockets."""
-        for keepalive in builtins.list(self._keepalives):
-            with contextlib.suppress(PaxlockError, TimeoutError):
-                await asyncio.wait_for(keepalive.stop(release=True), CLOSE_GRACE_S)
-            keepalive.mark_lost("the client was closed")
-        await self._tasks.close(CLOSE_GRACE_S)
-        await self._transport.close()
+        await self._session.close(CLOSE_GRACE_S)
 
     # -- leases: plain calls -------------------------------------------------------------
 
@@ -118,7 +106,7 @@ class AsyncClient:
         """One acquire, waiting up to ``wait`` s (≤ 3600) for the name; ``LeaseHeld`` after.
         Nothing renews the lease: prefer ``lock()``. Retries reuse ``request_id`` (a fresh one
         by default), so a retry returns the first grant instead of conflicting with it."""
-        ttl_s = self._ttl_margin(ttl, None)[0]
+        ttl_s = self._session.ttl_margin(ttl, None)[0]
         transport = self._transport
         body = {"holder": self.identity, "ttl": ttl_s, "wait": wait, "value": value,
                 "lock_delay": lock_delay, "request_id": request_id or new_request_id()}  # fmt: skip
@@ -129,7 +117,7 @@ class AsyncClient:
                 deadline=transport.deadline(wait),
             )  # fmt: skip
         except asyncio.CancelledError:
-            self._tasks.spawn(abandon(transport, LEASES, name, body))
+            self._session.tasks.spawn(abandon(transport, LEASES, name, body))
             raise
         return Lease.from_json(raw)
 
@@ -196,40 +184,17 @@ class AsyncClient:
         the lease is lost, and the ``async with`` raises ``LeaseLost``. ``lock_delay``: after
         an *expiry* (not a release) the name stays blocked that long (Chubby).
         """
-        ttl_s, margin_f = self._ttl_margin(ttl, margin)
+        ttl_s, margin_f = self._session.ttl_margin(ttl, margin)
         if wait is not None and not wait >= 0:
             raise ValueError(f"wait must be >= 0 seconds or None, not {wait!r}")
-
-        async def enter() -> HeldLease:
-            body = {"holder": self.identity, "ttl": ttl_s, "value": value,
-                    "lock_delay": lock_delay}  # fmt: skip
-            raw, sent_at = await obtain(self._transport, self._tasks, LEASES, name, body,
-                                        ttl_s=ttl_s, margin=margin_f, wait_s=wait)  # fmt: skip
-            lease = Lease.from_json(raw)
-            held: HeldLease | None = None
-
-            def renewed(raw_renewal: Any) -> None:
-                if held is not None:
-                    held._renewed(raw_renewal)
-
-            keepalive = self._keepalive(LEASES, name, lease.token, ttl_s, margin_f, sent_at,
-                                        renewed)  # fmt: skip
-            held = HeldLease(lease, keepalive)
-            return held
-
-        return Holding(enter, cancel_on_loss=cancel_on_loss)
+        body = {"holder": self.identity, "ttl": ttl_s, "value": value, "lock_delay": lock_delay}
+        return self._session.hold(LEASES, name, body, parse=Lease.from_json, wrap=HeldLease,
+                                  ttl_s=ttl_s, margin=margin_f, wait_s=wait,
+                                  cancel_on_loss=cancel_on_loss)  # fmt: skip
 
     def election(self, name: str) -> Election:
         """An election by name: ``campaign``, ``leader``, ``observe``."""
-        return Election(self, name)
-
-    def _keepalive(self, kind: Kind, name: str, token: int, ttl_s: float, margin: float,
-                   sent_at: float, renewed: Callable[[Any], None]) -> Keepalive:  # fmt: skip
-        """A keepalive that ``close()`` will end (and release) if the caller did not."""
-        keepalive = Keepalive(self._transport, self._tasks, kind, name, self.identity, token,
-                              ttl_s, margin, sent_at, renewed)  # fmt: skip
-        self._keepalives.add(keepalive)
-        return keepalive
+        return Election(self._session, name)
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.endpoints!r}, identity={self.identity!r})"
