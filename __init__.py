@@ -23,6 +23,7 @@ _EXPORTS = {
     "LeaseLost": "paxlock.api.client.errors",
     "NotHolder": "paxlock.api.client.errors",
     "NotFound": "paxlock.api.client.errors",
+    "RequestExpired": "paxlock.api.client.errors",
     "Unavailable": "paxlock.api.client.errors",
     "BadRequest": "paxlock.api.client.errors",
 }
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
         NotFound,
         NotHolder,
         PaxlockError,
+        RequestExpired,
         Unavailable,
     )
     from paxlock.api.client.types import Leader, Lease

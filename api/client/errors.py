@@ -97,6 +97,14 @@ class NotHolder(PaxlockError):
         return value if isinstance(value, int) else None
 
 
+class RequestExpired(PaxlockError):
+    """A retry came so late that the cluster no longer remembers its first result (409
+    ``request_expired``). The first attempt *was* applied — only its answer is forgotten —
+    and the retry was not applied again: read the lease to learn where things stand."""
+
+    code = "request_expired"
+
+
 class LeaseLost(PaxlockError):
     """Raised by ``lock(..., cancel_on_loss=True)`` (and ``campaign``) when the body was
     cancelled because the lease could no longer be trusted; also by ``check()``."""
@@ -122,6 +130,7 @@ _BY_CODE: dict[str, type[PaxlockError]] = {
     "not_found": NotFound,
     "held": LeaseHeld,
     "not_holder": NotHolder,
+    "request_expired": RequestExpired,
     "unavailable": Unavailable,
 }
 _BY_STATUS: dict[int, type[PaxlockError]] = {

@@ -25,7 +25,13 @@ from typing import Any
 from urllib.parse import quote
 
 from paxlock.api.client import clock
-from paxlock.api.client.errors import LeaseHeld, NotHolder, PaxlockError, Unavailable
+from paxlock.api.client.errors import (
+    LeaseHeld,
+    NotHolder,
+    PaxlockError,
+    RequestExpired,
+    Unavailable,
+)
 from paxlock.api.client.transport import Transport
 
 log = logging.getLogger("paxlock.client")
@@ -231,8 +237,9 @@ class Keepalive:
 async def end_grant(transport: Transport, kind: Kind, name: str, holder: str, token: int,
                     request_id: str | None = None) -> None:
     """Release (or resign) grant ``token``. ``NotHolder`` after an attempt whose answer was
-    lost counts as done: the grant is gone either way, and the server may have forgotten
-    our first attempt (its idempotency window is bounded), so the retry cannot replay it."""
+    lost counts as done: the grant is gone either way. So does ``RequestExpired``: the first
+    attempt was applied (released, or refused because the grant was already over); only its
+    answer is forgotten."""
     body = {kind.holder_field: holder, "token": token, "request_id": request_id or new_request_id()}
     try:
         await transport.call("POST", path_of(kind, name, kind.end_verb), body=body,
@@ -240,6 +247,8 @@ async def end_grant(transport: Transport, kind: Kind, name: str, holder: str, to
     except NotHolder as error:
         if not error.retried:
             raise
+    except RequestExpired:
+        pass
 
 
 async def renew_once(transport: Transport, kind: Kind, name: str, holder: str, token: int,

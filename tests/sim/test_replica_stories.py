@@ -194,3 +194,19 @@ def test_the_snapshot_catchup_story_breaks_the_code_before_office_entries() -> N
     status = net.replicas["n3"].status()
     assert status.snapshot_index >= 4 and not status.in_office, status
     assert reply is not None and type(reply.outcome).__name__ == "Recovering"
+
+
+# --- idempotency: a retry whose result was evicted ---------------------------------------------
+
+
+def test_a_retry_whose_result_was_evicted_is_answered_request_expired() -> None:
+    """DESIGN §3: never treated as new. Through the replica, as the service sees it: the
+    retried acquire is not granted again and not refused ``held`` by its own grant."""
+    net = Net(machine=lambda: LeaseMachine(window_per_holder=1, window_total=1))
+    net.elect("n1", 0.0)
+    first = net.ask("n1", acquire("H"), 0.1)
+    assert first is not None and isinstance(first.outcome, Lease)
+    net.ask("n1", acquire("H", "other"), 0.2)  # evicts H's first request id
+    retry = net.ask("n1", acquire("H"), 0.3)
+    assert retry is not None and isinstance(retry.outcome, Refused)
+    assert retry.outcome.code == "request_expired", retry

@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler
 from paxlock.api.server.app import PRIMARY_HEADER, create_app
 from paxlock.api.server.routes import METRICS
 from paxlock.coordinator.errors import Held, NotFound, NotHolder, NotPrimary, Unavailable
+from paxlock.coordinator.errors import RequestExpired
 from paxlock.coordinator.metrics import Metrics
 from paxlock.coordinator.views import LeaseView
 
@@ -270,6 +271,25 @@ async def test_not_holder_is_409(fake_client: Any, path: str, body: dict[str, An
     await call(client, "POST", "/v1/leases/x:acquire", ACQ)
     status, payload, _ = await call(client, "POST", path, body)
     assert status == 409 and payload["error"] == "not_holder"
+
+
+async def test_a_retry_the_cluster_no_longer_remembers_is_409_request_expired(
+    fake_client: Any,
+) -> None:  # fmt: skip
+    fake, client = fake_client
+    fake.unavailable = RequestExpired("the result of this request_id is no longer kept")  # type: ignore[assignment]
+    status, payload, _ = await call(client, "POST", "/v1/leases/x:acquire",
+                                    {**ACQ, "request_id": "r1"})  # fmt: skip
+    assert status == 409 and payload["error"] == "request_expired"
+    assert "no longer kept" in payload["message"]
+
+
+def test_the_sdk_raises_request_expired_for_it() -> None:
+    from paxlock.api.client.errors import RequestExpired as SdkRequestExpired
+    from paxlock.api.client.errors import error_from_response
+
+    error = error_from_response(409, {"error": "request_expired", "message": "gone"})
+    assert isinstance(error, SdkRequestExpired) and error.code == "request_expired"
 
 
 # -- elections -----------------------------------------------------------------------------
