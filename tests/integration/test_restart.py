@@ -154,6 +154,6 @@ def test_lease_timers_restart_at_the_full_ttl_after_a_restart(cluster_factory: A
         if status == 404:
             break
         assert status == 200 and got["token"] == lease["token"], got
-        assert received - started < ttl + 8, "the lease never expired after the restart"
+        assert received - started < ttl + 20, "the lease never expired after the restart"
         time.sleep(0.05)
     assert received - started >= ttl, "the lease expired before a full TTL after the restart"

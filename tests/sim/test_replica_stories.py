@@ -14,19 +14,26 @@ from typing import Any
 
 from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.config import CoreConfig
-from paxlock.coordinator.core.keeper_effects import Reply, RequestKey
+from paxlock.coordinator.core.keeper_effects import Reply, RequestKey, Unavailable
 from paxlock.coordinator.core.lease_commands import (
     Acquire,
     Expire,
     Ignored,
     Lease,
+    Proclaim,
     Refused,
 )
 from paxlock.coordinator.core.leases import LeaseMachine
 from paxlock.coordinator.core.messages import Envelope
 from paxlock.coordinator.core.ready import DurableState
 from paxlock.coordinator.core.replica import LeaseReplica
-from paxlock.coordinator.core.replica_io import AcquireOp, RenewOp, ReplicaReady, RequestOp
+from paxlock.coordinator.core.replica_io import (
+    AcquireOp,
+    ProclaimOp,
+    RenewOp,
+    ReplicaReady,
+    RequestOp,
+)
 from lease_plants import NoOfficeEntry, TrustsEveryDecision
 
 MEMBERS = ("n1", "n2", "n3")
@@ -210,3 +217,38 @@ def test_a_retry_whose_result_was_evicted_is_answered_request_expired() -> None:
     retry = net.ask("n1", acquire("H"), 0.3)
     assert retry is not None and isinstance(retry.outcome, Refused)
     assert retry.outcome.code == "request_expired", retry
+
+
+# --- an unknown outcome tells the caller what is safe -------------------------------------------
+
+
+def unknown_outcome(request_id: str | None) -> Reply | None:
+    """n1 proposes a proclaim that its peers never see; n2 takes office; n1 hears of the
+    higher ballot and steps down with the proclaim in flight: it may yet be chosen."""
+    net = Net()
+    net.elect("n1", 0.0)
+    granted = net.ask("n1", acquire("H"), 0.1)
+    assert granted is not None and isinstance(granted.outcome, Lease)
+    net.cut = {"n1"}
+    net.next_key += 1
+    key = RequestKey(net.next_key)
+    command = Proclaim("L", "H", granted.outcome.token, "v", request_id)
+    net.take("n1", net.replicas["n1"].request(key, ProclaimOp(command), 0.2))
+    net.settle(0.2)
+    net.elect("n2", 0.3)
+    net.cut = set()
+    net.tick("n2", 0.4)  # n2's heartbeat deposes n1
+    return net.replies.get(key)
+
+
+def test_an_unknown_outcome_with_a_request_id_says_retry_with_it() -> None:
+    reply = unknown_outcome("r1")
+    assert reply is not None and isinstance(reply.outcome, Unavailable), reply
+    assert "retry with the same request_id" in reply.outcome.reason
+
+
+def test_an_unknown_outcome_without_a_request_id_does_not_mention_one() -> None:
+    reply = unknown_outcome(None)
+    assert reply is not None and isinstance(reply.outcome, Unavailable), reply
+    assert "request_id" not in reply.outcome.reason
+    assert "read before retrying" in reply.outcome.reason
