@@ -12,8 +12,13 @@ margin), TTLs from below 2T to many T, compaction every few slots (so snapshots 
 installed by catch-up), and clients that retry with the same ``request_id`` after an
 unknown outcome, trusting a grant from their *first* attempt's send time.
 
-Checkers, after every step (besides the log-level ones, whose ``prefix`` check compares
-every snapshot with the lease machine folded over the ground truth):
+The three parts of the simulated system: this module builds and drives the system (boots
+replicas, steps them — persist, then send —, delivers messages, requests and replies, pauses,
+stops and injects faults, settles); ``lease_clients`` is the workload (the lease clients);
+``lease_checks`` holds the invariants below and the snapshot model.
+
+Checkers (in ``lease_checks``), after every step (besides the log-level ones, whose ``prefix``
+check compares every snapshot with the lease machine folded over the ground truth):
 
 - ``overlap``   at no instant do two clients hold a valid lease on one name by their own
                 conservative clocks (valid from the reply until sent + ttl × (1 − margin));
@@ -30,7 +35,6 @@ every snapshot with the lease machine folded over the ground truth):
 from __future__ import annotations
 
 import heapq
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,103 +42,40 @@ from typing import Any
 
 from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.keeper import LeaseKeeper
-from paxlock.coordinator.core.keeper_effects import (
-    KeeperConfig,
-    NotPrimary,
-    Recovering,
-    Reply,
-    RequestKey,
-    Unavailable,
-)
-from paxlock.coordinator.core.lease_commands import (
-    Acquire,
-    Expire,
-    Expired,
-    Lease,
-    Refused,
-    Release,
-    Released,
-)
+from paxlock.coordinator.core.keeper_effects import KeeperConfig, Reply, RequestKey
 from paxlock.coordinator.core.leases import LeaseMachine
-from paxlock.coordinator.core.messages import Accept, Batch, Envelope, Record, SnapshotRecord
+from paxlock.coordinator.core.messages import Batch, Envelope, Record, SnapshotRecord
 from paxlock.coordinator.core.node import Node
-from paxlock.coordinator.core.proposal import decode_proposal
 from paxlock.coordinator.core.ready import BecamePrimary, Confirmed
 from paxlock.coordinator.core.replica import LeaseReplica
-from paxlock.coordinator.core.replica_io import (
-    AcquireOp,
-    Applied,
-    ReleaseOp,
-    RenewOp,
-    ReplicaReady,
-    RequestOp,
+from paxlock.coordinator.core.replica_io import ReplicaReady
+from paxlock.coordinator.simulation.lease_checks import LeaseChecks, LeaseModel
+from paxlock.coordinator.simulation.lease_clients import (
+    MARGIN,
+    NAMES,
+    REQUEST_TIMEOUT_S,
+    SKEW_MAX,
+    TTLS_S,
+    LeaseClients,
+    _Clock,
+    _Client,
+    _Request,
+    skewed_clock,
 )
-from paxlock.coordinator.simulation.checkers import ChosenAt, Violation
 from paxlock.coordinator.simulation.sim import NodeFactory, Result, SimConfig, Simulation
 from paxlock.coordinator.simulation.sim import SimNode, default_node
 
-NAMES = ("alpha", "beta")
-TTLS_S = (0.1, 0.2, 0.4, 0.8)
-"""From below 2T (T = the election timeout, 0.06 s) to many T."""
-MARGIN = 0.1
-"""The SDK's margin: a client trusts a lease until sent + ttl × (1 − margin)."""
-SKEW_MAX = 0.02
-"""Clock rates in [1 − SKEW_MAX, 1 + SKEW_MAX]: well within the margin."""
 SNAPSHOT_EVERY = (3, 12)
 SETTLE_STEPS_MAX = 5000
 """How long past the last step a run may take to show it serves again."""
-REQUEST_TIMEOUT_S = 0.05
-"""A client's wait for an answer before it retries elsewhere (SDK-like, scaled to T)."""
 
 
 def sim_keeper() -> LeaseKeeper:
     """The keeper with its retry and round timeouts scaled to the simulation's T."""
     return LeaseKeeper(KeeperConfig(retry_s=0.05, confirm_timeout_s=0.1))
 
+
 ReplicaFactory = Callable[..., LeaseReplica]
-
-
-class LeaseModel:
-    """The lease machine folded over the ground-truth chosen log: what a snapshot must be."""
-
-    def __init__(self, machine_factory: Callable[[], LeaseMachine]) -> None:
-        self.machine_factory = machine_factory
-        self.machine = machine_factory()
-        self.slot = 0
-        self.snapshots: dict[int, bytes] = {0: self.machine.snapshot()}
-
-    def snapshot(self, slot: int, chosen_at: ChosenAt) -> bytes | int:
-        known = self.snapshots.get(slot)
-        if known is not None:
-            return known
-        if slot < self.slot:  # an old slot nobody asked about before: fold again
-            self.machine, self.slot = self.machine_factory(), 0
-        while self.slot < slot:
-            value = chosen_at(self.slot + 1)
-            if value is None:
-                return self.slot + 1
-            if isinstance(value, Batch):
-                for raw in value.commands:
-                    self.machine.apply(decode_proposal(raw).command)
-            self.slot += 1
-        data = self.snapshots[slot] = self.machine.snapshot()
-        return data
-
-
-@dataclass(slots=True)
-class _Clock:
-    offset: float
-    rate: float
-
-    def local(self, now: float) -> float:
-        return self.offset + self.rate * now
-
-    def real(self, local: float) -> float:
-        """The first real time at which this clock reads ``local`` or more."""
-        real = (local - self.offset) / self.rate
-        while self.local(real) < local:  # rounding: never wake a timer before it is due
-            real = math.nextafter(real, math.inf)
-        return real
 
 
 @dataclass(slots=True)
@@ -146,26 +87,6 @@ class _Node:
     stopped: bool = False
     """SIGSTOP: timers wait too; on resume the overdue timer runs first, then the inbox."""
     inbox: list[tuple[object, ...]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Request:
-    client: int
-    op: RequestOp
-    first_sent_local: float
-    """The client's clock when this request (this request id) was first sent."""
-
-
-@dataclass(slots=True)
-class _Client:
-    holder: str
-    clock: _Clock
-    hint: str | None = None
-    request: RequestKey | None = None
-    grant: list[Any] | None = None
-    """[name, token, holder, start, end, ttl] of the grant it trusts (real times)."""
-    hold_until: float = 0.0
-    acquires: int = 0
 
 
 class LeaseSimulation(Simulation):
@@ -183,36 +104,56 @@ class LeaseSimulation(Simulation):
         self.machine_factory = machine_factory
         self.checker.every_command_retried = False
         self.checker.model = LeaseModel(machine_factory)
+        self.checks = LeaseChecks(self.checker, NAMES)
         self.lease_rng = random.Random(f"paxlock-sim/{seed}/leases")
+        """The lease draws: node and client clocks, then the clients' workload."""
         self.lease_nodes: dict[str, _Node] = {}
-        self.clients = [_Client(f"client{i}", self._skewed_clock()) for i in range(clients)]
-        self.requests: dict[RequestKey, _Request] = {}
-        self.next_key = 0
-        self.next_request_id = 0
-        self.phase1_done: list[tuple[float, Ballot]] = []
-        self.first_issue: dict[bytes, Ballot] = {}
-        self.arrived: dict[RequestKey, float] = {}
-        """When each request reached the node that runs it (the ``deposed`` renewal check)."""
-        self.renewed_under: dict[tuple[str, int], Ballot] = {}
-        self.intervals: dict[str, list[list[Any]]] = {name: [] for name in NAMES}
-        self.last_token: dict[str, int] = {}
-        self.grants = self.renewals = self.pauses = self.retries = 0
-        self.answered_after_heal = 0
-        """Requests answered by the state machine (a result, not a 503) in the liveness phase."""
+        self.workload = LeaseClients(self, self.checks, clients)
+        self.pauses = 0
 
-    def _skewed_clock(self) -> _Clock:
-        rng = self.lease_rng
-        return _Clock(rng.uniform(0.0, 100.0), rng.uniform(1 - SKEW_MAX, 1 + SKEW_MAX))
+    # -- the parts' counters and state, for tests and scripts --------------------------------
+
+    @property
+    def clients(self) -> list[_Client]:
+        return self.workload.clients
+
+    @property
+    def requests(self) -> dict[RequestKey, _Request]:
+        return self.workload.requests
+
+    @property
+    def grants(self) -> int:
+        return self.workload.grants
+
+    @property
+    def renewals(self) -> int:
+        return self.workload.renewals
+
+    @property
+    def retries(self) -> int:
+        return self.workload.retries
+
+    @property
+    def phase1_done(self) -> list[tuple[float, Ballot]]:
+        return self.checks.phase1_done
+
+    @property
+    def first_issue(self) -> dict[bytes, Ballot]:
+        return self.checks.first_issue
+
+    @property
+    def renewed_under(self) -> dict[tuple[str, int], Ballot]:
+        return self.checks.renewed_under
 
     # -- the run -----------------------------------------------------------------------------
 
     def run(self) -> Result:
-        for index in range(len(self.clients)):
-            self._at(0.05 * index, ("lc-act", index))
+        self.workload.start()
         result = super().run()
         if not result.violations or not self.stop_on_violation:
             self._settle()
-            self._check_serving()
+            self.checks.office(self._serving(), self.primaries(),
+                               self.workload.answered_after_heal)  # fmt: skip
             result.violations = list(self.checker.violations)
         return result
 
@@ -220,7 +161,7 @@ class LeaseSimulation(Simulation):
         """Liveness is "eventually": past the last step, run on (no faults) until a keeper is
         in office and a request was answered, or ``SETTLE_STEPS_MAX`` more steps pass."""
         for _ in range(SETTLE_STEPS_MAX):
-            if self._serving() and self.answered_after_heal > 0 or not self.queue:
+            if self._serving() and self.workload.answered_after_heal > 0 or not self.queue:
                 return
             self.now, _, event = heapq.heappop(self.queue)
             self._handle(event)
@@ -234,16 +175,6 @@ class LeaseSimulation(Simulation):
 
     def _client_retry(self) -> None:
         return
-
-    def _fail(self, check: str, detail: str) -> None:
-        self.checker.violations.append(Violation(check, self.checker.step, detail))
-
-    def _check_serving(self) -> None:
-        if not self._serving():
-            primaries = self.primaries()
-            self._fail("office", f"no keeper in office at the end (primaries: {primaries})")
-        elif self.answered_after_heal == 0:
-            self._fail("office", "no request was answered after the faults stopped")
 
     # -- nodes -------------------------------------------------------------------------------
 
@@ -260,7 +191,7 @@ class LeaseSimulation(Simulation):
             keeper=self.keeper_factory(), machine_factory=self.machine_factory,
         )  # fmt: skip
         previous = self.lease_nodes.get(sim_node.id)
-        clock = previous.clock if previous is not None else self._skewed_clock()
+        clock = previous.clock if previous is not None else skewed_clock(self.lease_rng)
         state = self.lease_nodes[sim_node.id] = _Node(replica, clock)
         sim_node.node = node
         self._log(f"{sim_node.id} starts (incarnation {sim_node.incarnation})")
@@ -310,15 +241,17 @@ class LeaseSimulation(Simulation):
                 raws += entry.value.commands
         assert len(raws) == len(ready.applied), "one Applied per command, in log order"
         for raw, applied in zip(raws, ready.applied, strict=True):
-            self._check_applied(sim_node, raw, applied)
+            self.checks.on_applied(sim_node.id, sim_node.incarnation, raw, applied)
         state = self.lease_nodes[sim_node.id]
+        assert sim_node.node is not None
         for event in ready.events:
             if isinstance(event, BecamePrimary):
-                self.phase1_done.append((self.now, event.ballot))
+                self.checks.on_phase1(self.now, event.ballot)
             elif isinstance(event, Confirmed):
-                self._check_round(sim_node, state, event)
-        for reply in ready.replies:
-            self._reply(sim_node, reply)
+                sent_at = state.clock.real(event.sent_at)
+                self.checks.on_confirmed(sim_node.id, sim_node.node.ballot, sent_at)
+        for reply in ready.replies:  # with the replier's ballot now (``deposed`` renewals)
+            self.workload.reply_sent(reply, sim_node.id, sim_node.node.ballot)
         deadline = state.clock.real(ready.deadline)
         if deadline < sim_node.tick_at:
             sim_node.tick_at = max(deadline, self.now)
@@ -334,10 +267,7 @@ class LeaseSimulation(Simulation):
                 self.compactions += 1  # taken by the replica, not installed from a peer
 
     def _send(self, envelope: Envelope) -> None:
-        msg = envelope.msg
-        if isinstance(msg, Accept) and isinstance(msg.value, Batch):
-            for raw in msg.value.commands:
-                self.first_issue.setdefault(raw, msg.ballot)
+        self.checks.on_send(envelope)
         super()._send(envelope)
 
     # -- events ------------------------------------------------------------------------------
@@ -385,14 +315,11 @@ class LeaseSimulation(Simulation):
                     return False
                 self._crash(self.nodes[successors[0]])
             case ("lrep", int() as key, Reply() as reply, str() as node_id, Ballot() as ballot):
-                self._reply_arrives(RequestKey(key), reply, node_id, ballot)
+                self.workload.reply_arrives(RequestKey(key), reply, node_id, ballot)
             case ("lc-act", int() as index):
-                self._client_act(index)
+                self.workload.act(index)
             case ("lc-timeout", int() as key):
-                request = self.requests.get(RequestKey(key))
-                if request is None:
-                    return False
-                self._retry(RequestKey(key), request, hint=None)
+                return self.workload.timeout(RequestKey(key))
             case _:
                 return super()._handle(event)
         return True
@@ -410,10 +337,10 @@ class LeaseSimulation(Simulation):
             case ("deliver", Envelope(src=src, msg=msg)):
                 self._step(sim_node, state.replica.receive(src, msg, local))
             case ("lreq", _, int() as key):
-                request = self.requests.get(RequestKey(key))
+                request = self.workload.requests.get(RequestKey(key))
                 if request is None:
                     return False
-                self.arrived[RequestKey(key)] = self.now
+                self.checks.on_arrival(RequestKey(key), self.now)
                 self._step(sim_node, state.replica.request(RequestKey(key), request.op, local))
         return True
 
@@ -465,185 +392,10 @@ class LeaseSimulation(Simulation):
             if state.paused:
                 self._at(self.now, ("resume", node_id))
 
-    # -- checkers ----------------------------------------------------------------------------
-
-    def _check_applied(self, sim_node: SimNode, raw: bytes, applied: Applied) -> None:
-        command, result = applied.command, applied.result
-        if isinstance(command, Acquire) and isinstance(result, Lease) and applied.changed:
-            key = f"{sim_node.id}/{sim_node.incarnation}/{result.name}"
-            last = self.last_token.get(key, 0)
-            if result.token <= last:
-                self._fail("tokens", f"{sim_node.id} granted {result.name} with token "
-                                     f"{result.token} after token {last}")  # fmt: skip
-            self.last_token[key] = result.token
-        if isinstance(command, Expire) and isinstance(result, Expired):
-            issued = self.first_issue.get(raw)
-            renewed = self.renewed_under.get((result.name, result.token))
-            if issued is not None and renewed is not None and issued < renewed:
-                self._fail("deposed", f"{sim_node.id} applied an Expire of {result.name} "
-                                      f"(token {result.token}) issued at {issued}, after a "
-                                      f"renewal under {renewed}")  # fmt: skip
-
-    def _check_round(self, sim_node: SimNode, state: _Node, event: Confirmed) -> None:
-        assert sim_node.node is not None
-        ballot, sent_at = sim_node.node.ballot, state.clock.real(event.sent_at)
-        for done_at, higher in self.phase1_done:
-            if higher > ballot and done_at < sent_at - 1e-9:
-                self._fail("deposed", f"{sim_node.id} at {ballot} confirmed a round sent at "
-                                      f"{sent_at:.4f}, after {higher} completed phase 1 at "
-                                      f"{done_at:.4f}")  # fmt: skip
-
-    def _check_renewal(self, node_id: str, ballot: Ballot, arrived_at: float) -> None:
-        """A renewal needs a quorum round sent after it arrived; none can be confirmed once
-        a majority promised a higher ballot, so no higher phase 1 may end before arrival."""
-        for done_at, higher in self.phase1_done:
-            if higher > ballot and done_at < arrived_at:
-                self._fail("deposed", f"{node_id} at {ballot} renewed a lease for a request "
-                                      f"that arrived at {arrived_at:.4f}, after {higher} "
-                                      f"completed phase 1 at {done_at:.4f}")  # fmt: skip
-
-    def _check_overlap(self, grant: list[Any], since: float) -> None:
-        name, token, holder, start, end, _ = grant
-        for other in self.intervals[name]:
-            if other is grant or other[1] == token:
-                continue
-            if other[3] < end and max(start, since) < other[4]:
-                self._fail("overlap", f"{name}: {holder} (token {token}) valid "
-                                      f"[{start:.4f}, {end:.4f}] while {other[2]} (token "
-                                      f"{other[1]}) valid [{other[3]:.4f}, {other[4]:.4f}]")  # fmt: skip
-        self.intervals[name] = [g for g in self.intervals[name] if g[4] > self.now - 2.0]
-
-    # -- clients -----------------------------------------------------------------------------
-
-    def _delay(self) -> float:
-        return self.rng.uniform(self.config.delay_min_s, self.config.delay_max_s)
-
-    def _reply(self, sim_node: SimNode, reply: Reply) -> None:
-        """Sent with the replier's ballot now (the ``deposed`` check's renewal ballot)."""
-        request = self.requests.get(reply.to)
-        if request is not None and isinstance(request.op, RenewOp) \
-                and isinstance(reply.outcome, Lease) and sim_node.node is not None:  # fmt: skip
-            self._check_renewal(sim_node.id, sim_node.node.ballot, self.arrived[reply.to])
-        if reply.to in self.requests and sim_node.node is not None:
-            event = ("lrep", int(reply.to), reply, sim_node.id, sim_node.node.ballot)
-            self._at(self.now + self._delay(), event)
-
-    def _send_request(self, index: int, op: RequestOp) -> None:
-        client = self.clients[index]
-        self.next_key += 1
-        key = RequestKey(self.next_key)
-        self.requests[key] = _Request(index, op, client.clock.local(self.now))
-        client.request = key
-        self._dispatch(key, client.hint)
-
-    def _dispatch(self, key: RequestKey, hint: str | None) -> None:
-        target = hint if hint in self.nodes else self.rng.choice(self.members)
-        self._at(self.now + self._delay(), ("lreq", target, int(key)))
-        self._at(self.now + REQUEST_TIMEOUT_S, ("lc-timeout", int(key)))
-
-    def _retry(self, key: RequestKey, request: _Request, hint: str | None) -> None:
-        """An unknown outcome: the same request again (same request id), possibly elsewhere.
-        A renewal is retried while the lease is still trusted (its validity still counts
-        from the first attempt, like the SDK's)."""
-        client = self.clients[request.client]
-        del self.requests[key]
-        client.hint = hint
-        if isinstance(request.op, RenewOp) and (client.grant is None
-                                                or self.now >= client.grant[4]):  # fmt: skip
-            client.request = None
-            return
-        self.retries += 1
-        self.next_key += 1
-        again = RequestKey(self.next_key)
-        self.requests[again] = request
-        client.request = again
-        self._dispatch(again, hint)
-
     def _settled_step(self) -> int:
         heal_step = int(self.config.steps * (1 - self.config.liveness_fraction))
         return heal_step + (self.config.steps - heal_step) * 3 // 4
 
-    def _client_act(self, index: int) -> None:
-        client = self.clients[index]
-        self._at(self.now + self.rng.uniform(0.02, 0.06), ("lc-act", index))
-        if client.request is not None:
-            return
-        grant = client.grant
-        if grant is not None and self.now >= grant[4]:
-            client.grant = grant = None  # lost by its own clock: stop using it
-        if grant is None:
-            self.next_request_id += 1
-            ttl = self.lease_rng.choice(TTLS_S)
-            wait = self.lease_rng.choice((0.0, 0.2, 0.5))
-            command = Acquire(self.lease_rng.choice(NAMES), client.holder, ttl,
-                              request_id=f"r{self.next_request_id}")  # fmt: skip
-            self._send_request(index, AcquireOp(command, wait))
-            return
-        name, token, _, _, end, ttl = grant
-        if self.now >= client.hold_until:
-            grant[4] = min(end, self.now)  # trusted no more from now on
-            client.grant = None
-            self.next_request_id += 1
-            release = Release(name, client.holder, token, f"r{self.next_request_id}")
-            self._send_request(index, ReleaseOp(release))
-        elif self.now >= end - ttl * (1 - MARGIN) / 2:
-            self._send_request(index, RenewOp(name, client.holder, token))
 
-    def _reply_arrives(self, key: RequestKey, reply: Reply, node_id: str,
-                       ballot: Ballot) -> None:  # fmt: skip
-        request = self.requests.get(key)
-        if request is None:
-            return  # timed out already
-        client = self.clients[request.client]
-        outcome = reply.outcome
-        match outcome:
-            case NotPrimary(primary_hint=hint):
-                client.hint = hint
-                self._retry(key, request, hint)
-                return
-            case Recovering():
-                self._retry(key, request, node_id)
-                return
-            case Unavailable():
-                client.hint = None
-                self._retry(key, request, None)
-                return
-        del self.requests[key]
-        client.request = None
-        self.answered_after_heal += not self.faults_on
-        op = request.op
-        until = client.clock.real(request.first_sent_local) + self._trusted_s(op, client)
-        if isinstance(op, AcquireOp) and isinstance(outcome, Lease) \
-                and outcome.holder == client.holder and until > self.now:  # fmt: skip
-            self.grants += 1
-            client.hint = node_id
-            client.grant = [outcome.name, outcome.token, client.holder, self.now, until,
-                            outcome.ttl_s]  # fmt: skip
-            client.hold_until = self.now + self.lease_rng.uniform(0.05, 2.0)
-            self.intervals[outcome.name].append(client.grant)
-            self._check_overlap(client.grant, self.now)
-        elif isinstance(op, RenewOp) and client.grant is not None \
-                and client.grant[1] == op.token:  # fmt: skip
-            if isinstance(outcome, Refused):
-                client.grant = None
-            elif isinstance(outcome, Lease):
-                self.renewals += 1
-                grant_key = (outcome.name, outcome.token)
-                self.renewed_under[grant_key] = max(ballot,
-                                                    self.renewed_under.get(grant_key, ballot))
-                if until > client.grant[4]:
-                    client.grant[4] = until
-                    self._check_overlap(client.grant, self.now)
-        elif isinstance(op, ReleaseOp) and not isinstance(outcome, Released | Refused):
-            self._fail("release", f"unexpected answer to a release: {outcome}")
-
-    def _trusted_s(self, op: RequestOp, client: _Client) -> float:
-        """How long, from the first send, a reply to ``op`` lets the client trust its lease
-        (by the client's own clock, converted to real time)."""
-        if isinstance(op, AcquireOp):
-            ttl = op.command.ttl_s
-        elif isinstance(op, RenewOp) and client.grant is not None:
-            ttl = client.grant[5]
-        else:
-            return 0.0
-        return ttl * (1 - MARGIN) / client.clock.rate
+__all__ = ["MARGIN", "NAMES", "REQUEST_TIMEOUT_S", "SETTLE_STEPS_MAX", "SKEW_MAX", "SNAPSHOT_EVERY",
+           "TTLS_S", "LeaseModel", "LeaseSimulation", "ReplicaFactory", "sim_keeper"]  # fmt: skip
