@@ -75,6 +75,8 @@ class Instrumentation:
         runtime.sinks.append(self.on_ready)
 
     def on_ready(self, ready: ReplicaReady) -> None:
+        if ready.installed is not None:
+            log.info("snapshot_installed", slot=ready.installed[0])
         for entry in ready.learned:
             self.on_entry(entry)
         for applied in ready.applied:

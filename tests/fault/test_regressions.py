@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.keeper import LeaseKeeper, RequestKey
-from paxlock.coordinator.core.lease_commands import Acquire, Refused
+from paxlock.coordinator.core.lease_commands import Acquire, Office, Refused
 from paxlock.coordinator.core.leases import LeaseMachine
 
 pytestmark = pytest.mark.fault
@@ -42,7 +43,8 @@ def test_a_retried_release_does_not_stop_the_next_holders_timer(
 
 def test_a_renewal_racing_its_expire_is_not_told_its_own_grant_is_current() -> None:
     machine, keeper = LeaseMachine(), LeaseKeeper()
-    keeper.take_office(machine, 0.0)
+    machine.apply(Office(Ballot(1, "n1")))
+    keeper.take_office(machine, 0.0, Ballot(1, "n1"))
     grant = Acquire("reg2", "a", 1.0)
     lease = machine.apply(grant)
     keeper.on_applied(grant, lease, 0.0)

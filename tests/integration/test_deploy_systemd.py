@@ -94,7 +94,8 @@ def test_a_cluster_runs_under_memory_deny_write_execute(cluster_factory: Any, ht
     sandbox.write_text(SANDBOX)
     cluster = cluster_factory(3, start=False)
     plain = cluster.command
-    cluster.command = lambda node_id: [sys.executable, str(sandbox), *plain(node_id)]
+    cluster.command = lambda node_id, extra_args=None: [sys.executable, str(sandbox),
+                                                        *plain(node_id, extra_args)]  # fmt: skip
     try:
         cluster.start_all()
     except AssertionError:
