@@ -51,6 +51,7 @@ class Runtime:
         self._deadline = float("inf")
         self._woken = False
         """New work since the last flush began."""
+        self._flushing = False
         self._waiter: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._store_calls = 0
@@ -82,6 +83,11 @@ class Runtime:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def flushed(self) -> bool:
+        """Everything stepped so far is durable and sent (nothing unsent, no flush running)."""
+        return not (self._unsent_records or self._unsent_messages or self._flushing)
 
     # -- inputs (synchronous: each runs one replica step now) --------------------------------
 
@@ -152,8 +158,12 @@ class Runtime:
         if not records and not messages:
             return
         started = self.clock()
-        if records:
-            await self._persist(records)
+        self._flushing = True
+        try:
+            if records:
+                await self._persist(records)
+        finally:
+            self._flushing = False
         persisted = self.clock() - started
         # Persist, then send: the only place messages leave the node. Paired with the
         # store's own count, so a store that returned early is caught before anything leaves.

@@ -35,6 +35,12 @@ class Rounds:
         self._sent_at[self.seq] = now
         return self.seq
 
+    def freshest(self, among: tuple[str, ...]) -> str | None:
+        """The member of ``among`` that acked the latest round of this ballot (None if none
+        did): the one most likely to be up to date and reachable."""
+        acked = [(seq, member) for member, seq in self._acked.items() if member in among]
+        return max(acked)[1] if acked else None
+
     def on_ack(self, src: str, seq: int) -> Confirmed | None:
         if seq > self._acked.get(src, 0):
             self._acked[src] = seq

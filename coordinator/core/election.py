@@ -75,6 +75,12 @@ class Election:
         self.next_heartbeat = now + self.config.heartbeat_s
         return Heartbeat(ballot, chosen_index, self.rounds.begin(now))
 
+    def handed_over(self, target: str, now: float) -> None:
+        """This node gave up office to ``target``: follow it, as if just heard from."""
+        self.primary_hint = target
+        self.heard_primary_at = now
+        self.deadline = now + self._timeout()
+
     # -- the others --------------------------------------------------------------------------
 
     def heard_primary(self, primary: str | None, role: Role, now: float) -> None:

@@ -119,6 +119,17 @@ class HeartbeatAck(msgspec.Struct, frozen=True, tag="heartbeat_ack"):
     seq: int
 
 
+class Handover(msgspec.Struct, frozen=True, tag="handover"):
+    """The primary of ``ballot`` steps down in favour of ``target`` (a member asked to stop
+    hands office over first, as etcd transfers leadership). ``target`` runs phase 1 at once;
+    every other member takes ``target`` for the primary it has just heard from, so its
+    stickiness protects the successor instead of the one that left. Liveness only: safety
+    never depends on who runs phase 1."""
+
+    ballot: Ballot
+    target: str
+
+
 class Snapshot(msgspec.Struct, frozen=True, array_like=True):
     """The state machine's snapshot after applying every slot up to ``slot``. The core never
     looks inside ``data``: only the runtime's state machine can read it."""
@@ -166,6 +177,7 @@ Message: TypeAlias = (
     | Chosen
     | Heartbeat
     | HeartbeatAck
+    | Handover
     | PreVote
     | PreVoteReply
     | CatchupRequest

@@ -52,6 +52,14 @@ class SteppedDown:
 
 
 @dataclass(frozen=True, slots=True)
+class HandedOver:
+    """This primary stepped down on purpose, asking ``target`` to take office at once."""
+
+    ballot: Ballot
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
 class Phase1Started:
     ballot: Ballot
     from_slot: int
@@ -66,7 +74,7 @@ class Confirmed:
     sent_at: float
 
 
-CoreEvent = BecamePrimary | SteppedDown | Phase1Started | Confirmed
+CoreEvent = BecamePrimary | SteppedDown | HandedOver | Phase1Started | Confirmed
 
 
 @dataclass(slots=True)

@@ -49,6 +49,7 @@ from paxlock.coordinator.core.ready import (
     BecamePrimary,
     Confirmed,
     DurableState,
+    HandedOver,
     Phase1Started,
     Ready,
     Rejection,
@@ -158,6 +159,14 @@ class LeaseReplica:
             self._maybe_start_round(now, out)
         return self._finish(out, now)
 
+    def hand_over(self, now: float) -> ReplicaReady:
+        """Step down in favour of an up-to-date member that takes office at once (a member
+        asked to stop does this first). Requests in flight are answered 503 (retried by
+        clients); nothing is lost: whatever was proposed is recovered by phase 1."""
+        out = ReplicaReady()
+        self._absorb(self.node.hand_over(now), now, out)
+        return self._finish(out, now)
+
     def run_phase1(self, now: float) -> ReplicaReady:
         """Start phase 1 now (deployments and scripted tests that run without the election)."""
         out = ReplicaReady()
@@ -234,7 +243,7 @@ class LeaseReplica:
             match event:
                 case BecamePrimary():
                     self._became_primary(event, now, out)
-                case SteppedDown() | Phase1Started():
+                case SteppedDown() | HandedOver() | Phase1Started():
                     self._leave_office(out)
                 case Confirmed():
                     self._confirmed(event, now, out)

@@ -110,6 +110,7 @@ class LeaseSimulation(Simulation):
         self.lease_nodes: dict[str, _Node] = {}
         self.workload = LeaseClients(self, self.checks, clients)
         self.pauses = 0
+        self.handovers = 0
 
     # -- the parts' counters and state, for tests and scripts --------------------------------
 
@@ -347,7 +348,19 @@ class LeaseSimulation(Simulation):
     def _fault(self) -> None:
         if not self.faults_on:
             return
-        if self.rng.random() < 0.25:
+        draw = self.rng.random()
+        if 0.25 <= draw < 0.35:  # a graceful stop's first half: the primary hands over
+            self._at(self.now + self.rng.expovariate(1 / self.config.crash_every_s), ("fault",))
+            for node_id in self.primaries():
+                state = self.lease_nodes[node_id]
+                if not state.paused:
+                    self.handovers += 1
+                    self._log(f"{node_id} hands over")
+                    local = state.clock.local(self.now)
+                    self._step(self.nodes[node_id], state.replica.hand_over(local))
+                    break
+            return
+        if draw < 0.25:
             self._at(self.now + self.rng.expovariate(1 / self.config.crash_every_s), ("fault",))
             live = [n for n in self.members
                     if self.nodes[n].node is not None and not self.lease_nodes[n].paused]  # fmt: skip

@@ -45,11 +45,13 @@ class Net:
     """Three replicas and the messages between them; ``cut`` members hear nothing and are
     heard by nobody (a partition, or a crash when they are never healed)."""
 
-    def __init__(self, *, snapshot_every: int = 1000,
+    def __init__(self, *, snapshot_every: int = 1000, election: bool = False,
                  replica: Callable[..., LeaseReplica] = LeaseReplica,
                  machine: Callable[[], LeaseMachine] = LeaseMachine) -> None:  # fmt: skip
+        """With ``election`` on, its timers (10 s and more) never run out within a story,
+        but stickiness applies: a member that heard a live primary ignores other phase 1s."""
         self.replicas = {
-            m: replica(CoreConfig(m, MEMBERS, election=False, election_timeout_s=10.0,
+            m: replica(CoreConfig(m, MEMBERS, election=election, election_timeout_s=10.0,
                                   heartbeat_s=0.05, retry_s=0.05),
                        DurableState(), random.Random(m), origin=f"{m}/1",
                        snapshot_every=snapshot_every, machine_factory=machine)
@@ -252,3 +254,38 @@ def test_an_unknown_outcome_without_a_request_id_does_not_mention_one() -> None:
     assert reply is not None and isinstance(reply.outcome, Unavailable), reply
     assert "request_id" not in reply.outcome.reason
     assert "read before retrying" in reply.outcome.reason
+
+
+# --- graceful hand-over ----------------------------------------------------------------------
+
+
+def test_a_primary_that_hands_over_is_succeeded_at_once_with_its_leases() -> None:
+    """No election timeout runs out: the target runs phase 1 on the Handover, the others
+    answer it although they heard the old primary a moment ago (stickiness follows the
+    hand-over), and the successor takes office with the grants as they were."""
+    net = Net(election=True)
+    net.elect("n1", 0.0)
+    granted = net.ask("n1", acquire("H"), 0.1)
+    assert granted is not None and isinstance(granted.outcome, Lease)
+    net.tick("n1", 0.2)  # a heartbeat round, so that n1 knows who is fresh
+    net.take("n1", net.replicas["n1"].hand_over(0.25))
+    net.settle(0.25)
+    successors = [m for m, r in net.replicas.items() if r.status().in_office]
+    assert len(successors) == 1 and successors[0] != "n1", successors
+    status = net.replicas["n1"].status()
+    assert status.primary_hint == successors[0] and not status.in_office
+    lease = net.replicas[successors[0]].machine.get("L")
+    assert lease is not None and lease.token == granted.outcome.token
+    again = net.ask(successors[0], acquire("C"), 0.3)
+    assert again is not None and isinstance(again.outcome, Refused)  # still H's
+
+
+def test_stickiness_still_ignores_a_phase_1_that_no_hand_over_announced() -> None:
+    """The contrast: without the Handover, the same phase 1 right after a heartbeat is
+    ignored by the member that heard the primary (DESIGN §2, no disruption)."""
+    net = Net(election=True)
+    net.elect("n1", 0.0)
+    net.tick("n1", 0.2)
+    net.elect("n2", 0.25)
+    assert net.replicas["n1"].status().in_office
+    assert not net.replicas["n2"].status().in_office
