@@ -7,13 +7,12 @@ every entry point takes ``now`` (monotonic seconds) and returns a ``KeeperReady`
 commands to propose, the replies to deliver and when to call ``tick`` next.
 
 The runtime's side of the contract (proposals, replies, confirmation rounds) is written in
-``keeper_effects``.
+``keeper_effects``; the queues of parked acquires are kept by ``waiters.Waiters``.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import assert_never
@@ -46,6 +45,7 @@ from paxlock.coordinator.core.lease_commands import (
     invalid_reason,
 )
 from paxlock.coordinator.core.leases import LeaseMachine
+from paxlock.coordinator.core.waiters import Waiter, Waiters
 
 __all__ = [  # the effect types are re-exported: callers need only this module
     "AcquireRequest", "KeeperConfig", "KeeperReady", "LeaseKeeper",
@@ -70,13 +70,6 @@ class _Timer:
     """When the lease (or its lock-delay) runs out; fixed until restarted."""
     proposed: bool = False
     """Its Expire/Unblock was proposed; the deadline entry now means "propose it again"."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Waiter:
-    wid: int
-    request: AcquireRequest
-    deadline: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +101,10 @@ class LeaseKeeper:
         """The ballot this keeper is in office under: stamped on every decision it makes."""
         self._timers: dict[tuple[_Kind, str], _Timer] = {}
         self._deadlines: Deadlines[_Key] = Deadlines()
-        self._waiters: dict[str, deque[_Waiter]] = {}
-        self._waiter_by_id: dict[int, _Waiter] = {}
-        self._next_wid = 0
+        self._waiters = Waiters(self.config.waiters_per_name_max, self.config.waiters_max,
+                                self._deadlines, lambda wid: (_Kind.WAIT, wid))  # fmt: skip
         self._reserved: dict[str, Acquire] = {}
         """Names with an Acquire proposed by this keeper and not yet applied."""
-        self._handoffs: dict[str, _Waiter] = {}
-        """Waiters whose Acquire was proposed right behind the holder's Release."""
         self._renewals: list[_Renewal] = []
         self._round: _Round | None = None
 
@@ -151,9 +141,9 @@ class LeaseKeeper:
     def step_down(self) -> list[Reply]:
         """Forget everything; parked waiters and waiting renewals are answered 503."""
         gone = Unavailable("no longer primary")
-        replies = [Reply(w.request.key, gone) for q in self._waiters.values() for w in q]
+        replies = [Reply(w.request.key, gone) for w in self._waiters]
         replies += [Reply(r.key, gone) for r in self._renewals]
-        replies += [Reply(w.request.key, gone) for w in self._handoffs.values()]
+        replies += [Reply(w.request.key, gone) for w in self._waiters.handoffs()]
         self._reset()
         return replies
 
@@ -174,20 +164,18 @@ class LeaseKeeper:
         if replayed is not None:
             return self._ready(replies=[self._reply(key, replayed, now)])
         ready = KeeperReady()
-        if command.request_id is not None and self._supersede(request, now, ready.replies):
+        if command.request_id is not None \
+                and self._waiters.supersede(request, now, ready.replies):  # fmt: skip
             return self._ready(replies=ready.replies)
-        if self._free(command.name) and not self._waiters.get(command.name):
+        if self._free(command.name) and self._waiters.first(command.name) is None:
             self._reserved[command.name] = command
             ready.proposals.append(Propose(command, key))
         elif request.wait_s == 0:
             ready.proposals.append(Propose(command, key))
-        elif (
-            len(self._waiter_by_id) >= self.config.waiters_max
-            or len(self._waiters.get(command.name, ())) >= self.config.waiters_per_name_max
-        ):
+        elif self._waiters.full(command.name):
             ready.replies.append(Reply(key, Unavailable("too many waiters")))
         else:
-            self._park(request, now + request.wait_s)
+            self._waiters.park(request, now + request.wait_s)
         return self._ready(ready.proposals, ready.replies)
 
     def release_requested(self, release: Release, now: float) -> KeeperReady:
@@ -197,16 +185,14 @@ class LeaseKeeper:
         the Release. Should the Release fail, the Acquire is refused ``held`` and the waiter
         goes back to the head of its queue, unanswered."""
         name = release.name
-        queue = self._waiters.get(name)
-        if not queue or name in self._reserved or name in self._handoffs:
+        waiter = self._waiters.first(name)
+        if waiter is None or name in self._reserved or self._waiters.handing_off(name):
             return self._ready()
         if not self._renewable(name, release.holder, release.token):
             return self._ready()
-        waiter = queue[0]
         if waiter.deadline <= now:
             return self._ready()
-        self._unpark(waiter)
-        self._handoffs[name] = waiter
+        self._waiters.hand_off(waiter)
         self._reserved[name] = waiter.request.command
         return self._ready([Propose(waiter.request.command, None)])
 
@@ -214,9 +200,7 @@ class LeaseKeeper:
         """The request ``key`` went away (its client disconnected): a parked waiter leaves
         its queue, so the name is never granted to nobody. (One already proposed stands:
         its grant is remembered for a retry with the same request id.)"""
-        for waiter in list(self._waiter_by_id.values()):
-            if waiter.request.key == key:
-                self._unpark(waiter)
+        self._waiters.cancel(key)
         return self._ready()
 
     def renew(
@@ -238,7 +222,7 @@ class LeaseKeeper:
 
     @property
     def waiters(self) -> int:
-        return len(self._waiter_by_id)
+        return len(self._waiters)
 
     @property
     def renewals_waiting(self) -> int:
@@ -318,12 +302,12 @@ class LeaseKeeper:
         replies: list[Reply] = []
         if isinstance(command, Office):
             return self._ready()
-        if isinstance(command, Acquire) and self._reserved.get(command.name) == command:
-            del self._reserved[command.name]
-        handoff = self._handoffs.get(command.name)
-        if handoff is not None and handoff.request.command == command:
-            del self._handoffs[command.name]
-            replies.append(Reply(handoff.request.key, Unavailable("not accepted by the primary")))
+        if isinstance(command, Acquire):
+            if self._reserved.get(command.name) == command:
+                del self._reserved[command.name]
+            if (handoff := self._waiters.handoff_over(command)) is not None:
+                gone = Unavailable("not accepted by the primary")
+                replies.append(Reply(handoff.request.key, gone))
         return self._ready(self._grant_next(command.name, now, replies), replies)
 
     def tick(self, now: float) -> KeeperReady:
@@ -342,11 +326,10 @@ class LeaseKeeper:
     ) -> None:
         if self._reserved.get(command.name) == command:
             del self._reserved[command.name]
-        handoff = self._handoffs.get(command.name)
-        if handoff is not None and handoff.request.command == command:
-            del self._handoffs[command.name]
+        handoff = self._waiters.handoff_over(command)
+        if handoff is not None:
             if isinstance(result, Refused) and result.code == "held":  # the Release failed
-                self._park(handoff.request, handoff.deadline, front=True)
+                self._waiters.park(handoff.request, handoff.deadline, front=True)
             else:
                 replies.append(self._reply(handoff.request.key, result, now))
         if isinstance(result, Lease) and self.machine.verify(result.name, result.token).current:
@@ -354,21 +337,16 @@ class LeaseKeeper:
             if timer is None or timer.token != result.token:  # a grant, not a replay of it
                 self._start(_Kind.EXPIRE, result.name, result.token, now + result.ttl_s)
         if command.request_id is not None:  # parked retries of it get the same answer
-            for waiter in list(self._waiters.get(command.name, ())):
-                if waiter.request.command == command:
-                    self._unpark(waiter)
-                    replies.append(self._reply(waiter.request.key, result, now))
+            for waiter in self._waiters.unpark_retries(command):
+                replies.append(self._reply(waiter.request.key, result, now))
 
     def _grant_next(self, name: str, now: float, replies: list[Reply]) -> list[Propose]:
         """Give a free name to its first live waiter: one proposal, no thundering herd."""
         proposals = []
-        queue = self._waiters.get(name)
-        while queue and self._free(name):
-            waiter = queue[0]
-            self._unpark(waiter)
+        while (waiter := self._waiters.first(name)) is not None and self._free(name):
+            self._waiters.unpark(waiter)
             if waiter.deadline <= now:
-                held = self._held(name)
-                replies.append(Reply(waiter.request.key, held, self.expires_in(name, now)))
+                replies.append(self._wait_ran_out(waiter, now))
                 continue
             self._reserved[name] = waiter.request.command
             proposals.append(Propose(waiter.request.command, waiter.request.key))
@@ -378,11 +356,7 @@ class LeaseKeeper:
         kind, ident = key
         if kind is _Kind.WAIT:
             assert isinstance(ident, int)
-            waiter = self._waiter_by_id[ident]
-            name = waiter.request.command.name
-            self._unpark(waiter)
-            held = self._held(name)
-            ready.replies.append(Reply(waiter.request.key, held, self.expires_in(name, now)))
+            ready.replies.append(self._wait_ran_out(self._waiters.timed_out(ident), now))
             return
         assert isinstance(ident, str)
         timer = self._timers[(kind, ident)]
@@ -401,43 +375,6 @@ class LeaseKeeper:
     def _stop(self, kind: _Kind, name: str) -> _Timer | None:
         self._deadlines.cancel((kind, name))
         return self._timers.pop((kind, name), None)
-
-    def _park(self, request: AcquireRequest, deadline: float, *, front: bool = False) -> None:
-        self._next_wid += 1
-        waiter = _Waiter(self._next_wid, request, deadline)
-        queue = self._waiters.setdefault(request.command.name, deque())
-        if front:
-            queue.appendleft(waiter)
-        else:
-            queue.append(waiter)
-        self._waiter_by_id[waiter.wid] = waiter
-        self._deadlines.set((_Kind.WAIT, waiter.wid), deadline)
-        assert len(self._waiter_by_id) <= self.config.waiters_max
-
-    def _unpark(self, waiter: _Waiter) -> None:
-        name = waiter.request.command.name
-        queue = self._waiters[name]
-        queue.remove(waiter)
-        del self._waiter_by_id[waiter.wid]
-        self._deadlines.cancel((_Kind.WAIT, waiter.wid))
-        if not queue:
-            del self._waiters[name]
-
-    def _supersede(self, request: AcquireRequest, now: float, replies: list[Reply]) -> bool:
-        """A retry of a parked request takes its place in the queue (and its own wait); the
-        old one is answered 503. A retry that will not wait only removes the old one."""
-        queue = self._waiters.get(request.command.name, deque())
-        for index, waiter in enumerate(queue):
-            if waiter.request.command == request.command:
-                replies.append(Reply(waiter.request.key, Unavailable("superseded by a retry")))
-                if request.wait_s == 0:
-                    self._unpark(waiter)
-                    return False
-                retry = _Waiter(waiter.wid, request, now + request.wait_s)
-                queue[index] = self._waiter_by_id[waiter.wid] = retry
-                self._deadlines.set((_Kind.WAIT, retry.wid), retry.deadline)
-                return True
-        return False
 
     def _free(self, name: str) -> bool:
         machine = self.machine
@@ -467,6 +404,11 @@ class LeaseKeeper:
         if block is not None:
             return Refused("held", name, None, block.token, blocked=True)
         return Refused("held", name)  # a grant to another request is on its way
+
+    def _wait_ran_out(self, waiter: Waiter, now: float) -> Reply:
+        """A waiter whose wait ran out learns who holds the name and for how long."""
+        name = waiter.request.command.name
+        return Reply(waiter.request.key, self._held(name), self.expires_in(name, now))
 
     def _not_holder(self, name: str) -> Refused:
         lease = self.machine.get(name)
