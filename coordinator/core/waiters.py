@@ -55,7 +55,8 @@ class Waiters(Generic[K]):
         self._handoffs: dict[str, Waiter] = {}
         """Unparked, their Acquire proposed right behind the holder's Release; kept until it
         is applied or rejected, as a Release that fails puts its waiter back (``front``).
-        Not counted by ``len`` nor against the bounds."""
+        Not counted by ``len``, but against the bounds: the room a handoff left is kept for
+        it, or its return would overflow them."""
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -71,7 +72,9 @@ class Waiters(Generic[K]):
     def full(self, name: str) -> bool:
         """Parking one more for ``name`` would pass a bound: the request is answered 503."""
         queue = self._queues.get(name, ())
-        return len(self._by_id) >= self.total_max or len(queue) >= self.per_name_max
+        handed = len(self._handoffs)
+        return (len(self._by_id) + handed >= self.total_max
+                or len(queue) + (name in self._handoffs) >= self.per_name_max)  # fmt: skip
 
     def park(self, request: AcquireRequest, deadline: float, *, front: bool = False) -> None:
         """Queue ``request`` until ``deadline``; ``front``: at the head (a handoff behind a

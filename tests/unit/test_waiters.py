@@ -134,8 +134,6 @@ def test_a_handed_off_waiter_is_kept_until_its_own_acquire_is_over() -> None:
     assert not waiters.handing_off("db") and waiters.handoffs() == []
 
 
-@pytest.mark.xfail(raises=AssertionError, strict=True,
-                   reason="a failed handoff is parked again without a check of waiters_max")
 def test_a_failed_handoff_put_back_in_a_full_queue_keeps_the_bound() -> None:
     """The bound holds whatever the order of events: here the waiter handed off behind a
     Release leaves room that a newcomer takes, and the Release then fails."""
