@@ -45,6 +45,7 @@ from paxlock.coordinator.core.lease_commands import (
     invalid_reason,
 )
 from paxlock.coordinator.core.leases import LeaseMachine
+from paxlock.coordinator.core.renewals import Renewals
 from paxlock.coordinator.core.waiters import Waiter, Waiters
 
 __all__ = [  # the effect types are re-exported: callers need only this module
@@ -72,27 +73,11 @@ class _Timer:
     """Its Expire/Unblock was proposed; the deadline entry now means "propose it again"."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Renewal:
-    seq: int
-    key: RequestKey
-    name: str
-    holder: str
-    token: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Round:
-    round_id: int
-    started_at: float
-
-
 class LeaseKeeper:
     def __init__(self, config: KeeperConfig | None = None) -> None:
         self.config = config or KeeperConfig()
-        self._renew_seq = 0
-        """Arrival number of the last renewal; never reset, so that a round id from an earlier
-        term in office can serve no renewal of a later one."""
+        self._renewals = Renewals(self.config.renewals_max, self.config.confirm_timeout_s)
+        """Kept across terms in office (its arrival numbers are never reused)."""
         self._reset()
 
     def _reset(self) -> None:
@@ -105,8 +90,6 @@ class LeaseKeeper:
                                 self._deadlines, lambda wid: (_Kind.WAIT, wid))  # fmt: skip
         self._reserved: dict[str, Acquire] = {}
         """Names with an Acquire proposed by this keeper and not yet applied."""
-        self._renewals: list[_Renewal] = []
-        self._round: _Round | None = None
 
     # -- office ---------------------------------------------------------------------------
 
@@ -142,7 +125,7 @@ class LeaseKeeper:
         """Forget everything; parked waiters and waiting renewals are answered 503."""
         gone = Unavailable("no longer primary")
         replies = [Reply(w.request.key, gone) for w in self._waiters]
-        replies += [Reply(r.key, gone) for r in self._renewals]
+        replies += [Reply(key, gone) for key in self._renewals.clear()]
         replies += [Reply(w.request.key, gone) for w in self._waiters.handoffs()]
         self._reset()
         return replies
@@ -209,10 +192,8 @@ class LeaseKeeper:
         """Check holder and token now; the reply waits for one confirmation round."""
         if not self._renewable(name, holder, token):
             return self._ready(replies=[Reply(key, self._not_holder(name))])
-        if len(self._renewals) >= self.config.renewals_max:
+        if not self._renewals.add(key, name, holder, token):
             return self._ready(replies=[Reply(key, Unavailable("too many renewals"))])
-        self._renew_seq += 1
-        self._renewals.append(_Renewal(self._renew_seq, key, name, holder, token))
         return self._ready()
 
     def expires_in(self, name: str, now: float) -> float | None:
@@ -231,26 +212,19 @@ class LeaseKeeper:
     # -- confirmation rounds ----------------------------------------------------------------
 
     def needs_confirmation(self) -> bool:
-        return bool(self._renewals) and self._round is None
+        return self._renewals.needs_round()
 
     def start_round(self, now: float) -> int:
-        assert self._round is None, "one confirmation round at a time"
-        self._round = _Round(self._renew_seq, now)
-        return self._renew_seq
+        return self._renewals.start_round(now)
 
     def on_round_failed(self, round_id: int) -> None:
-        if self._round is not None and self._round.round_id == round_id:
-            self._round = None
+        self._renewals.round_failed(round_id)
 
     def on_confirmed(self, round_id: int, now: float) -> KeeperReady:
         """This node was still primary after round ``round_id`` started: every renewal that
         arrived before restarts its timer at the full TTL."""
-        if self._round is not None and self._round.round_id <= round_id:
-            self._round = None
-        served = [r for r in self._renewals if r.seq <= round_id]
-        self._renewals = [r for r in self._renewals if r.seq > round_id]
         replies = []
-        for renewal in served:
+        for renewal in self._renewals.served_by(round_id):
             lease = self.machine.get(renewal.name)
             if lease is None or not self._renewable(renewal.name, renewal.holder, renewal.token):
                 replies.append(Reply(renewal.key, self._not_holder(renewal.name)))
@@ -314,9 +288,7 @@ class LeaseKeeper:
         ready = KeeperReady()
         for key in self._deadlines.pop_due(now):
             self._fire(key, now, ready)
-        round_ = self._round
-        if round_ is not None and now >= round_.started_at + self.config.confirm_timeout_s:
-            self._round = None  # given up: the renewals it would have served wait for another
+        self._renewals.give_up_late_round(now)
         return self._ready(ready.proposals, ready.replies)
 
     # -- internals ------------------------------------------------------------------------
@@ -430,10 +402,8 @@ class LeaseKeeper:
         return Reply(key, result, 0.0 if isinstance(result, Lease) else None)
 
     def _next_deadline(self) -> float | None:
-        deadlines = [d for d in [self._deadlines.next()] if d is not None]
-        if self._round is not None:
-            deadlines.append(self._round.started_at + self.config.confirm_timeout_s)
-        return min(deadlines, default=None)
+        deadlines = [self._deadlines.next(), self._renewals.deadline()]
+        return min((d for d in deadlines if d is not None), default=None)
 
     def _ready(
         self, proposals: list[Propose] | None = None, replies: list[Reply] | None = None
