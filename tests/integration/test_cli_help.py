@@ -36,14 +36,11 @@ def subparser(words: list[str]) -> argparse.ArgumentParser:
 
 
 def entry_of(help_text: str, option: str) -> str:
-    """The help entry of one option: its first line and the indented lines that follow."""
-    entries = re.split(r"\n(?=  -)", help_text)
-    for entry in entries:
-        if entry.startswith("  -") and option in entry.split()[0].rstrip(",").split(","):
+    """The help entry of one option (its lines, joined): the entry that starts with it."""
+    for entry in re.split(r"\n(?=  -)", help_text):
+        flags = re.match(r"  (-\S+(?: \S+)?(?:, -\S+(?: \S+)?)*)", entry)
+        if flags and option in [words.split()[0] for words in flags.group(1).split(", ")]:
             return " ".join(entry.split())
-        first = entry.split()
-        if entry.startswith("  -") and option in [w.rstrip(",") for w in first[:4]]:
-            return " ".join(first)
     raise AssertionError(f"{option} has no entry in:\n{help_text}")
 
 
