@@ -1,64 +1,27 @@
 """The ``paxlock`` command line: ``build_parser`` and one handler per subcommand.
 
-Usage errors are one line and exit status 2 (``Parser.error``); every option's help shows its
-default. Help texts are plain text: no reST markup, which argparse would print as it is.
+Usage errors are one line and exit status 2 (``arguments.Parser``); every option's help shows
+its default. Help texts are plain text: no reST markup, which argparse would print as it is.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import math
 import sys
-import textwrap
 import time
 from collections.abc import Sequence
-from typing import Any, NoReturn
 
+from paxlock.api.cli.arguments import (
+    LOCAL_CLUSTER_NODES_MAX, TTL_S_MAX, Parser, cluster_size, fraction, identity, lease_name,
+    seconds, ttl, version,
+)  # fmt: skip
 from paxlock.coordinator.core.learner import LearnMode
-from paxlock.coordinator.core.lease_commands import NAME_RE
 
 DESCRIPTION = (
     "An embeddable lock and leader-election service: a small Multi-Paxos cluster with durable "
     "SQLite acceptors decides who holds each lease. Try 'paxlock up' (a local 3-member "
     "cluster), then 'paxlock lock NAME -- CMD' from another terminal."
 )
-LOCAL_CLUSTER_NODES_MAX = 9
-"""``paxlock up`` runs every member on this machine: a few are a cluster, many are a mistake."""
-TTL_S_MAX = 3600.0
-"""The server's bound on a lease's TTL."""
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's formatter, but lines never break inside a word at a hyphen, so a flag such
-    as --retry-deadline is never cut in two."""
-
-    def _split_lines(self, text: str, width: int) -> list[str]:
-        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
-
-    def _fill_text(self, text: str, width: int, indent: str) -> str:
-        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent,
-                             subsequent_indent=indent, break_on_hyphens=False)  # fmt: skip
-
-
-class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose usage errors are one line: the error, then where the usage
-    is (argparse would print the whole usage block first). Subparsers are of this class too,
-    and every parser formats its help with ``HelpFormatter``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("paxlock")
-    except importlib.metadata.PackageNotFoundError:
-        return "(version unknown: not installed)"
 
 
 def _learn_mode(text: str) -> str:
@@ -78,85 +41,13 @@ def _positive(text: str) -> int:
     return value
 
 
-def _number(text: str, rule: str) -> float:
-    """A finite number, or the usage error ``must be {rule}, not {text!r}``."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be {rule}, not {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = _number(text, "a number of seconds, at least 0")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, at least 0, not {text!r}")
-    return value
-
-
-def _ttl(text: str) -> float:
-    rule = f"a number of seconds above 0 and at most {TTL_S_MAX:g}"
-    value = _number(text, rule)
-    if not 0 < value <= TTL_S_MAX:
-        raise argparse.ArgumentTypeError(f"must be {rule}, not {text!r}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    rule = "a fraction between 0 and 1 (both excluded)"
-    value = _number(text, rule)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be {rule}, not {text!r}")
-    return value
-
-
-def _lease_name(text: str) -> str:
-    if NAME_RE.fullmatch(text) is None:
-        raise argparse.ArgumentTypeError(
-            f"invalid lease name {text[:60]!r}: use 1 to 256 characters of A-Za-z0-9._/-"
-        )
-    return text
-
-
-def _identity(text: str) -> str:
-    if not 1 <= len(text) <= 256:
-        raise argparse.ArgumentTypeError("must have 1 to 256 characters")
-    return text
-
-
-def _cluster_size(text: str) -> int:
-    """An odd number of members from 3: fewer survive no failure, and an even size is refused
-    because it tolerates no more failures than the odd size below it while needing one more
-    vote for every decision (4 members: a majority is 3, one failure tolerated, as with 3)."""
-    try:
-        nodes = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if nodes < 3:
-        raise argparse.ArgumentTypeError(
-            f"a cluster needs at least 3 members to survive the loss of one, not {nodes}"
-        )
-    if nodes % 2 == 0:
-        raise argparse.ArgumentTypeError(
-            f"{nodes} members tolerate no more failures than {nodes - 1} and need more votes: "
-            f"use {nodes - 1} or {nodes + 1}"
-        )
-    if nodes > LOCAL_CLUSTER_NODES_MAX:
-        raise argparse.ArgumentTypeError(
-            f"at most {LOCAL_CLUSTER_NODES_MAX} members on one machine, not {nodes}"
-        )
-    return nodes
-
-
 def build_parser() -> argparse.ArgumentParser:
     from paxlock.api.client.keepalive import WAIT_CHUNK_S
     from paxlock.api.client.transport import RetryPolicy
 
     parser = Parser(prog="paxlock", description=DESCRIPTION,
                     epilog="'paxlock COMMAND --help' shows a command's options.")  # fmt: skip
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sim = commands.add_parser(
@@ -193,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_cmd_serve)
 
     up = commands.add_parser("up", help="run a local cluster on loopback until Ctrl-C")
-    up.add_argument("--nodes", type=_cluster_size, default=3, metavar="N",
+    up.add_argument("--nodes", type=cluster_size, default=3, metavar="N",
                     help="how many members: an odd number, at least 3 and at most "
                     f"{LOCAL_CLUSTER_NODES_MAX} (default: %(default)s)")  # fmt: skip
     up.add_argument("--base-port", type=int, default=7001,
@@ -221,23 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
         f"--retry-deadline, {WAIT_CHUNK_S + retry_deadline_s:g} s with the defaults; 5 when "
         "the lease was lost.",
     )  # fmt: skip
-    lock.add_argument("name", metavar="NAME", type=_lease_name,
+    lock.add_argument("name", metavar="NAME", type=lease_name,
                       help="the lease: 1 to 256 characters of A-Za-z0-9._/-")  # fmt: skip
-    lock.add_argument("--ttl", type=_ttl, default=10.0, metavar="S",
+    lock.add_argument("--ttl", type=ttl, default=10.0, metavar="S",
                       help=f"lease TTL in seconds, at most {TTL_S_MAX:g} (default: %(default)s)")
-    lock.add_argument("--wait", type=_seconds, default=None, metavar="S",
+    lock.add_argument("--wait", type=seconds, default=None, metavar="S",
                       help="how long NAME may stay held before giving up with exit status 3 "
                       "(default: wait for ever)")  # fmt: skip
-    lock.add_argument("--margin", type=_fraction, default=0.2, metavar="F",
+    lock.add_argument("--margin", type=fraction, default=0.2, metavar="F",
                       help="fraction of the TTL kept as safety margin (default: %(default)s)")
-    lock.add_argument("--retry-deadline", type=_seconds, default=retry_deadline_s, metavar="S",
+    lock.add_argument("--retry-deadline", type=seconds, default=retry_deadline_s, metavar="S",
                       help="how long to keep retrying a cluster that does not answer or has no "
                       "primary, beyond the current wait, before exit status 4 "
                       "(default: %(default)s)")  # fmt: skip
     lock.add_argument("--endpoint", action="append", metavar="URL",
                       help="node URL (repeatable; default $PAXLOCK_ENDPOINTS or "
                       "http://127.0.0.1:7001,7002,7003)")
-    lock.add_argument("--identity", type=_identity,
+    lock.add_argument("--identity", type=identity,
                       help="holder name (default: host-pid-random)")  # fmt: skip
     lock.set_defaults(handler=_cmd_lock, cmd=[])
     # The command after -- is split off before parsing (main): show it in the usage.
