@@ -7,23 +7,31 @@ gets SIGTERM at once and SIGKILL ``ttl × margin / 2`` later: both strictly befo
 ``consul lock`` child can outlive its lock by a minute and more.) The command sees the
 fencing token in ``PAXLOCK_TOKEN`` so it can pass it to the resources it writes.
 
-Exit status: the command's (128 + signal when it was killed), 3 when the name stayed held
-for ``--wait``, 4 when the cluster was unavailable, 5 when the lease was lost.
+Exit status: the command's (128 + signal when it was killed); as a shell's, 127 when the
+command is not found and 126 when it is found but cannot be run (both decided before the lease
+is taken when they can be); 2 when the cluster calls the request invalid; 3 when the name
+stayed held for ``--wait``; 4 when the cluster was unavailable — no node answered, or none
+had a primary, for the current wait plus the retry deadline; 5 when the lease was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Sequence
 
 from paxlock.api.client.aio import AsyncClient
-from paxlock.api.client.errors import LeaseHeld, PaxlockError, Unavailable
+from paxlock.api.client.errors import BadRequest, LeaseHeld, PaxlockError
+from paxlock.api.client.holding import HeldLease
 
-EXIT_HELD, EXIT_UNAVAILABLE, EXIT_LOST = 3, 4, 5
+EXIT_USAGE, EXIT_HELD, EXIT_UNAVAILABLE, EXIT_LOST = 2, 3, 4, 5
+EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND = 126, 127
+"""A POSIX shell's statuses for a command found but not runnable, and one not found."""
 RELEASE_S = 2.0
 
 
@@ -36,52 +44,88 @@ def _status(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+def unrunnable(program: str) -> tuple[int, str] | None:
+    """Why a shell would not run ``program``, as (exit status, reason), or None: a name
+    without a slash is looked up on ``$PATH``, a path must be an executable file."""
+    if os.sep not in program:
+        return None if shutil.which(program) else (EXIT_NOT_FOUND, "command not found")
+    if not os.path.exists(program):
+        return EXIT_NOT_FOUND, os.strerror(errno.ENOENT)
+    if os.path.isdir(program):
+        return EXIT_CANNOT_EXECUTE, os.strerror(errno.EISDIR)
+    if not os.access(program, os.X_OK):
+        return EXIT_CANNOT_EXECUTE, os.strerror(errno.EACCES)
+    return None
+
+
 async def run_locked(endpoints: Sequence[str], name: str, command: Sequence[str], *,
                      ttl: float, wait: float | None, margin: float,
-                     identity: str | None = None) -> int:  # fmt: skip
-    grace_s = ttl * margin / 2
-    async with AsyncClient(list(endpoints), identity=identity) as client:
+                     retry_deadline_s: float, identity: str | None = None) -> int:  # fmt: skip
+    refused = unrunnable(command[0])
+    if refused is not None:
+        status, reason = refused
+        print(f"paxlock lock: {command[0]}: {reason}", file=sys.stderr)
+        return status
+    async with AsyncClient(list(endpoints), identity=identity,
+                           retry_deadline=retry_deadline_s) as client:  # fmt: skip
+        holding = client.lock(name, ttl=ttl, wait=wait, margin=margin)
         try:
-            holding = client.lock(name, ttl=ttl, wait=wait, margin=margin)
             lease = await holding.__aenter__()
         except LeaseHeld as held:
             print(f"paxlock lock: {name} is held by {held.holder or 'another holder'}",
                   file=sys.stderr)  # fmt: skip
             return EXIT_HELD
-        except (Unavailable, PaxlockError) as error:
-            print(f"paxlock lock: cannot acquire {name}: {error}", file=sys.stderr)
+        except BadRequest as error:
+            print(f"paxlock lock: {error.message}", file=sys.stderr)
+            return EXIT_USAGE
+        except PaxlockError as error:
+            print(f"paxlock lock: cannot acquire {name}: {error.message}", file=sys.stderr)
             return EXIT_UNAVAILABLE
-        env = dict(os.environ, PAXLOCK_NAME=name, PAXLOCK_TOKEN=str(lease.token))
-        # Its own process group, so that the signals reach everything the command started.
-        child = await asyncio.create_subprocess_exec(*command, env=env, start_new_session=True)
-        lost = asyncio.ensure_future(lease.lost.wait())
-        exited = asyncio.ensure_future(child.wait())
-        interrupted = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, interrupted.set)
-        stop = asyncio.ensure_future(interrupted.wait())
         try:
-            await asyncio.wait({lost, exited, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if not exited.done():
-                why = "the lease was lost" if lost.done() else "interrupted"
-                print(f"paxlock lock: {why}; stopping the command (SIGTERM, SIGKILL in "
-                      f"{grace_s:.2f} s)", file=sys.stderr)  # fmt: skip
-                _signal_group(child.pid, signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(asyncio.shield(exited), grace_s)
-                except TimeoutError:
-                    _signal_group(child.pid, signal.SIGKILL)
-                    await exited
-                _signal_group(child.pid, signal.SIGKILL)  # stragglers of the group
-                if lost.done():
-                    return EXIT_LOST
-            return _status(exited.result())
+            return await _run_holding(lease, command, grace_s=ttl * margin / 2)
         finally:
-            for waiter in (lost, stop):
-                waiter.cancel()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
             with contextlib.suppress(PaxlockError, TimeoutError):
                 # Release (bounded: after a loss the cluster may well be unreachable).
                 await asyncio.wait_for(holding.__aexit__(None, None, None), RELEASE_S)
+
+
+async def _run_holding(lease: HeldLease, command: Sequence[str], *, grace_s: float) -> int:
+    """Run ``command`` while ``lease`` is held; stop its process group if the lease is lost
+    or this process is interrupted. Returns the exit status of ``paxlock lock``."""
+    env = dict(os.environ, PAXLOCK_NAME=lease.name, PAXLOCK_TOKEN=str(lease.token))
+    try:
+        # Its own process group, so that the signals reach everything the command started.
+        child = await asyncio.create_subprocess_exec(*command, env=env, start_new_session=True)
+    except OSError as error:  # found, and yet exec failed (a missing script interpreter...)
+        status = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_EXECUTE
+        print(f"paxlock lock: {command[0]}: cannot execute: {error.strerror or error}",
+              file=sys.stderr)  # fmt: skip
+        return status
+    lost = asyncio.ensure_future(lease.lost.wait())
+    exited = asyncio.ensure_future(child.wait())
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupted.set)
+    stop = asyncio.ensure_future(interrupted.wait())
+    try:
+        await asyncio.wait({lost, exited, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not exited.done():
+            why = "the lease was lost" if lost.done() else "interrupted"
+            print(f"paxlock lock: {why}; stopping the command (SIGTERM, SIGKILL in "
+                  f"{grace_s:.2f} s)", file=sys.stderr)  # fmt: skip
+            _signal_group(child.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), grace_s)
+            except TimeoutError:
+                _signal_group(child.pid, signal.SIGKILL)
+                await exited
+            _signal_group(child.pid, signal.SIGKILL)  # stragglers of the group
+            if lost.done():
+                return EXIT_LOST
+        return _status(exited.result())
+    finally:
+        for waiter in (lost, stop):
+            waiter.cancel()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

@@ -1,4 +1,8 @@
-"""The ``paxlock`` command line."""
+"""The ``paxlock`` command line: ``build_parser`` and one handler per subcommand.
+
+Usage errors are one line and exit status 2 (``arguments.Parser``); every option's help shows
+its default. Help texts are plain text: no reST markup, which argparse would print as it is.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,17 @@ import sys
 import time
 from collections.abc import Sequence
 
+from paxlock.api.cli.arguments import (
+    LOCAL_CLUSTER_NODES_MAX, TTL_S_MAX, Parser, cluster_size, fraction, identity, lease_name,
+    seconds, ttl, version,
+)  # fmt: skip
 from paxlock.coordinator.core.learner import LearnMode
+
+DESCRIPTION = (
+    "An embeddable lock and leader-election service: a small Multi-Paxos cluster with durable "
+    "SQLite acceptors decides who holds each lease. Try 'paxlock up' (a local 3-member "
+    "cluster), then 'paxlock lock NAME -- CMD' from another terminal."
+)
 
 
 def _learn_mode(text: str) -> str:
@@ -28,7 +42,12 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="paxlock", description=__doc__)
+    from paxlock.api.client.keepalive import WAIT_CHUNK_S
+    from paxlock.api.client.transport import RetryPolicy
+
+    parser = Parser(prog="paxlock", description=DESCRIPTION,
+                    epilog="'paxlock COMMAND --help' shows a command's options.")  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sim = commands.add_parser(
@@ -38,9 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         "duplication, reordering and partitions, checking every safety property after every "
         "step and liveness once faults stop. Exits 1 on any violation.",
     )
-    sim.add_argument("--seeds", type=_positive, default=100, help="how many seeds (from 0)")
+    sim.add_argument("--seeds", type=_positive, default=100,
+                     help="how many seeds, from 0 (default: %(default)s)")  # fmt: skip
     sim.add_argument("--seed", type=int, help="run this one seed only (to replay a failure)")
-    sim.add_argument("--steps", type=_positive, default=2000, help="steps per seed")
+    sim.add_argument("--steps", type=_positive, default=2000,
+                     help="steps per seed (default: %(default)s)")  # fmt: skip
     sim.add_argument("--nodes", type=int, choices=(3, 5),
                      help="cluster size (default: 3 for even seeds, 5 for odd)")
     sim.add_argument("--learn-mode", type=_learn_mode,
@@ -63,9 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_cmd_serve)
 
     up = commands.add_parser("up", help="run a local cluster on loopback until Ctrl-C")
-    up.add_argument("--nodes", type=int, choices=(1, 3, 5), default=3)
-    up.add_argument("--base-port", type=int, default=7001, help="port of n1; n2 is next...")
-    up.add_argument("--data-dir", default="paxlock-data", help="default: ./paxlock-data")
+    up.add_argument("--nodes", type=cluster_size, default=3, metavar="N",
+                    help="how many members: an odd number, at least 3 and at most "
+                    f"{LOCAL_CLUSTER_NODES_MAX} (default: %(default)s)")  # fmt: skip
+    up.add_argument("--base-port", type=int, default=7001,
+                    help="port of n1; n2 gets the next one, and so on (default: %(default)s)")
+    up.add_argument("--data-dir", default="paxlock-data",
+                    help="where the members' stores go (default: %(default)s, in the current "
+                    "directory)")  # fmt: skip
     up.set_defaults(handler=_cmd_up)
 
     status = commands.add_parser("status", help="show the cluster as a node sees it")
@@ -74,24 +100,39 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the raw cluster object")
     status.set_defaults(handler=_cmd_status)
 
+    retry_deadline_s = RetryPolicy().retry_deadline_s
     lock = commands.add_parser(
         "lock", help="run a command while holding a lease",
         description="Hold lease NAME while CMD runs, renewing it; if the lease is lost, CMD "
         "gets SIGTERM, then SIGKILL, both before anyone else can be granted NAME. CMD sees "
-        "the fencing token in PAXLOCK_TOKEN. Exits with CMD's status; 3 when NAME stayed "
-        "held for --wait, 4 when the cluster is unavailable, 5 when the lease was lost.",
+        "the fencing token in PAXLOCK_TOKEN. Exits with CMD's status (127 when CMD is not "
+        "found, 126 when it cannot be run); 2 on a usage error; 3 when NAME stayed held for "
+        "--wait; 4 when the cluster is unavailable: it is given up on once no node answered "
+        f"for the current wait (--wait, at most {WAIT_CHUNK_S:g} s of it) plus "
+        f"--retry-deadline, {WAIT_CHUNK_S + retry_deadline_s:g} s with the defaults; 5 when "
+        "the lease was lost.",
     )  # fmt: skip
-    lock.add_argument("name", metavar="NAME")
-    lock.add_argument("--ttl", type=float, default=10.0, help="lease TTL in seconds")
-    lock.add_argument("--wait", type=float, default=None,
-                      help="give up after this many seconds (default: wait for ever)")
-    lock.add_argument("--margin", type=float, default=0.2,
-                      help="fraction of the TTL kept as safety margin (default 0.2)")
-    lock.add_argument("--endpoint", action="append",
+    lock.add_argument("name", metavar="NAME", type=lease_name,
+                      help="the lease: 1 to 256 characters of A-Za-z0-9._/-")  # fmt: skip
+    lock.add_argument("--ttl", type=ttl, default=10.0, metavar="S",
+                      help=f"lease TTL in seconds, at most {TTL_S_MAX:g} (default: %(default)s)")
+    lock.add_argument("--wait", type=seconds, default=None, metavar="S",
+                      help="how long NAME may stay held before giving up with exit status 3 "
+                      "(default: wait for ever)")  # fmt: skip
+    lock.add_argument("--margin", type=fraction, default=0.2, metavar="F",
+                      help="fraction of the TTL kept as safety margin (default: %(default)s)")
+    lock.add_argument("--retry-deadline", type=seconds, default=retry_deadline_s, metavar="S",
+                      help="how long to keep retrying a cluster that does not answer or has no "
+                      "primary, beyond the current wait, before exit status 4 "
+                      "(default: %(default)s)")  # fmt: skip
+    lock.add_argument("--endpoint", action="append", metavar="URL",
                       help="node URL (repeatable; default $PAXLOCK_ENDPOINTS or "
                       "http://127.0.0.1:7001,7002,7003)")
-    lock.add_argument("--identity", help="holder name (default: host-pid-random)")
+    lock.add_argument("--identity", type=identity,
+                      help="holder name (default: host-pid-random)")  # fmt: skip
     lock.set_defaults(handler=_cmd_lock, cmd=[])
+    # The command after -- is split off before parsing (main): show it in the usage.
+    lock.usage = lock.format_usage().removeprefix("usage: ").rstrip() + " -- CMD [ARGS...]"
     return parser
 
 
@@ -103,15 +144,14 @@ def _cmd_lock(args: argparse.Namespace) -> int:
 
     command = args.cmd
     if not command:
-        print("paxlock lock: give the command after --", file=sys.stderr)
-        return 2
-    if not args.ttl > 0 or not 0 < args.margin < 1:
-        print("paxlock lock: --ttl must be > 0 and --margin in (0, 1)", file=sys.stderr)
+        print("paxlock lock: give the command to run after --: paxlock lock NAME -- CMD "
+              "[ARGS...]", file=sys.stderr)  # fmt: skip
         return 2
     endpoints = args.endpoint or os.environ.get("PAXLOCK_ENDPOINTS", "").split(",")
     endpoints = [e for e in endpoints if e] or [f"http://127.0.0.1:{p}" for p in (7001, 7002, 7003)]
     return run_fast(run_locked(endpoints, args.name, command, ttl=args.ttl, wait=args.wait,
-                               margin=args.margin, identity=args.identity))  # fmt: skip
+                               margin=args.margin, identity=args.identity,
+                               retry_deadline_s=args.retry_deadline))  # fmt: skip
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

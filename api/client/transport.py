@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,23 @@ class RetryPolicy:
         if not (self.request_timeout_s > 0 and self.retry_deadline_s >= 0
                 and 0 < self.backoff_base_s <= self.backoff_max_s):  # fmt: skip
             raise ValueError(f"invalid retry policy: {self}")
+
+
+def did_not_answer(who: str, error: BaseException, timeout_s: float) -> str:
+    """A sentence for an HTTP attempt that got no answer: ``{who} did not answer within 5 s``
+    or ``{who} did not answer: connection refused``. Messages are read by people (a 503 body,
+    a command's one line of error): an exception's repr belongs in a log, not there."""
+    if isinstance(error, TimeoutError):  # asyncio's and aiohttp's timeouts alike
+        return f"{who} did not answer within {timeout_s:g} s"
+    if isinstance(error, aiohttp.ServerDisconnectedError):
+        why = "it closed the connection"
+    elif isinstance(error, OSError) and error.errno is not None and error.errno > 0:
+        why = os.strerror(error.errno).lower()  # aiohttp's connection errors carry the errno
+    elif isinstance(error, OSError) and error.strerror:
+        why = error.strerror  # a name that does not resolve (a negative getaddrinfo code)
+    else:
+        why = str(error) or type(error).__name__
+    return f"{who} did not answer: {why}"
 
 
 def normalize_endpoints(endpoints: str | Sequence[str]) -> list[str]:
@@ -170,7 +188,7 @@ class Transport:
                 tried.add(url)
                 if url == self._primary_url:
                     self._primary_url = None
-                last = Unavailable(f"{url} did not answer: {error!r}")
+                last = Unavailable(did_not_answer(url, error, timeout))
                 if all(u in tried for u in self._candidates()):
                     failures += 1
                     await self._backoff(failures, deadline)

@@ -1,4 +1,4 @@
-"""Typed results of the SDK: the lease, leader and cluster objects of DESIGN.md §4.
+"""Typed results of the SDK: the lease, leader and cluster objects of the HTTP API.
 
 Frozen dataclasses built from the server's JSON with ``from_json``: unknown fields are
 ignored (a newer server may add some), missing optional ones default, and a field of the

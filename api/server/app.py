@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from yarl import URL
 
+from paxlock.api.client.transport import did_not_answer
 from paxlock.api.server.errors import error_middleware, error_response
 from paxlock.api.server.peer import NODE_HEADER, TOKEN_HEADER, token_ok
 from paxlock.api.server.routes import (
@@ -107,7 +108,9 @@ class Forwarder:
                 payload = await upstream.read()
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
             self.metrics.http_forwarded.labels(outcome="unreachable").inc()
-            message = f"primary {primary} unreachable: {error!r}"
+            limit_s = timeout.total or timeout.sock_read or FORWARD_CONNECT_S
+            message = did_not_answer(f"the primary {primary} at {self.peers[primary]}", error,
+                                     limit_s)  # fmt: skip
             raise Unavailable(message, primary=primary) from None
         return web.Response(status=upstream.status, body=payload, headers=out)
 

@@ -1,4 +1,5 @@
-"""The handlers of DESIGN.md §4, thin: parse (``wire``), call the ``Leasing`` service, shape.
+"""The handlers of the HTTP API (the README lists its routes), thin: parse (``wire``), call
+the ``Leasing`` service, shape.
 
 Names may contain ``/``, so one route per collection (``/v1/leases/{tail:.+}``) takes the
 rest of the path and splits the custom verb off its last ``:`` (names cannot contain ``:``).
@@ -248,7 +249,8 @@ def dispatcher(collection: str, actions: dict[tuple[str, str | None], Action]
         key = verb or None
         allowed = {method for method, action_verb in actions if action_verb == key}
         if not allowed:
-            raise NotFound(f"unknown action :{verb} (see DESIGN §4 for the verbs of {collection})")
+            verbs = ", ".join(sorted({f":{v}" for _, v in actions if v}))
+            raise NotFound(f"unknown action :{verb}; {collection} take {verbs}")
         request[ROUTE] = f"/v1/{collection}/{{name}}" + (f":{verb}" if verb else "")
         action = actions.get((request.method, key))
         if action is None:

@@ -3,7 +3,7 @@
 Every check here answers 400 ``bad_request`` with a message naming the field, so a client
 learns what to fix without reading server logs. The bounds:
 
-- ``ttl``: seconds, > 0 and ≤ 3600. Longer leases belong to sessions (DESIGN §7), and an
+- ``ttl``: seconds, > 0 and ≤ 3600. Longer leases belong to sessions (not built yet), and an
   upper bound keeps a crashed holder from blocking a name for days.
 - ``wait``, ``lock_delay``: seconds, 0..3600. ``observe``'s ``timeout``: 0..3600, default 30.
 - ``value``: at most 4096 bytes of UTF-8 (the lease state machine's limit, §3).

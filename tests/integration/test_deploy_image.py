@@ -1,7 +1,7 @@
 """The image's build stage, done here without Docker (issue 7): the files that
 deploy/Dockerfile copies, as deploy/Dockerfile.dockerignore lets them into the build context,
-build a wheel (``pip wheel``, as the build stage does) that holds every module of the package
-and a working ``paxlock`` command."""
+build a wheel (``pip wheel``, as the build stage does) that holds every module of the package,
+the license, and a working ``paxlock`` command."""
 
 from __future__ import annotations
 
@@ -53,6 +53,11 @@ def test_the_build_stage_makes_a_complete_wheel(tmp_path: Path) -> None:
         for module in (ROOT / folder).glob("*.py"):
             assert f"{prefix}/{module.name}" in names, f"{prefix}/{module.name} not in the wheel"
     assert "paxlock/py.typed" in names
+    license_files = [n for n in names if ".dist-info/licenses/" in n]
+    assert [n.rpartition("/")[2] for n in license_files] == pyproject["project"]["license-files"]
+    assert zipfile.ZipFile(wheel).read(license_files[0]) == (ROOT / "LICENSE").read_bytes()
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    assert "License-Expression: Apache-2.0" in zipfile.ZipFile(wheel).read(metadata).decode()
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "paxlock = paxlock.api.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

@@ -1,0 +1,123 @@
+"""The argument types and the parser class of the ``paxlock`` command line: each type turns
+one word into a value or into a usage error that says what the value must be, and the parser
+reports that error on one line with exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import math
+import textwrap
+from typing import Any, NoReturn
+
+from paxlock.coordinator.core.lease_commands import NAME_RE
+
+LOCAL_CLUSTER_NODES_MAX = 9
+"""``paxlock up`` runs every member on this machine: a few are a cluster, many are a mistake."""
+TTL_S_MAX = 3600.0
+"""The server's bound on a lease's TTL."""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, but lines never break inside a word at a hyphen, so a flag such
+    as --retry-deadline is never cut in two."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent,
+                             subsequent_indent=indent, break_on_hyphens=False)  # fmt: skip
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line: the error, then where the usage
+    is (argparse would print the whole usage block first). Subparsers are of this class too,
+    and every parser formats its help with ``HelpFormatter``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("paxlock")
+    except importlib.metadata.PackageNotFoundError:
+        return "(version unknown: not installed)"
+
+
+def _number(text: str, rule: str) -> float:
+    """A finite number, or the usage error ``must be {rule}, not {text!r}``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be {rule}, not {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    rule = "a number of seconds, at least 0"
+    value = _number(text, rule)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be {rule}, not {text!r}")
+    return value
+
+
+def ttl(text: str) -> float:
+    rule = f"a number of seconds above 0 and at most {TTL_S_MAX:g}"
+    value = _number(text, rule)
+    if not 0 < value <= TTL_S_MAX:
+        raise argparse.ArgumentTypeError(f"must be {rule}, not {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    rule = "a fraction between 0 and 1 (both excluded)"
+    value = _number(text, rule)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be {rule}, not {text!r}")
+    return value
+
+
+def lease_name(text: str) -> str:
+    if NAME_RE.fullmatch(text) is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid lease name {text[:60]!r}: use 1 to 256 characters of A-Za-z0-9._/-"
+        )
+    return text
+
+
+def identity(text: str) -> str:
+    if not 1 <= len(text) <= 256:
+        raise argparse.ArgumentTypeError("must have 1 to 256 characters")
+    return text
+
+
+def cluster_size(text: str) -> int:
+    """An odd number of members from 3: fewer survive no failure, and an even size is refused
+    because it tolerates no more failures than the odd size below it while needing one more
+    vote for every decision (4 members: a majority is 3, one failure tolerated, as with 3)."""
+    try:
+        nodes = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if nodes < 3:
+        raise argparse.ArgumentTypeError(
+            f"a cluster needs at least 3 members to survive the loss of one, not {nodes}"
+        )
+    if nodes > LOCAL_CLUSTER_NODES_MAX:
+        raise argparse.ArgumentTypeError(
+            f"at most {LOCAL_CLUSTER_NODES_MAX} members on one machine, not {nodes}"
+        )
+    if nodes % 2 == 0:
+        raise argparse.ArgumentTypeError(
+            f"{nodes} members tolerate no more failures than {nodes - 1} and need more votes: "
+            f"use {nodes - 1} or {nodes + 1}"
+        )
+    return nodes
