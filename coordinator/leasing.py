@@ -57,7 +57,8 @@ class Leasing(Protocol):
         ...
 
     def cluster(self) -> dict[str, Any]:
-        """The cluster object of DESIGN.md §4 as this node sees it."""
+        """The cluster object as this node sees it: node, primary, ballot, learn_mode,
+        chosen_index, applied_index and members (id, url, reachable, chosen_index)."""
         ...
 
     def readiness(self) -> tuple[bool, str]:
