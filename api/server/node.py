@@ -33,6 +33,22 @@ from paxlock.persistence import SqliteStore
 log = structlog.get_logger("paxlock.node")
 
 
+class ListenError(OSError):
+    """The HTTP listener could not bind its address (in use, not ours, no permission); the
+    message is one sentence: ``cannot listen on HOST:PORT: address already in use``."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def listen_failure(host: str, port: int, error: OSError) -> str:
+    """``cannot listen on HOST:PORT: REASON`` for a failed bind, the reason in plain words
+    (``address already in use``) rather than the event loop's repr of the address."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"cannot listen on {where}: {reason[:1].lower()}{reason[1:]}"
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """How to run one member. ``peers`` maps every member id (this one included) to its
@@ -178,7 +194,10 @@ class Node:
             stack.push_async_callback(self._runner.cleanup)
             await self._runner.setup()
             host, port = config.bind()
-            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+            try:
+                await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+            except OSError as error:
+                raise ListenError(error.errno, listen_failure(host, port, error)) from error
         log.info("node_started", node=config.node_id, url=self.url,
                  chosen_index=self.runtime.replica.status().chosen_index)  # fmt: skip
 
