@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from paxlock._logs import get_logger
 from paxlock.api.server.embedded import EmbeddedLeases
 from paxlock.api.server.peer import WS_PATH, PeerTransport, websocket_handler
 from paxlock.coordinator.core.learner import LearnMode
@@ -30,7 +30,7 @@ from paxlock.coordinator.runtime import Runtime
 from paxlock.coordinator.service import LeaseService
 from paxlock.persistence import SqliteStore
 
-log = structlog.get_logger("paxlock.node")
+log = get_logger("paxlock.node")
 
 
 class ListenError(OSError):

@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 import msgspec
-import structlog
 from aiohttp import web
 
+from paxlock._logs import get_logger
 from paxlock.coordinator.core.messages import Envelope, Message
 
-log = structlog.get_logger("paxlock.peer")
+log = get_logger("paxlock.peer")
 
 WS_PATH = "/internal/ws"
 NODE_HEADER = "X-Paxlock-Node"
