@@ -159,7 +159,10 @@ def websocket_handler(
             )
         src = request.headers.get(NODE_HEADER, "")
         ws = web.WebSocketResponse(max_msg_size=64 * 1024 * 1024, heartbeat=5.0)
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionResetError:  # the peer hung up mid-handshake: it stopped or died
+            return ws
         async for frame in ws:
             if frame.type is not aiohttp.WSMsgType.BINARY:
                 continue
