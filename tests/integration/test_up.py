@@ -151,24 +151,33 @@ def answers(url: str, path: str = "/readyz") -> bool:
         return False
 
 
+def up_to_its_end(tmp_path: Path, base: int) -> tuple[Any, dict[int, list[str]]]:
+    """Run `paxlock up` until it exits by itself; its result, and the processes it left
+    behind (killed here)."""
+    data = tmp_path / "data"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "paxlock.api.cli", "up", "--base-port", str(base),
+             "--data-dir", str(data)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        left = processes_under(data)
+        kill_leftovers(data)
+    return done, left
+
+
 def test_up_refuses_a_port_in_use_with_one_line_and_exit_2(tmp_path: Path) -> None:
     base = three_free_ports()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", base + 1))
         taken.listen()
-        done = subprocess.run(
-            [sys.executable, "-m", "paxlock.api.cli", "up", "--base-port", str(base),
-             "--data-dir", str(tmp_path / "data")],
-            capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
-    try:
-        assert done.returncode == 2, done.stderr
-        assert done.stderr.splitlines() == [
-            f"paxlock up: cannot listen on 127.0.0.1:{base + 1}: address already in use"
-        ]
-        assert processes_under(tmp_path / "data") == {}
-    finally:
-        kill_leftovers(tmp_path / "data")
+        done, left = up_to_its_end(tmp_path, base)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"paxlock up: cannot listen on 127.0.0.1:{base + 1}: address already in use"
+    ]
+    assert left == {}
 
 
 def test_up_stops_the_cluster_when_a_node_refuses_its_first_start(tmp_path: Path) -> None:
@@ -178,20 +187,13 @@ def test_up_stops_the_cluster_when_a_node_refuses_its_first_start(tmp_path: Path
     (tmp_path / "data" / "n2").mkdir(parents=True)
     with open(tmp_path / "data" / "n2" / "LOCK", "wb") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        done = subprocess.run(
-            [sys.executable, "-m", "paxlock.api.cli", "up", "--base-port", str(base),
-             "--data-dir", str(tmp_path / "data")],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-    try:
-        assert done.returncode == 2, done.stderr[-3000:]
-        lines = done.stderr.splitlines()
-        assert "paxlock up: n2 could not start; stopping the cluster" in lines
-        assert any(line.startswith("paxlock serve:") and "in use" in line for line in lines)
-        assert "Traceback" not in done.stderr
-        assert processes_under(tmp_path / "data") == {}
-    finally:
-        kill_leftovers(tmp_path / "data")
+        done, left = up_to_its_end(tmp_path, base)
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = done.stderr.splitlines()
+    assert "paxlock up: n2 could not start; stopping the cluster" in lines
+    assert any(line.startswith("paxlock serve:") and "in use" in line for line in lines)
+    assert "Traceback" not in done.stderr
+    assert left == {}
 
 
 def data_dirs_unlocked(data: Path) -> bool:
