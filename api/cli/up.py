@@ -19,6 +19,7 @@ included, through ``signal.set_wakeup_fd``) or a line on stdin, and acts there.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import selectors
@@ -122,6 +123,13 @@ def how_it_ended(code: int) -> str:
         return f"was killed by signal {-code}"
 
 
+def drain(fd: int) -> None:
+    """Empty the non-blocking wakeup pipe (one byte per signal received)."""
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 512):
+            pass
+
+
 class LocalCluster:
     """The members of one ``paxlock up`` and the loop that supervises them."""
 
@@ -168,12 +176,7 @@ class LocalCluster:
                 return ended
             for key, _ in self._selector.select():
                 if key.fd == wakeup_r:
-                    while True:
-                        try:
-                            if not os.read(wakeup_r, 512):
-                                break
-                        except BlockingIOError:
-                            break
+                    drain(wakeup_r)
                 else:
                     self._on_keyboard()
         name = signal.Signals(self.signal).name
