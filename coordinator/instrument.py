@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import structlog
-
+from paxlock._logs import get_logger
 from paxlock.coordinator.core.lease_commands import (
     Expired,
     Lease,
@@ -23,7 +22,7 @@ from paxlock.coordinator.metrics import Metrics
 from paxlock.coordinator.ports import Clock, Transport
 from paxlock.coordinator.runtime import Runtime
 
-log = structlog.get_logger("paxlock.consensus")
+log = get_logger("paxlock.consensus")
 
 
 class CountingTransport:

@@ -18,15 +18,14 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 
-import structlog
-
+from paxlock._logs import get_logger
 from paxlock.coordinator.core.keeper_effects import RequestKey
 from paxlock.coordinator.core.messages import Envelope, Message, Record, SnapshotRecord
 from paxlock.coordinator.core.replica import LeaseReplica
 from paxlock.coordinator.core.replica_io import ReplicaReady, RequestOp
 from paxlock.coordinator.ports import Clock, Store, Transport
 
-log = structlog.get_logger("paxlock.runtime")
+log = get_logger("paxlock.runtime")
 
 ReadySink = Callable[[ReplicaReady], None]
 

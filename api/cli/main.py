@@ -78,12 +78,25 @@ def build_parser() -> argparse.ArgumentParser:
         "serve", help="run one cluster member",
         description="Run one member of a paxlock cluster. Settings come from flags, then "
         "PAXLOCK_* environment variables (e.g. PAXLOCK_DATA_DIR, PAXLOCK_PEER=n2=URL,n3=URL), "
-        "then the --config TOML file.",
+        "then the --config TOML file. SIGINT or SIGTERM stops it cleanly (exit 0). Exit "
+        "status 2, with one line on stderr and nothing left running, when it cannot start: "
+        "a configuration mistake, a store it must not use (another node's or cluster's, "
+        "corrupt, or locked by a live process), or an address it cannot listen on; 1 when "
+        "its store fails while it runs.",
     )  # fmt: skip
     add_serve_arguments(serve)
     serve.set_defaults(handler=_cmd_serve)
 
-    up = commands.add_parser("up", help="run a local cluster on loopback until Ctrl-C")
+    up = commands.add_parser(
+        "up", help="run a local cluster on loopback until Ctrl-C",
+        description="Run a local cluster on loopback, one 'paxlock serve' process per node "
+        "(ports from --base-port on, data in DATA_DIR/n1, n2, ...). Ctrl-C, SIGTERM and "
+        "SIGHUP stop every node and wait for them (exit 0). A node that dies is reported on "
+        "stderr and the others keep running: up prints the node's own 'paxlock serve' "
+        "command to restart it by hand, and restarts it itself on Enter (a line on stdin). "
+        "Exit status 2 when a port is in use or a node refuses its first start; 1 when no "
+        "node is left running.",
+    )  # fmt: skip
     up.add_argument("--nodes", type=cluster_size, default=3, metavar="N",
                     help="how many members: an odd number, at least 3 and at most "
                     f"{LOCAL_CLUSTER_NODES_MAX} (default: %(default)s)")  # fmt: skip
@@ -157,31 +170,15 @@ def _cmd_lock(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import os
 
-    from paxlock.api.cli.logs import configure_logging
-    from paxlock.api.cli.serve import ConfigError, node_config, resolve, run_fast, serve
-    from paxlock.persistence import StoreError
+    from paxlock.api.cli.serve import serve_command
 
-    try:
-        settings = resolve(args, os.environ)
-        config = node_config(settings)
-    except ConfigError as error:
-        print(f"paxlock serve: {error}", file=sys.stderr)
-        return 2
-    configure_logging(str(settings.get("log_level") or "info"), node=config.node_id)
-    try:
-        return run_fast(serve(config))
-    except StoreError as error:
-        print(f"paxlock serve: {error}", file=sys.stderr)
-        return 2
-    except OSError as error:
-        print(f"paxlock serve: cannot listen on {config.bind()}: {error}", file=sys.stderr)
-        return 2
+    return serve_command(args, os.environ)
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from paxlock.api.cli.serve import up
+    from paxlock.api.cli.up import up
 
     return up(args.base_port, args.nodes, Path(args.data_dir).resolve())
 

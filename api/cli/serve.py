@@ -1,5 +1,5 @@
-"""``paxlock serve`` and ``paxlock up``: configuration from flags, ``PAXLOCK_*`` environment
-variables and a TOML file (in that order of precedence), and the process lifecycle."""
+"""``paxlock serve``: configuration from flags, ``PAXLOCK_*`` environment variables and a
+TOML file (in that order of precedence), and the process lifecycle of one member."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ import argparse
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import tomllib
 from collections.abc import Coroutine, Mapping
-from pathlib import Path
 from typing import Any
 
 from paxlock.api.server.node import Node, NodeConfig
@@ -139,14 +137,38 @@ def run_fast(main: Coroutine[Any, Any, int]) -> int:
     return uvloop.run(main)
 
 
+def serve_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    """``paxlock serve``: exit status 0 once stopped by SIGINT or SIGTERM, 1 when the store
+    failed while running, 2 when the member could not start (a configuration mistake, a
+    store it must not use, an address it cannot listen on): one line on stderr, never a
+    traceback, and nothing left running."""
+    from paxlock.api.cli.logs import configure_logging
+    from paxlock.persistence import StoreError
+
+    try:
+        settings = resolve(args, environ)
+        # Before the settings are checked: checking them may log (an even cluster size).
+        configure_logging(str(settings.get("log_level") or "info"),
+                          node=str(settings.get("id") or "-"))  # fmt: skip
+        config = node_config(settings)
+    except ConfigError as error:
+        print(f"paxlock serve: {error}", file=sys.stderr)
+        return 2
+    try:
+        return run_fast(serve(config))
+    except (StoreError, OSError) as error:  # OSError: ListenError, or a data dir not ours
+        print(f"paxlock serve: {error}", file=sys.stderr)
+        return 2
+
+
 async def serve(config: NodeConfig) -> int:
     """Run one node until SIGINT/SIGTERM (exit 0) or until its store fails (exit 1)."""
-    node = Node(config)
-    await node.start()
-    stop = asyncio.Event()
+    stop = asyncio.Event()  # handlers first: a signal during start-up stops it right after
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    node = Node(config)
+    await node.start()
     failed = asyncio.ensure_future(node.wait_failed())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -159,46 +181,3 @@ async def serve(config: NodeConfig) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     return 0
-
-
-def up(base_port: int, nodes: int, data_dir: Path, host: str = "127.0.0.1") -> int:
-    """A local cluster: one ``paxlock serve`` child process per member, stopped on Ctrl-C."""
-    ids = [f"n{i + 1}" for i in range(nodes)]
-    urls = {node_id: f"http://{host}:{base_port + i}" for i, node_id in enumerate(ids)}
-    children: list[subprocess.Popen[bytes]] = []
-    try:
-        for i, node_id in enumerate(ids):
-            command = [sys.executable, "-m", "paxlock.api.cli", "serve", "--id", node_id,
-                       "--listen", f"{host}:{base_port + i}",
-                       "--data-dir", str(data_dir / node_id)]  # fmt: skip
-            for other in ids:
-                if other != node_id:
-                    command += ["--peer", f"{other}={urls[other]}"]
-            children.append(subprocess.Popen(command, env=dict(os.environ)))
-        print(f"paxlock: {nodes}-node cluster on {host}, data under {data_dir}/")
-        for node_id in ids:
-            print(f"  {node_id}  {urls[node_id]}")
-        print(f"try:  curl -s -XPOST {urls[ids[0]]}/v1/leases/demo:acquire "
-              """-d '{"holder": "me", "ttl": 10}'""")  # fmt: skip
-        print("Ctrl-C stops the cluster.", flush=True)
-        while all(child.poll() is None for child in children):
-            try:
-                children[0].wait(timeout=0.5)
-            except subprocess.TimeoutExpired:
-                continue
-        failed = [ids[i] for i, child in enumerate(children) if child.poll() not in (None, 0)]
-        print(f"paxlock: node(s) {', '.join(failed) or '?'} exited; stopping", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("\npaxlock: stopping", flush=True)
-        return 0
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()

@@ -15,13 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import msgspec
-import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from paxlock._logs import get_logger
 from paxlock.coordinator.errors import LeaseError, NotPrimary, Unavailable
 
-log = structlog.get_logger("paxlock.api")
+log = get_logger("paxlock.api")
 
 DEFAULT_RETRY_AFTER_S = 1.0
 """Retry-After for a 503 that names no better time (no primary known, not ready)."""

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from paxlock._logs import get_logger
 from paxlock.api.server.embedded import EmbeddedLeases
 from paxlock.api.server.peer import WS_PATH, PeerTransport, websocket_handler
 from paxlock.coordinator.core.learner import LearnMode
@@ -31,7 +31,23 @@ from paxlock.coordinator.runtime import Runtime
 from paxlock.coordinator.service import LeaseService
 from paxlock.persistence import SqliteStore
 
-log = structlog.get_logger("paxlock.node")
+log = get_logger("paxlock.node")
+
+
+class ListenError(OSError):
+    """The HTTP listener could not bind its address (in use, not ours, no permission); the
+    message is one sentence: ``cannot listen on HOST:PORT: address already in use``."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def listen_failure(host: str, port: int, error: OSError) -> str:
+    """``cannot listen on HOST:PORT: REASON`` for a failed bind, the reason in plain words
+    (``address already in use``) rather than the event loop's repr of the address."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"cannot listen on {where}: {reason[:1].lower()}{reason[1:]}"
 
 HANDOVER_WAIT_S = 2.0
 """How long a stopping primary waits for its successor's phase 1 before it goes anyway."""
@@ -182,7 +198,10 @@ class Node:
             stack.push_async_callback(self._runner.cleanup)
             await self._runner.setup()
             host, port = config.bind()
-            await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+            try:
+                await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+            except OSError as error:
+                raise ListenError(error.errno, listen_failure(host, port, error)) from error
         log.info("node_started", node=config.node_id, url=self.url,
                  chosen_index=self.runtime.replica.status().chosen_index)  # fmt: skip
 

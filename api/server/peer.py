@@ -17,12 +17,12 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import aiohttp
 import msgspec
-import structlog
 from aiohttp import web
 
+from paxlock._logs import get_logger
 from paxlock.coordinator.core.messages import Envelope, Message
 
-log = structlog.get_logger("paxlock.peer")
+log = get_logger("paxlock.peer")
 
 WS_PATH = "/internal/ws"
 NODE_HEADER = "X-Paxlock-Node"
@@ -159,7 +159,10 @@ def websocket_handler(
             )
         src = request.headers.get(NODE_HEADER, "")
         ws = web.WebSocketResponse(max_msg_size=64 * 1024 * 1024, heartbeat=5.0)
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionResetError:  # the peer hung up mid-handshake: it stopped or died
+            return ws
         async for frame in ws:
             if frame.type is not aiohttp.WSMsgType.BINARY:
                 continue

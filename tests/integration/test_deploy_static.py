@@ -182,8 +182,9 @@ def test_dockerfile_copies_every_package_folder_and_the_context_keeps_them() -> 
             copied += [source.rstrip("/") for source in rest.split()[:-1]]
     for folder in folders - {"."}:
         assert folder in copied or any(folder.startswith(c + "/") for c in copied), folder
-    root_needs = {"pyproject.toml", pyproject["project"]["readme"], "__init__.py", "py.typed",
-                  *pyproject["project"].get("license-files", [])}  # fmt: skip
+    root_needs = {"pyproject.toml", pyproject["project"]["readme"], "py.typed",
+                  *pyproject["project"].get("license-files", []),
+                  *(module.name for module in ROOT.glob("*.py"))}  # the package's own modules
     assert root_needs <= set(copied)
     patterns = [line.strip() for line in (DEPLOY / "Dockerfile.dockerignore").read_text()
                 .splitlines() if line.strip() and not line.startswith("#")]  # fmt: skip

@@ -3,6 +3,7 @@ embedded in a 3-member cluster offers the lease operations whichever member is p
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from paxlock import Node, NodeConfig
 
@@ -33,17 +35,43 @@ def test_readme_has_the_embedded_examples() -> None:
     assert len(examples()) == 2
 
 
+def run_example(code: str, tmp_path: Path, name: str) -> subprocess.CompletedProcess[str]:
+    """Run one README example as a host program of its own (free ports, its own TMPDIR)."""
+    for port in re.findall(r"127\.0\.0\.1:(71\d\d)", code):
+        code = code.replace(port, str(free_port()))
+    script = tmp_path / f"host_{name}.py"
+    script.write_text(code)
+    temp = tmp_path / f"{name}-tmp"
+    temp.mkdir()
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path, env=dict(os.environ, TMPDIR=str(temp)))  # fmt: skip
+
+
 def test_readme_embedded_examples_run(tmp_path: Path) -> None:
+    """Issue 11, item 9: the host's stdout and stderr carry only what the host printed (the
+    node configures no logging), and the examples leave no temporary dir behind."""
     for number, code in enumerate(examples()):
-        for port in re.findall(r"127\.0\.0\.1:(71\d\d)", code):
-            code = code.replace(port, str(free_port()))
-        script = tmp_path / f"example{number}.py"
-        script.write_text(code)
-        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                              timeout=60, cwd=tmp_path)  # fmt: skip
+        done = run_example(code, tmp_path, f"example{number}")
         assert done.returncode == 0, done.stderr[-3000:]
-        if number == 0:
-            assert "holding nightly-job with fencing token 1" in done.stdout
+        expected = "holding nightly-job with fencing token 1\n" if number == 0 else ""
+        assert (done.stdout, done.stderr) == (expected, "")
+        assert list((tmp_path / f"example{number}-tmp").iterdir()) == []
+
+
+HOST_LOGGING = {
+    "logging": "import logging, sys\n"
+               "logging.basicConfig(level=logging.INFO, stream=sys.stdout, format='%(name)s %(message)s')\n",
+    "structlog": "import structlog\nstructlog.configure(processors=[structlog.processors.JSONRenderer()])\n",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("host", sorted(HOST_LOGGING))
+def test_a_host_that_configures_logging_gets_the_node_events(tmp_path: Path, host: str) -> None:
+    done = run_example(HOST_LOGGING[host] + examples()[0], tmp_path, host)
+    assert done.returncode == 0, done.stderr[-3000:]
+    wanted = {"logging": "paxlock.node event='node_started'",
+              "structlog": '"event": "node_started"'}[host]  # fmt: skip
+    assert wanted in done.stdout and "holding nightly-job" in done.stdout, done.stdout
 
 
 async def test_embedded_members_serve_leases_whichever_is_primary(tmp_path: Path) -> None:

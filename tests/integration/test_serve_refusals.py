@@ -4,6 +4,7 @@ file untouched — and refuses bad configuration the same way."""
 from __future__ import annotations
 
 import hashlib
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,12 @@ from typing import Any
 def serve(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "paxlock.api.cli", "serve", *args],
                           capture_output=True, text=True, timeout=timeout)  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def digest(path: Path) -> str:
@@ -45,3 +52,20 @@ def test_bad_configuration_is_one_line_and_exit_2(tmp_path: Path) -> None:
         done = serve(*args)
         assert done.returncode == 2, args
         assert len(done.stderr.strip().splitlines()) == 1 and "paxlock serve:" in done.stderr
+
+
+def test_a_port_in_use_is_one_line_and_exit_2_promptly(tmp_path: Path) -> None:
+    """Issue 11, item 1: the listener fails after the store, the replica and the peer
+    transport started; all of it unwinds, so the process ends by itself (no lingering store
+    thread or session) with one line and no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        peers = [f"--peer=n{i}=http://127.0.0.1:{free_port()}" for i in (2, 3)]
+        done = serve("--id", "n1", "--listen", f"127.0.0.1:{port}",
+                     "--data-dir", str(tmp_path / "n1"), *peers, timeout=20)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"paxlock serve: cannot listen on 127.0.0.1:{port}: address already in use"
+    ]
