@@ -83,10 +83,6 @@ class PeerTransport:
             link.queue.append(envelope.msg)
             link.ready.set()
 
-    def reachable(self, peer: str) -> bool:
-        link = self.links.get(peer)
-        return link is not None and link.connected
-
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=1.0),
