@@ -9,8 +9,8 @@ the core: outsiders read it through ``LeaseReplica.status()``.
 
 **How a follower learns about the other followers.** In the normal flow a follower hears
 only from the primary (heartbeats, accepts, chosen values), never from another follower.
-Two ways out: followers could *ask* each other (a new request and reply, (N−1)² more
-messages per period, and another timer), or the primary could *relay* what it hears. The
+Two ways out: followers could *ask* each other (a new request and reply, about N² more
+messages per period, another timer), or the primary could *relay* what it hears. The
 primary already hears from every live follower at every heartbeat (its acks), so each
 heartbeat carries, per member, how long ago the primary heard from it and the chosen index
 it last reported (``messages.HeardFrom``). That costs no extra message, only bytes on one
