@@ -68,7 +68,9 @@ async def _ask(session: aiohttp.ClientSession, endpoint: str) -> dict[str, Any] 
     except asyncio.TimeoutError:
         return "no answer in time"
     except aiohttp.ClientConnectorError as error:
-        return f"cannot connect ({error.os_error.strerror or error.os_error})"
+        code = error.os_error.errno  # negative for a name that does not resolve
+        why = os.strerror(code) if code and code > 0 else error.os_error.strerror
+        return f"cannot connect ({why or error.os_error})"
     except (aiohttp.ClientError, ValueError) as error:
         return f"no cluster object ({type(error).__name__})"
     if not isinstance(view, dict) or not isinstance(view.get("members"), list):
