@@ -11,7 +11,9 @@ module knows nothing of when they change, so it imports nothing of the coordinat
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
 LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -38,6 +40,13 @@ class Metrics:
             ["node"], registry=r,
         )  # fmt: skip
         self.node_info.labels(node=node_id).set(1)
+        self.build_info = Info(
+            "paxlock_build", "Always 1; the version label is the paxlock release running.",
+            registry=r,
+        )  # fmt: skip
+        self.build_info.info({"version": paxlock_version()})
+        # CPU seconds, resident memory, open file descriptors, start time: process_* (Linux).
+        ProcessCollector(registry=r)
 
         # -- consensus -------------------------------------------------------------------------
         self.phase1_rounds = Counter(
@@ -54,7 +63,8 @@ class Metrics:
         )  # fmt: skip
         self.phase2_latency = Histogram(
             "paxlock_phase2_latency_seconds",
-            "From Accept sent to the slot being chosen, as seen by the primary.",
+            "On the primary, from the step that proposed a slot (its first Accept) to the "
+            "step that learned it chosen.",
             buckets=LATENCY_BUCKETS_S, registry=r,
         )  # fmt: skip
         self.ballot_round = Gauge(
@@ -98,13 +108,26 @@ class Metrics:
         )  # fmt: skip
 
         # -- leases ----------------------------------------------------------------------------
+        # Lease events are counted by the primary in office, as it applies them: each once in
+        # the cluster (a dashboard sums the members), never again when a restarted member
+        # re-applies its log (it does so before it can take office).
         self.leases_held = Gauge("paxlock_leases_held", "Leases currently held.", registry=r)
-        self.grants = Counter("paxlock_lease_grants", "Leases granted.", registry=r)
-        self.releases = Counter("paxlock_lease_releases", "Leases released.", registry=r)
+        self.grants = Counter(
+            "paxlock_lease_grants", "Leases granted, counted by the primary in office.",
+            registry=r,
+        )  # fmt: skip
+        self.releases = Counter(
+            "paxlock_lease_releases", "Leases released, counted by the primary in office.",
+            registry=r,
+        )  # fmt: skip
         self.expiries = Counter(
-            "paxlock_lease_expiries", "Leases expired (TTL ran out).", registry=r
-        )
-        self.renewals = Counter("paxlock_lease_renewals", "Lease renewals confirmed.", registry=r)
+            "paxlock_lease_expiries",
+            "Leases expired (TTL ran out), counted by the primary in office.", registry=r,
+        )  # fmt: skip
+        self.renewals = Counter(
+            "paxlock_lease_renewals",
+            "Lease renewals confirmed by a quorum round, counted by the primary.", registry=r,
+        )  # fmt: skip
         self.waiters = Gauge(
             "paxlock_lease_waiters", "Acquires parked at this node waiting for a name.", registry=r
         )
@@ -138,3 +161,11 @@ class Metrics:
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
         self.http_requests.labels(route=route, method=method, status=str(status)).inc()
         self.http_latency.labels(route=route, method=method).observe(seconds)
+
+
+def paxlock_version() -> str:
+    """The installed paxlock's version ("unknown" when run from a tree never installed)."""
+    try:
+        return version("paxlock")
+    except PackageNotFoundError:
+        return "unknown"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 from typing import Any
 
 from paxlock.coordinator.core.keeper_effects import NotPrimary as NotPrimaryOutcome
@@ -34,6 +33,7 @@ from paxlock.coordinator.core.replica_io import (
     ReleaseOp,
     RenewOp,
     ReplicaReady,
+    ReplicaStatus,
     RequestOp,
     TookOffice,
 )
@@ -50,14 +50,17 @@ OFFICE_WAIT_S = 2.0
 
 class LeaseService:
     def __init__(self, runtime: Runtime, *, learn_mode: str, peer_urls: dict[str, str],
-                 reachable: Callable[[str], bool]) -> None:  # fmt: skip
-        """``reachable(member)`` says whether the peer link to ``member`` is up."""
+                 reachable_window_s: float) -> None:  # fmt: skip
+        """A member is reachable when this node heard from it, directly or through the
+        primary, within ``reachable_window_s`` (twice the election timeout: the window in
+        which a primary must hear from a majority to stay primary)."""
+        assert reachable_window_s > 0
         self.runtime = runtime
         self.replica = runtime.replica
         self.clock = runtime.clock
         self.learn_mode = learn_mode
         self.peer_urls = peer_urls
-        self.reachable = reachable
+        self.reachable_window_s = reachable_window_s
         self._next_key = 0
         self._waiting: dict[RequestKey, asyncio.Future[Reply]] = {}
         self._in_office = asyncio.Event()
@@ -223,14 +226,8 @@ class LeaseService:
             "learn_mode": self.learn_mode,
             "chosen_index": status.chosen_index,
             "applied_index": status.applied_index,
-            "members": [
-                {
-                    "id": member, "url": url,
-                    "reachable": member == self.node_id or self.reachable(member),
-                    "chosen_index": status.chosen_index if member == self.node_id else None,
-                }  # fmt: skip
-                for member, url in sorted(self.peer_urls.items())
-            ],
+            "members": member_views(status, self.peer_urls, self.clock(),
+                                    self.reachable_window_s),  # fmt: skip
         }
 
     def readiness(self) -> tuple[bool, str]:
@@ -245,3 +242,32 @@ class LeaseService:
         if target is not None and target[1] - status.chosen_index > 1000:
             return False, "far behind the primary"
         return True, f"following {status.primary_hint}"
+
+
+def member_views(status: ReplicaStatus, peer_urls: dict[str, str], now: float,
+                 window_s: float) -> list[dict[str, Any]]:  # fmt: skip
+    """``/v1/cluster``'s members as ``status`` knows them: ``reachable`` when heard from
+    within ``window_s`` (this node always is), the chosen index each last reported, its
+    ``lag`` behind the highest chosen index known here (None while unknown), how long ago
+    it was heard from, and through whom (``heard_via``: None when directly)."""
+    contacts = {contact.member: contact for contact in status.contacts}
+    chosen = {member: c.chosen_index for member, c in contacts.items()
+              if c.chosen_index is not None}  # fmt: skip
+    chosen[status.node] = status.chosen_index
+    top = max(chosen.values())
+    views = []
+    for member, url in sorted(peer_urls.items()):
+        contact = contacts.get(member)
+        ago: float | None = None
+        if member == status.node:
+            ago = 0.0
+        elif contact is not None:
+            ago = round(max(0.0, now - contact.heard_at), 3)
+        index = chosen.get(member)
+        views.append({
+            "id": member, "url": url,
+            "reachable": ago is not None and ago <= window_s,
+            "chosen_index": index, "lag": None if index is None else top - index,
+            "heard_s_ago": ago, "heard_via": contact.via if contact is not None else None,
+        })  # fmt: skip
+    return views

@@ -107,11 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "directory)")  # fmt: skip
     up.set_defaults(handler=_cmd_up)
 
-    status = commands.add_parser("status", help="show the cluster as a node sees it")
-    status.add_argument("--endpoint", action="append",
-                        help="node URL (repeatable; default http://127.0.0.1:7001)")
-    status.add_argument("--json", action="store_true", help="print the raw cluster object")
-    status.set_defaults(handler=_cmd_status)
+    from paxlock.api.cli.status import add_status_arguments, run_status
+
+    status = commands.add_parser(
+        "status", help="show the members, the primary and how far behind each member is",
+        description="Ask every endpoint for its view of the cluster and show one table of "
+        "members. Exit status: 0 a primary is known, 4 no primary, 1 no endpoint answered.",
+    )  # fmt: skip
+    add_status_arguments(status)
+    status.set_defaults(handler=run_status)
 
     retry_deadline_s = RetryPolicy().retry_deadline_s
     lock = commands.add_parser(
@@ -181,31 +185,6 @@ def _cmd_up(args: argparse.Namespace) -> int:
     from paxlock.api.cli.up import up
 
     return up(args.base_port, args.nodes, Path(args.data_dir).resolve())
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    import json
-    import urllib.error
-    import urllib.request
-
-    for endpoint in args.endpoint or ["http://127.0.0.1:7001"]:
-        try:
-            with urllib.request.urlopen(endpoint.rstrip("/") + "/v1/cluster", timeout=3) as r:
-                cluster = json.load(r)
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            print(f"paxlock status: {endpoint}: {error}", file=sys.stderr)
-            continue
-        if args.json:
-            print(json.dumps(cluster, indent=2))
-            return 0
-        print(f"node {cluster['node']}  primary {cluster['primary'] or '-'}  "
-              f"ballot {cluster['ballot'] or '-'}  learn {cluster['learn_mode']}  "
-              f"chosen {cluster['chosen_index']}  applied {cluster['applied_index']}")  # fmt: skip
-        for member in cluster["members"]:
-            mark = "up  " if member["reachable"] else "DOWN"
-            print(f"  {mark} {member['id']:<8} {member['url']}")
-        return 0
-    return 1
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:

@@ -127,7 +127,12 @@ class Member:
     id: str
     url: str
     reachable: bool
+    """Heard from (by the node that answered) within twice the election timeout."""
     chosen_index: int | None
+    """The chosen index the member last reported (None: unknown)."""
+    lag: int | None = None
+    """Slots behind the highest chosen index the answering node knows of."""
+    heard_s_ago: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +151,8 @@ class Cluster:
         obj = _obj(raw, "cluster object")
         members = tuple(
             Member(_str(m, "id"), _str(m, "url"), m.get("reachable") is True,
-                   _opt_int(m, "chosen_index"))  # fmt: skip
+                   _opt_int(m, "chosen_index"), _opt_int(m, "lag"),
+                   _opt_float(m, "heard_s_ago"))  # fmt: skip
             for m in (_obj(item, "member") for item in obj.get("members") or [])
         )
         return cls(

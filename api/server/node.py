@@ -174,7 +174,7 @@ class Node:
         )  # fmt: skip
         self._service = LeaseService(self.runtime, learn_mode=config.learn_mode,
                                      peer_urls=dict(config.peers),
-                                     reachable=self.transport.reachable)  # fmt: skip
+                                     reachable_window_s=2 * config.election_timeout_s)  # fmt: skip
         self._leases = EmbeddedLeases(self._service, dict(config.peers), config.cluster_token)
         Instrumentation(self.metrics, time.monotonic).attach(self.runtime)
         app = create_app(self._service, peers=dict(config.peers), metrics=self.metrics,

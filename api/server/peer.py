@@ -57,7 +57,6 @@ class _Link:
         self.url = url.rstrip("/") + WS_PATH
         self.queue: deque[Message] = deque(maxlen=QUEUE_MAX)
         self.ready = asyncio.Event()
-        self.connected = False
         self.dropped = 0
 
 
@@ -82,10 +81,6 @@ class PeerTransport:
                 link.dropped += 1
             link.queue.append(envelope.msg)
             link.ready.set()
-
-    def reachable(self, peer: str) -> bool:
-        link = self.links.get(peer)
-        return link is not None and link.connected
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -118,7 +113,6 @@ class PeerTransport:
                 async with self._session.ws_connect(
                     link.url, headers=headers, heartbeat=5.0, max_msg_size=64 * 1024 * 1024
                 ) as ws:
-                    link.connected = True
                     backoff = 0.02
                     await self._write_frames(link, ws)
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
@@ -127,8 +121,6 @@ class PeerTransport:
                 # returns (retransmission and catch-up cover it): drop it, do not replay it.
                 link.dropped += len(link.queue)
                 link.queue.clear()
-            finally:
-                link.connected = False
             await asyncio.sleep(backoff)  # reconnect backoff, not synchronisation
             backoff = min(backoff * 2, RECONNECT_S_MAX)
 

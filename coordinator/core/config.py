@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from paxlock.coordinator.core.learner import LearnMode
+from paxlock.coordinator.core.messages import MEMBERS_MAX
 
 
 class Rng(Protocol):
@@ -40,6 +41,8 @@ class CoreConfig:
             raise ValueError(f"node {self.node_id!r} is not among members {self.members}")
         if len(set(self.members)) != len(self.members):
             raise ValueError("member ids must be unique")
+        if len(self.members) > MEMBERS_MAX:
+            raise ValueError(f"at most {MEMBERS_MAX} members, not {len(self.members)}")
         if not 0 < self.heartbeat_s < self.election_timeout_s:
             raise ValueError("heartbeat_s must be positive and below election_timeout_s")
 

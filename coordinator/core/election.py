@@ -13,7 +13,7 @@ from __future__ import annotations
 from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.config import CoreConfig, Rng
 from paxlock.coordinator.core.confirm import Rounds
-from paxlock.coordinator.core.messages import Heartbeat, PreVote, PreVoteReply
+from paxlock.coordinator.core.messages import HeardFrom, Heartbeat, PreVote, PreVoteReply
 from paxlock.coordinator.core.proposer import Role
 
 
@@ -69,11 +69,12 @@ class Election:
         self.primary_hint = self.node_id
         self.rounds.restart(now)
 
-    def heartbeat(self, ballot: Ballot, chosen_index: int, now: float) -> Heartbeat:
+    def heartbeat(self, ballot: Ballot, chosen_index: int, now: float,
+                  heard: tuple[HeardFrom, ...] = ()) -> Heartbeat:  # fmt: skip
         """The primary's sign of life, every ``heartbeat_s``; each one is a confirmation
-        round too."""
+        round too, and relays what the primary ``heard`` from the others (``core.heard``)."""
         self.next_heartbeat = now + self.config.heartbeat_s
-        return Heartbeat(ballot, chosen_index, self.rounds.begin(now))
+        return Heartbeat(ballot, chosen_index, self.rounds.begin(now), heard)
 
     def handed_over(self, target: str, now: float) -> None:
         """This node gave up office to ``target``: follow it, as if just heard from."""

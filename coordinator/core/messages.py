@@ -8,7 +8,7 @@ Phase names follow the notes: 1a ``Prepare``, 1b ``Promise``, 2a ``Accept``, 2b 
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Annotated, TypeAlias
 
 import msgspec
 
@@ -98,25 +98,51 @@ class Chosen(msgspec.Struct, frozen=True, tag="chosen"):
     value: Value
 
 
+MEMBERS_MAX = 64
+"""The most members a cluster may have: bounds every per-member list on the wire."""
+AGE_S_MAX = 1e9
+"""Ages on the wire are clamped to this (about 31 years): bounded, never infinite."""
+
+
+class HeardFrom(msgspec.Struct, frozen=True, array_like=True):
+    """What the sender heard from one member: ``age_s`` seconds before sending, and the
+    chosen index that member last reported (None: none yet). Ages, not times: members'
+    monotonic clocks have nothing in common. Decoded as hostile input: every field bounded,
+    so a forged entry is a dropped frame, never an exception in the core."""
+
+    member: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    age_s: Annotated[float, msgspec.Meta(ge=0, le=AGE_S_MAX)]
+    chosen_index: Annotated[int, msgspec.Meta(ge=0)] | None
+
+
 class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat"):
     """The primary is alive; ``chosen_index`` lets a lagging node notice it is behind.
 
     Heartbeats double as *confirmation rounds*: each carries a sequence number, and once a
     majority acked ``seq`` the primary knows it was still primary after it sent it (see
-    ``HeartbeatAck``)."""
+    ``HeartbeatAck``).
+
+    ``heard`` relays what the primary heard directly from each other member (see
+    ``core.heard``): followers hear only from the primary, so this is how one follower
+    learns that another is alive and how far it got. At most one entry per member."""
 
     ballot: Ballot
     chosen_index: int
     seq: int = 0
+    heard: Annotated[tuple[HeardFrom, ...], msgspec.Meta(max_length=MEMBERS_MAX)] = ()
 
 
 class HeartbeatAck(msgspec.Struct, frozen=True, tag="heartbeat_ack"):
     """Sent only by an acceptor that has promised no ballot above ``ballot``. A successor can
     take office only with a promise from a majority, which overlaps every acking majority,
-    so it takes office after the round was acked (DESIGN.md §3, renew)."""
+    so it takes office after the round was acked (DESIGN.md §3, renew).
+
+    ``chosen_index`` is the acceptor's contiguous chosen prefix, so that the primary knows
+    how far behind each follower is (``core.heard``); None from a member that predates it."""
 
     ballot: Ballot
     seq: int
+    chosen_index: int | None = None
 
 
 class Handover(msgspec.Struct, frozen=True, tag="handover"):

@@ -15,6 +15,7 @@ from paxlock.coordinator.core.catchup import CatchUp, serve
 from paxlock.coordinator.core.config import CoreConfig, Rng
 from paxlock.coordinator.core.confirm import Rounds
 from paxlock.coordinator.core.election import Election
+from paxlock.coordinator.core.heard import Heard
 from paxlock.coordinator.core.learner import Learner
 from paxlock.coordinator.core.messages import (
     Accept,
@@ -84,6 +85,8 @@ class Node:
         self.rounds = Rounds(config.quorum)  # confirmation rounds, primary side
         self.election = Election(config, rng, self.rounds)
         self.catchup = CatchUp(self.id, self.members, config.retry_s)
+        self.heard = Heard(self.id, self.members)
+        """When each member was last heard from, and its chosen index (``core.heard``)."""
 
     # -- public entry points -----------------------------------------------------------------
 
@@ -133,6 +136,7 @@ class Node:
 
     def receive(self, src: str, msg: Message, now: float) -> Ready:
         out = Ready()
+        self.heard.on_message(src, msg, now)
         match msg:
             case Prepare():
                 self._on_prepare(src, msg, now, out)
@@ -327,7 +331,7 @@ class Node:
         if msg.ballot < self.acceptor.promised:
             self._send(src, Nack(msg.ballot, self.acceptor.promised), out)
             return
-        self._send(src, HeartbeatAck(msg.ballot, msg.seq), out)
+        self._send(src, HeartbeatAck(msg.ballot, msg.seq, self.chosen_index), out)
         if self.role is Role.FOLLOWER:
             self.election.heard_primary(msg.ballot.node, self.role, now)
         self.catchup.note(src, msg.chosen_index, self.learner.chosen_index, now)
@@ -363,7 +367,8 @@ class Node:
                 self._send(member, prevote, out)
 
     def _send_heartbeats(self, now: float, out: Ready) -> None:
-        beat = self.election.heartbeat(self.ballot, self.learner.chosen_index, now)
+        beat = self.election.heartbeat(self.ballot, self.learner.chosen_index, now,
+                                       self.heard.report(now))  # fmt: skip
         for member in self.members:
             if member != self.id:
                 self._send(member, beat, out)

@@ -39,7 +39,7 @@ from paxlock.coordinator.core.keeper_effects import (
     RequestKey,
     Unavailable,
 )
-from paxlock.coordinator.core.lease_commands import InOffice, LeaseCommand, Office
+from paxlock.coordinator.core.lease_commands import InOffice, Lease, LeaseCommand, Office
 from paxlock.coordinator.core.leases import LeaseMachine
 from paxlock.coordinator.core.messages import Batch, ChosenEntry, Message
 from paxlock.coordinator.core.node import Node
@@ -62,6 +62,7 @@ from paxlock.coordinator.core.replica_io import (
     ProclaimOp,
     ReadOp,
     ReleaseOp,
+    Renewed,
     RenewOp,
     ReplicaReady,
     ReplicaStatus,
@@ -226,6 +227,7 @@ class LeaseReplica:
             self.keeper.in_office, node.chosen_index, self.applied_slot,
             node.snapshot.slot if node.snapshot is not None else 0, node.catchup_target,
             len(self.machine.list()), self.keeper.waiters if self.keeper.in_office else 0,
+            node.heard.contacts(),
         )  # fmt: skip
 
     # -- the core's effects --------------------------------------------------------------
@@ -271,7 +273,8 @@ class LeaseReplica:
             revision = self.machine.revision
             result = self.machine.apply(command)
             out.applied.append(Applied(entry.slot, command, result,
-                                       self.machine.revision != revision))  # fmt: skip
+                                       self.machine.revision != revision,
+                                       self.keeper.in_office))  # fmt: skip
             if self.keeper.in_office and self.machine.office > self.keeper.ballot:
                 self._leave_office(out)  # a successor's office entry: deposed, unaware yet
             elif self.keeper.in_office:
@@ -379,7 +382,11 @@ class LeaseReplica:
         self._round = None
         out.replies += [Reply(key, ReadConfirmed()) for key in round_.reads]
         if round_.keeper_round is not None and self.keeper.in_office:
-            self._run(self.keeper.on_confirmed(round_.keeper_round, now), now, out)
+            ready = self.keeper.on_confirmed(round_.keeper_round, now)
+            renewed = sum(isinstance(reply.outcome, Lease) for reply in ready.replies)
+            if renewed:
+                out.events.append(Renewed(renewed))
+            self._run(ready, now, out)
         self._maybe_start_round(now, out)
 
     def _fail_reads(self, out: ReplicaReady, why: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from paxlock.coordinator.core.ballot import Ballot
+from paxlock.coordinator.core.heard import Contact
 from paxlock.coordinator.core.keeper_effects import (
     NotPrimary,
     ReadConfirmed,
@@ -30,8 +31,8 @@ from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.ready import CoreEvent
 
 __all__ = [
-    "AcquireOp", "Applied", "LeftOffice", "NotPrimary", "ProclaimOp", "ReadOp",
-    "ReadConfirmed", "Recovering", "ReleaseOp", "RenewOp", "ReplicaEvent", "ReplicaReady",
+    "AcquireOp", "Applied", "Contact", "LeftOffice", "NotPrimary", "ProclaimOp", "ReadOp",
+    "ReadConfirmed", "Recovering", "ReleaseOp", "Renewed", "RenewOp", "ReplicaEvent", "ReplicaReady",
     "Reply", "RequestKey", "ReplicaStatus", "RequestOp", "TookOffice", "Unavailable",
 ]
 
@@ -89,7 +90,15 @@ class LeftOffice:
     ballot: Ballot
 
 
-ReplicaEvent = CoreEvent | TookOffice | LeftOffice
+@dataclass(frozen=True, slots=True)
+class Renewed:
+    """A confirmation round renewed ``count`` leases (renewals write nothing to the log, so
+    no ``Applied`` reports them)."""
+
+    count: int
+
+
+ReplicaEvent = CoreEvent | TookOffice | LeftOffice | Renewed
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +111,9 @@ class Applied:
     changed: bool
     """The command changed the machine (its revision moved): a ``Lease`` result that did
     not is a replay from the idempotency window, not a grant."""
+    in_office: bool = False
+    """Applied while this node's keeper was in office: each command is applied in office
+    by one member at most, and never by a restarted one re-applying its log."""
 
 
 # --- one step's effects --------------------------------------------------------------------
@@ -142,3 +154,6 @@ class ReplicaStatus:
     catchup_target: tuple[str, int] | None
     leases: int
     waiters: int
+    contacts: tuple[Contact, ...] = ()
+    """Every other member heard from so far: when (this node's clock) and the chosen index
+    it last reported, directly or relayed by the primary (``core.heard``)."""

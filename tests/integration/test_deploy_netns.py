@@ -225,8 +225,13 @@ def test_a_cluster_of_three_hosts_survives_losing_the_primary_host(hosts: Hosts,
     try:
         primary = wait_for(lambda: agreed_primary([0, 1, 2]), 30, "a primary agreed by 3 hosts",
                            interval_s=0.2)  # fmt: skip
-        status, view = hosts.request(0, "GET", url[pods[0]] + "/v1/cluster")
-        assert status == 200 and all(m["reachable"] for m in view["members"]), view
+        def all_reachable() -> dict[str, Any] | None:  # heard directly or via the primary
+            status, view = hosts.request(0, "GET", url[pods[0]] + "/v1/cluster")
+            ok = status == 200 and all(m["reachable"] for m in view["members"])
+            return dict(view) if ok else None
+
+        view = wait_for(all_reachable, 10, "every member reachable from the first host",
+                        interval_s=0.2)  # fmt: skip
         assert {m["id"]: m["url"] for m in view["members"]} == {
             pod: f"http://{pod}.{spec['serviceName']}:{port}" for pod in pods}  # fmt: skip
 

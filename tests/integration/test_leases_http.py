@@ -646,7 +646,8 @@ def test_cluster_object_health_readiness_and_metrics(cluster: Any, primary: str)
         assert isinstance(view["chosen_index"], int) and isinstance(view["applied_index"], int)
         assert [m["id"] for m in view["members"]] == sorted(cluster.members)
         for member in view["members"]:
-            assert set(member) == {"id", "url", "reachable", "chosen_index"}
+            assert set(member) == {"id", "url", "reachable", "chosen_index", "lag",
+                                   "heard_s_ago", "heard_via"}  # fmt: skip
             assert member["url"] == cluster.url(member["id"])
             assert member["reachable"] is True
         assert http("GET", f"{cluster.url(node)}/healthz")[0] == 200

@@ -82,7 +82,7 @@ def test_a_follower_that_heard_a_live_primary_within_T_never_starts_phase1() -> 
         assert phase1_started(probe) == [] and probe.messages == []
         now = heard_at
         ready = follower.receive("n1", Heartbeat(beat, 0, 1), now)
-        assert ready.messages == [Envelope("n2", "n1", HeartbeatAck(beat, 1))]
+        assert ready.messages == [Envelope("n2", "n1", HeartbeatAck(beat, 1, 0))]
         deadline = ready.deadline
         assert deadline is not None and now + T <= deadline <= now + 2 * T
     probe = follower.tick(now + T - 1e-9)
@@ -243,7 +243,7 @@ def test_a_stale_primary_that_hears_a_higher_ballot_steps_down() -> None:
     assert primary.role is Role.FOLLOWER
     assert primary.primary_hint == "n2"
     assert ready.deadline is not None and 0.05 + T <= ready.deadline <= 0.05 + 2 * T
-    assert Envelope("n1", "n2", HeartbeatAck(Ballot(2, "n2"), 1)) in ready.messages
+    assert Envelope("n1", "n2", HeartbeatAck(Ballot(2, "n2"), 1, 0)) in ready.messages
 
 
 def test_a_heartbeat_from_a_stale_ballot_gets_a_nack_and_is_no_sign_of_life() -> None:
