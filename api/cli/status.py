@@ -44,7 +44,7 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print one JSON object: primary, ballot, members, every raw "
                         "view and the endpoints that did not answer")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, metavar="S",
-                        help=f"seconds to wait for each endpoint (default {TIMEOUT_S})")
+                        help=f"seconds to wait for each endpoint (default: {TIMEOUT_S})")
 
 
 def endpoints_from(given: Sequence[str] | None, environ: Mapping[str, str]) -> list[str]:

@@ -385,14 +385,14 @@ class LeaseSimulation(Simulation):
         if state.stopped:
             pause_s = self.rng.uniform(1.2 * t, 8 * t)
             keeper = state.replica.keeper
-            if deposing and keeper.in_office and self.rng.random() < 0.5:
+            if deposing and keeper.in_office and self.rng.random() < 0.8:
                 # Long enough for a lease timer of the stopped primary to run out meanwhile,
                 # so that it decides an Expire the moment it resumes.
                 local = state.clock.local(self.now)
                 left = [keeper.expires_in(lease.name, local) or 0.0
                         for lease in state.replica.machine.list()]  # fmt: skip
                 pause_s = max(pause_s, max(left, default=0.0) + self.rng.uniform(0.0, t))
-            if deposing and self.rng.random() < 0.5:
+            if deposing and self.rng.random() < 0.8:
                 when = self.now + pause_s + self.rng.uniform(0.0, t)
                 self._at(when, ("crash-successor", node_id))
         else:
