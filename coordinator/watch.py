@@ -56,6 +56,22 @@ class Watches:
             if left <= 0:
                 return None
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._watchers.setdefault(name, []).append(future)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(future, left)
+            watchers = self._watchers.setdefault(name, [])
+            watchers.append(future)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(future, left)
+            finally:  # woken, timed out or cancelled: a watcher never outlives its poll
+                self._forget(name, future)
+
+    def _forget(self, name: str, future: asyncio.Future[None]) -> None:
+        watchers = self._watchers.get(name)
+        if watchers is not None and future in watchers:
+            watchers.remove(future)
+            if not watchers:
+                del self._watchers[name]
+
+    @property
+    def watching(self) -> int:
+        """Polls waiting right now (bounded by the open requests, never by their history)."""
+        return sum(len(watchers) for watchers in self._watchers.values())

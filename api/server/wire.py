@@ -27,6 +27,7 @@ from paxlock.coordinator.errors import BadRequest, PayloadTooLarge
 
 MAX_BODY_BYTES = 1024 * 1024
 TTL_S_MAX = 3600.0
+TOKEN_MAX = 2**63 - 1
 WAIT_S_MAX = 3600.0
 LOCK_DELAY_S_MAX = 3600.0
 OBSERVE_TIMEOUT_S_DEFAULT = 30.0
@@ -41,7 +42,9 @@ Ttl = Annotated[float, msgspec.Meta(gt=0, le=TTL_S_MAX, description="seconds")]
 Wait = Annotated[float, msgspec.Meta(ge=0, le=WAIT_S_MAX, description="seconds")]
 LockDelay = Annotated[float, msgspec.Meta(ge=0, le=LOCK_DELAY_S_MAX, description="seconds")]
 Ident = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_CHARS_MAX)]
-Token = Annotated[int, msgspec.Meta(ge=0)]
+Token = Annotated[int, msgspec.Meta(ge=0, le=TOKEN_MAX)]
+"""Fencing tokens are revisions: 64-bit signed on the wire and in the store, so larger is a
+400, never an overflow deep inside (a 500)."""
 
 
 def _check_value(value: str | None) -> None:
