@@ -8,9 +8,19 @@ higher than every ballot it has seen by bumping the round.
 
 from __future__ import annotations
 
-from typing import NewType
+from typing import Annotated, NewType
 
 import msgspec
+
+ROUND_MAX = 2**62
+"""The highest ballot round a decoder accepts: far beyond any real cluster's (a round per
+election), far below where a successor could no longer be encoded (2^64). A forged ballot
+near the integer limit would otherwise be promised durably by every node and brick the
+cluster for good."""
+NODE_ID_CHARS_MAX = 256
+
+Round = Annotated[int, msgspec.Meta(ge=0, le=ROUND_MAX)]
+NodeIdText = Annotated[str, msgspec.Meta(max_length=NODE_ID_CHARS_MAX)]
 
 NodeId = NewType("NodeId", str)
 """A member of the cluster; static membership in this version (DESIGN.md §2)."""
@@ -19,8 +29,8 @@ NodeId = NewType("NodeId", str)
 class Ballot(msgspec.Struct, frozen=True, order=True, array_like=True):
     """A proposal number. ``order=True`` compares ``(round, node)`` like a tuple."""
 
-    round: int
-    node: str
+    round: Round
+    node: NodeIdText
 
     def successor(self, node: NodeId) -> Ballot:
         """The smallest ballot of ``node`` that is higher than ``self``."""

@@ -12,7 +12,17 @@ from typing import Annotated, TypeAlias
 
 import msgspec
 
-from paxlock.coordinator.core.ballot import Ballot
+from paxlock.coordinator.core.ballot import ROUND_MAX, Ballot, NodeIdText
+
+# --- bounds checked where a peer's frame is decoded (a forged field is a dropped frame) -----
+
+SLOT_MAX = 2**62
+"""Slots, chosen indexes and round numbers fit a signed 64-bit SQLite integer with room."""
+ITEMS_MAX = 65_536
+"""Entries of one batch, promise or catch-up reply (the senders' own bounds are far lower)."""
+COMMAND_BYTES_MAX = 1024 * 1024
+Slot = Annotated[int, msgspec.Meta(ge=0, le=SLOT_MAX)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=ROUND_MAX)]
 
 # --- values ------------------------------------------------------------------------------
 
@@ -27,7 +37,8 @@ class Batch(msgspec.Struct, frozen=True, tag="batch"):
     The core never looks inside a command: the node encodes its lease commands to bytes, so
     that the wire needs no knowledge of them."""
 
-    commands: tuple[bytes, ...]
+    commands: Annotated[tuple[Annotated[bytes, msgspec.Meta(max_length=COMMAND_BYTES_MAX)], ...],
+                        msgspec.Meta(max_length=ITEMS_MAX)]
 
 
 Value: TypeAlias = NoOp | Batch
@@ -37,13 +48,13 @@ NOOP = NoOp()
 class AcceptedEntry(msgspec.Struct, frozen=True, array_like=True):
     """An acceptor's highest-ballot accepted proposal in one slot."""
 
-    slot: int
+    slot: Slot
     ballot: Ballot
     value: Value
 
 
 class ChosenEntry(msgspec.Struct, frozen=True, array_like=True):
-    slot: int
+    slot: Slot
     value: Value
 
 
@@ -54,16 +65,16 @@ class Prepare(msgspec.Struct, frozen=True, tag="prepare"):
     """Phase 1a, for every slot from ``from_slot`` on (Multi-Paxos: one phase 1 for all)."""
 
     ballot: Ballot
-    from_slot: int
+    from_slot: Slot
 
 
 class Promise(msgspec.Struct, frozen=True, tag="promise"):
     """Phase 1b: a promise not to accept below ``ballot``, with what was accepted so far."""
 
     ballot: Ballot
-    from_slot: int
-    accepted: tuple[AcceptedEntry, ...]
-    chosen_index: int = 0
+    from_slot: Slot
+    accepted: Annotated[tuple[AcceptedEntry, ...], msgspec.Meta(max_length=ITEMS_MAX)]
+    chosen_index: Slot = 0
     """The responder's contiguous chosen prefix: slots up to it need no re-proposal."""
 
 
@@ -71,16 +82,16 @@ class Accept(msgspec.Struct, frozen=True, tag="accept"):
     """Phase 2a. ``chosen_index`` piggybacks the primary's contiguous chosen prefix."""
 
     ballot: Ballot
-    slot: int
+    slot: Slot
     value: Value
-    chosen_index: int
+    chosen_index: Slot
 
 
 class Accepted(msgspec.Struct, frozen=True, tag="accepted"):
     """Phase 2b, sent by an acceptor to the learners of the configured learning strategy."""
 
     ballot: Ballot
-    slot: int
+    slot: Slot
     value: Value
 
 
@@ -94,7 +105,7 @@ class Nack(msgspec.Struct, frozen=True, tag="nack"):
 class Chosen(msgspec.Struct, frozen=True, tag="chosen"):
     """From a distinguished learner to every learner (notes, learning methods 2 and 3)."""
 
-    slot: int
+    slot: Slot
     value: Value
 
 
@@ -127,8 +138,8 @@ class Heartbeat(msgspec.Struct, frozen=True, tag="heartbeat"):
     learns that another is alive and how far it got. At most one entry per member."""
 
     ballot: Ballot
-    chosen_index: int
-    seq: int = 0
+    chosen_index: Slot
+    seq: Seq = 0
     heard: Annotated[tuple[HeardFrom, ...], msgspec.Meta(max_length=MEMBERS_MAX)] = ()
 
 
@@ -141,8 +152,8 @@ class HeartbeatAck(msgspec.Struct, frozen=True, tag="heartbeat_ack"):
     how far behind each follower is (``core.heard``); None from a member that predates it."""
 
     ballot: Ballot
-    seq: int
-    chosen_index: int | None = None
+    seq: Seq
+    chosen_index: Slot | None = None
 
 
 class Handover(msgspec.Struct, frozen=True, tag="handover"):
@@ -153,32 +164,32 @@ class Handover(msgspec.Struct, frozen=True, tag="handover"):
     never depends on who runs phase 1."""
 
     ballot: Ballot
-    target: str
+    target: NodeIdText
 
 
 class Snapshot(msgspec.Struct, frozen=True, array_like=True):
     """The state machine's snapshot after applying every slot up to ``slot``. The core never
     looks inside ``data``: only the runtime's state machine can read it."""
 
-    slot: int
+    slot: Slot
     data: bytes
 
 
 class PreVote(msgspec.Struct, frozen=True, tag="prevote"):
     """Would you answer a phase 1 at ``round`` now? Changes no state anywhere."""
 
-    round: int
+    round: Seq
 
 
 class PreVoteReply(msgspec.Struct, frozen=True, tag="prevote_reply"):
     """Granted only by a node that has heard no live primary within T."""
 
-    round: int
+    round: Seq
     granted: bool
 
 
 class CatchupRequest(msgspec.Struct, frozen=True, tag="catchup_request"):
-    from_slot: int
+    from_slot: Slot
 
 
 class CatchupReply(msgspec.Struct, frozen=True, tag="catchup_reply"):
@@ -189,8 +200,8 @@ class CatchupReply(msgspec.Struct, frozen=True, tag="catchup_reply"):
     it only shows the proposer how far the log is known chosen (see ``Acceptor.on_accept``).
     """
 
-    entries: tuple[ChosenEntry, ...]
-    chosen_index: int
+    entries: Annotated[tuple[ChosenEntry, ...], msgspec.Meta(max_length=ITEMS_MAX)]
+    chosen_index: Slot
     snapshot: Snapshot | None = None
 
 
@@ -229,7 +240,7 @@ class PromiseRecord(msgspec.Struct, frozen=True, tag="promise"):
 class AcceptRecord(msgspec.Struct, frozen=True, tag="accept"):
     """The acceptor accepted ``value`` at ``ballot`` in ``slot`` (its highest there so far)."""
 
-    slot: int
+    slot: Slot
     ballot: Ballot
     value: Value
 
@@ -237,7 +248,7 @@ class AcceptRecord(msgspec.Struct, frozen=True, tag="accept"):
 class ChosenRecord(msgspec.Struct, frozen=True, tag="chosen"):
     """This node learned that ``value`` is chosen in ``slot``."""
 
-    slot: int
+    slot: Slot
     value: Value
 
 
@@ -246,7 +257,7 @@ class SnapshotRecord(msgspec.Struct, frozen=True, tag="snapshot"):
     at or below it may be dropped (compaction). Taken by this node, or installed from a peer
     by catch-up."""
 
-    slot: int
+    slot: Slot
     data: bytes
 
 
