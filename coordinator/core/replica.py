@@ -313,13 +313,12 @@ class LeaseReplica:
         self.machine = type(self.machine).restore(data)
         self.applied_slot = slot
         out.installed = (slot, data)
-        if self.keeper.in_office:  # rebuild the keeper's timers on the new machine
-            ballot = self.keeper.ballot
+        if self.keeper.in_office and self.machine.office == self.keeper.ballot:
+            ballot = self.keeper.ballot  # rebuild the keeper's timers on the new machine
             out.replies += self.keeper.step_down()
-            if self.machine.office == ballot:
-                self._run(self.keeper.take_office(self.machine, now, ballot), now, out)
-            else:  # a higher office is in the snapshot: this node was deposed
-                out.events.append(LeftOffice(ballot))
+            self._run(self.keeper.take_office(self.machine, now, ballot), now, out)
+        elif self.keeper.in_office:  # a higher office is in the snapshot: deposed
+            self._leave_office(out)
         elif self.node.role is Role.PRIMARY and self.machine.office == self.node.ballot:
             # This primary's own Office entry is inside the snapshot (a peer applied it and
             # compacted before this node could): it is applied, so take office now.
