@@ -27,7 +27,6 @@ from paxlock.coordinator.core.lease_commands import (
 from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.replica_io import (
     AcquireOp,
-    LeftOffice,
     ProclaimOp,
     ReadOp,
     ReleaseOp,
@@ -35,7 +34,6 @@ from paxlock.coordinator.core.replica_io import (
     ReplicaReady,
     ReplicaStatus,
     RequestOp,
-    TookOffice,
 )
 from paxlock.coordinator.errors import BadRequest, Held, NotFound, NotHolder, NotPrimary
 from paxlock.coordinator.errors import RequestExpired
@@ -74,12 +72,9 @@ class LeaseService:
     # -- what each replica step reports ------------------------------------------------------
 
     def _on_ready(self, ready: ReplicaReady) -> None:
-        for event in ready.events:
-            if isinstance(event, TookOffice):
-                self._in_office.set()
-            elif isinstance(event, LeftOffice):
-                self._in_office.clear()
-        if not self.replica.keeper.in_office:
+        if self.replica.keeper.in_office:  # one source of truth: the replica's keeper
+            self._in_office.set()
+        else:
             self._in_office.clear()
         if ready.installed is not None:
             self.watches.reread_all()

@@ -39,7 +39,13 @@ from paxlock.coordinator.core.keeper_effects import (
     RequestKey,
     Unavailable,
 )
-from paxlock.coordinator.core.lease_commands import InOffice, Lease, LeaseCommand, Office
+from paxlock.coordinator.core.lease_commands import (
+    ClientCommand,
+    InOffice,
+    Lease,
+    LeaseCommand,
+    Office,
+)
 from paxlock.coordinator.core.leases import LeaseMachine
 from paxlock.coordinator.core.messages import Batch, ChosenEntry, Message
 from paxlock.coordinator.core.node import Node
@@ -283,8 +289,9 @@ class LeaseReplica:
                 self._maybe_take_office(result, entry.slot, now, out)
             mine = self._mine.pop(proposal.seq, None) if proposal.origin == self.origin else None
             if mine is not None and mine.reply_to is not None:
-                name = getattr(command, "name", "")
-                out.replies.append(Reply(mine.reply_to, result, self.expires_in(name, now)))
+                assert isinstance(command, ClientCommand), "only a client's command is answered"
+                out.replies.append(Reply(mine.reply_to, result,
+                                         self.expires_in(command.name, now)))  # fmt: skip
 
     def _maybe_take_office(self, office: InOffice, slot: int, now: float,
                            out: ReplicaReady) -> None:  # fmt: skip
@@ -333,10 +340,11 @@ class LeaseReplica:
             self._run(self.keeper.on_rejected(proposal.command, now), now, out)
         if mine.reply_to is None:
             return
-        request_id = getattr(proposal.command, "request_id", None)
+        command = proposal.command
+        assert isinstance(command, ClientCommand), "only a client's command is answered"
         if not rejection.maybe_chosen:
             why = "not accepted by the primary"
-        elif request_id is not None:
+        elif command.request_id is not None:
             why = "outcome unknown: retry with the same request_id"
         else:
             why = "outcome unknown: the request may still take effect; read before retrying"
