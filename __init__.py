@@ -26,6 +26,9 @@ _EXPORTS = {
     "RequestExpired": "paxlock.api.client.errors",
     "Unavailable": "paxlock.api.client.errors",
     "BadRequest": "paxlock.api.client.errors",
+    "Unauthenticated": "paxlock.api.client.errors",
+    "Forbidden": "paxlock.api.client.errors",
+    "TooMany": "paxlock.api.client.errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -34,12 +37,15 @@ if TYPE_CHECKING:
     from paxlock.api.client.aio import AsyncClient
     from paxlock.api.client.errors import (
         BadRequest,
+        Forbidden,
         LeaseHeld,
         LeaseLost,
         NotFound,
         NotHolder,
         PaxlockError,
         RequestExpired,
+        TooMany,
+        Unauthenticated,
         Unavailable,
     )
     from paxlock.api.client.types import Leader, Lease

@@ -55,6 +55,33 @@ class PayloadTooLarge(LeaseError):
     status = 413
 
 
+class Unauthenticated(LeaseError):
+    """401: the API requires a bearer token (``--auth``) and the request had no valid one."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class Forbidden(LeaseError):
+    """403: the principal's roles do not cover this name or route, or the hold belongs to
+    another principal (DESIGN.md §8)."""
+
+    code = "forbidden"
+    status = 403
+
+
+class TooMany(LeaseError):
+    """429 with Retry-After: a limit is reached (holds, waiters, streams, request rate);
+    ``limit`` names which. The answer is immediate: a limit never slows other clients."""
+
+    code = "too_many"
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after_s = retry_after_s
+
+
 class Unavailable(LeaseError):
     """503 with Retry-After: no primary, no quorum, or the outcome is unknown (retry with
     the same request id)."""

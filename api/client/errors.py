@@ -9,6 +9,9 @@ The hierarchy is small on purpose, so that ``except`` clauses stay obvious::
     ├── LeaseHeld         409 held: ``wait`` elapsed with the name held by someone else
     ├── NotHolder         409 not_holder: the grant named by (holder, token) is not current
     ├── LeaseLost         the client's conservative clock gave up on a lease it held
+    ├── Unauthenticated   401 unauthenticated: no valid bearer token (``token=``)
+    ├── Forbidden         403 forbidden: outside the token's roles, or another's hold
+    ├── TooMany           429 too_many: a limit is reached; ``retry_after_s`` says when
     └── Unavailable       503 / connection errors that outlived the retry deadline
 
 Importing nothing of the server: the SDK talks HTTP only.
@@ -20,8 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "BadRequest", "LeaseHeld", "LeaseLost", "NotFound", "NotHolder", "PaxlockError",
-    "Unavailable", "error_from_response",
+    "BadRequest", "Forbidden", "LeaseHeld", "LeaseLost", "NotFound", "NotHolder",
+    "PaxlockError", "TooMany", "Unauthenticated", "Unavailable", "error_from_response",
 ]  # fmt: skip
 
 
@@ -112,6 +115,31 @@ class LeaseLost(PaxlockError):
     code = "lease_lost"
 
 
+class Unauthenticated(PaxlockError):
+    """The cluster requires a bearer token (``--auth``) and none valid was given (401)."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(PaxlockError):
+    """The token's roles do not cover this name or operation, or the hold belongs to another
+    principal (403): retrying cannot help."""
+
+    code = "forbidden"
+
+
+class TooMany(PaxlockError):
+    """A limit is reached (429 ``too_many``; ``details["limit"]`` names it). Retry after
+    ``retry_after_s``; the SDK's blocking calls do so by themselves within their deadline."""
+
+    code = "too_many"
+
+    @property
+    def retry_after_s(self) -> float | None:
+        value = self.details.get("retry_after_s")
+        return float(value) if isinstance(value, int | float) else None
+
+
 class Unavailable(PaxlockError):
     """No primary, no quorum, or no endpoint answered before the retry deadline. The outcome
     of a mutating call is then unknown: retrying it with the same ``request_id`` is safe."""
@@ -132,9 +160,13 @@ _BY_CODE: dict[str, type[PaxlockError]] = {
     "not_holder": NotHolder,
     "request_expired": RequestExpired,
     "unavailable": Unavailable,
+    "unauthenticated": Unauthenticated,
+    "forbidden": Forbidden,
+    "too_many": TooMany,
 }
 _BY_STATUS: dict[int, type[PaxlockError]] = {
-    400: BadRequest, 404: NotFound, 413: BadRequest, 503: Unavailable,
+    400: BadRequest, 401: Unauthenticated, 403: Forbidden, 404: NotFound, 413: BadRequest,
+    429: TooMany, 503: Unavailable,
 }  # fmt: skip
 
 

@@ -163,7 +163,7 @@ async def internal_auth_middleware(request: web.Request, handler: Handler) -> we
     """``/internal/`` (peer endpoints) needs ``X-Paxlock-Cluster-Token`` when one is set."""
     path = request.app[FORWARDER].local_path(request)
     if path.startswith("/internal/") and not token_ok(request, request.app.get(CLUSTER_TOKEN)):
-        return error_response(401, "unauthorized", f"missing or wrong {TOKEN_HEADER}")
+        return error_response(401, "unauthenticated", f"missing or wrong {TOKEN_HEADER}")
     return await handler(request)
 
 

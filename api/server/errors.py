@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from paxlock._logs import get_logger
-from paxlock.coordinator.errors import LeaseError, NotPrimary, Unavailable
+from paxlock.coordinator.errors import LeaseError, NotPrimary, TooMany, Unavailable
 
 log = get_logger("paxlock.api")
 
@@ -28,11 +28,13 @@ DEFAULT_RETRY_AFTER_S = 1.0
 
 CODES_BY_STATUS: dict[int, str] = {
     400: "bad_request",
-    401: "unauthorized",
+    401: "unauthenticated",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    429: "too_many",
     500: "internal",
     503: "unavailable",
 }
@@ -56,7 +58,7 @@ def error_response(
     """The one error shape. Details never override ``error``/``message``."""
     body = {**(details or {}), "error": code, "message": message}
     out = dict(headers or {})
-    if status == 503:
+    if status in (429, 503):
         retry = DEFAULT_RETRY_AFTER_S if retry_after_s is None else retry_after_s
         out["Retry-After"] = str(max(1, math.ceil(retry)))
         body["retry_after_s"] = retry
@@ -66,7 +68,7 @@ def error_response(
 def lease_error_response(error: LeaseError) -> web.Response:
     details = dict(error.details)
     retry_after_s: float | None = None
-    if isinstance(error, Unavailable):
+    if isinstance(error, Unavailable | TooMany):
         retry_after_s = error.retry_after_s
     elif isinstance(error, NotPrimary):
         details.setdefault("primary", error.primary)

@@ -155,7 +155,7 @@ def websocket_handler(
     async def handle(request: web.Request) -> web.StreamResponse:
         if not token_ok(request, cluster_token):
             raise web.HTTPUnauthorized(
-                text='{"error": "unauthorized", "message": "bad cluster token"}',
+                text='{"error": "unauthenticated", "message": "bad cluster token"}',
                 content_type="application/json",
             )
         src = request.headers.get(NODE_HEADER, "")

@@ -35,6 +35,9 @@ STREAMS = web.AppKey("paxlock_streams", set[asyncio.Task[Any]])
 """Tasks serving open event streams: cancelled at shutdown, which would otherwise wait for
 them (they never end by themselves) until the runner's ``shutdown_timeout``."""
 
+PRINCIPAL = web.RequestKey("paxlock_principal", str)
+"""Who sent the request: the principal its bearer token names under ``--auth``, else ``""``
+(everyone is the same anonymous principal). Holds are owned by it; limits count by it."""
 ROUTE = web.RequestKey("paxlock_route", str)
 """The route template of a dispatched request (metrics label; raw paths would explode)."""
 WAIT_S = web.RequestKey("paxlock_wait_s", float)

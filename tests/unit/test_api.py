@@ -569,7 +569,7 @@ def _internal(app: web.Application) -> None:
 async def test_internal_routes_need_the_cluster_token(serve: Serve) -> None:
     client = await serve(FakeLeasing(), cluster_token="s3cret", setup=_internal)
     status, body, _ = await call(client, "GET", "/internal/ping")
-    assert status == 401 and body["error"] == "unauthorized"
+    assert status == 401 and body["error"] == "unauthenticated"
     bad = {"X-Paxlock-Cluster-Token": "guess"}
     assert (await call(client, "GET", "/internal/ping", headers=bad))[0] == 401
     good = {"X-Paxlock-Cluster-Token": "s3cret"}
