@@ -158,6 +158,19 @@ class Metrics:
             ["outcome"], registry=r,
         )  # fmt: skip
 
+        # -- limits ----------------------------------------------------------------------------
+        self.limit_refusals = Counter(
+            "paxlock_limit_refusals",
+            "Requests answered 429 too_many, and connections closed, because a limit was "
+            "reached, by limit: rate, waiters_per_name, streams (429s); header_timeout, "
+            "body_timeout, slow_reader (connections closed).",
+            ["limit"], registry=r,
+        )  # fmt: skip
+        self.streams_open = Gauge(
+            "paxlock_streams_open",
+            "Observe requests (long polls and event streams) open at this node.", registry=r,
+        )  # fmt: skip
+
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
         self.http_requests.labels(route=route, method=method, status=str(status)).inc()
         self.http_latency.labels(route=route, method=method).observe(seconds)

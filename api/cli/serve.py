@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
+from paxlock.api.server.limits import Limits
 from paxlock.api.server.node import Node, NodeConfig
 
 ENV_PREFIX = "PAXLOCK_"
@@ -29,7 +30,24 @@ SETTINGS = {
     "heartbeat": (float, "seconds between primary heartbeats (below the election timeout)"),
     "snapshot_every": (int, "snapshot and compact the log every N slots (default: 5000)"),
     "log_level": (str, "debug | info | warning | error (default: info)"),
+    # limits (README, Limits): at one, 429 too_many with Retry-After, or the connection closed
+    "rate_limit": (float, "requests/s per principal, per client IP without --auth; 0: off "
+                          "(default: 1000)"),
+    "rate_burst": (int, "requests at once above the rate (default: 2000)"),
+    "max_waiters_per_name": (int, "acquires waiting for one name (default: 1000)"),
+    "max_streams": (int, "open observe long polls and event streams per node (default: 10000)"),
+    "header_timeout": (float, "seconds to send a request's header (default: 10)"),
+    "body_timeout": (float, "seconds to send a request's body (default: 30)"),
+    "idle_timeout": (float, "seconds an idle keep-alive connection stays open (default: 75)"),
+    "stream_write_timeout": (float, "seconds an event stream's reader may stall (default: 10)"),
 }
+LIMIT_SETTINGS = {
+    # setting: Limits field
+    "rate_limit": "rate_per_s", "rate_burst": "rate_burst",
+    "max_waiters_per_name": "waiters_per_name_max", "max_streams": "streams_max",
+    "header_timeout": "header_timeout_s", "body_timeout": "body_timeout_s",
+    "idle_timeout": "idle_timeout_s", "stream_write_timeout": "stream_write_timeout_s",
+}  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -115,14 +133,28 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
     elif "election_timeout_s" in options:
         options["heartbeat_s"] = options["election_timeout_s"] / 6
     try:
+        limits = Limits(**{field: SETTINGS[name][0](settings[name])
+                           for name, field in LIMIT_SETTINGS.items()
+                           if settings.get(name) is not None})  # fmt: skip
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--{_limit_flag(str(error))}") from None
+    try:
         return NodeConfig(
-            node_id, peers, settings["data_dir"], listen=listen,
+            node_id, peers, settings["data_dir"], listen=listen, limits=limits,
             cluster_id=str(settings.get("cluster_id") or "paxlock"),
             cluster_token=settings.get("cluster_token") or None,
             learn_mode=str(settings.get("learn_mode") or "primary"), **options,
         )  # fmt: skip
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+def _limit_flag(message: str) -> str:
+    """A ``Limits`` complaint in the words of its flag: ``max-streams must be at least 1``."""
+    for name, field in LIMIT_SETTINGS.items():
+        if message.startswith(field + " "):
+            return name.replace("_", "-") + message[len(field):]
+    return message
 
 
 def run_fast(main: Coroutine[Any, Any, int]) -> int:

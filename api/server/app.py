@@ -1,14 +1,21 @@
 """The HTTP application of one node: routes, middlewares, forwarding to the primary.
 
 Middlewares, outermost first: HTTP metrics (they see the final status, errors included);
-the JSON error shape; the cluster-token check of ``/internal/``; forwarding of ``NotPrimary``.
+the JSON error shape; the limits (request rate; every 429 counted and its Retry-After spread;
+after authentication, whose principal it counts by); the cluster-token check of
+``/internal/``; forwarding of ``NotPrimary``.
 
 Forwarding: a node that is not the primary proxies the request — same method, path, query
 and body — to the primary over one shared keep-alive ``ClientSession``, and answers with the
 primary's status and body plus ``X-Paxlock-Node`` (itself) and ``X-Paxlock-Primary``. The
 proxied request carries ``X-Paxlock-Forwarded``; a node that receives a forwarded request and
 is not the primary either (a stale hint) answers 503 instead of forwarding again, so a
-request crosses at most one hop and no loop can form. The SDK retries 503s.
+request crosses at most one hop and no loop can form. The SDK retries 503s. The session's
+pool has no cap (aiohttp's default of 100 connections let 100 parked waiters starve every
+other forwarded request): what bounds it is what bounds the requests — the primary's limits
+on waiters and streams, the rate limit. A forwarded request carries the cluster token, when
+one is set, so that the primary can trust ``X-Paxlock-Forwarded`` and not count its rate
+twice.
 
 Embedding: ``create_app`` returns a complete ``web.Application``; a host mounts it with
 ``host.add_subapp("/paxlock", app)`` and lists base URLs *with* that prefix in ``peers``
@@ -28,13 +35,14 @@ from yarl import URL
 
 from paxlock.api.client.transport import did_not_answer
 from paxlock.api.server.errors import error_middleware, error_response
+from paxlock.api.server.limits import LIMITER, Limiter, Limits
 from paxlock.api.server.peer import NODE_HEADER, TOKEN_HEADER, token_ok
 from paxlock.api.server.routes import (
-    METRICS, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, add_routes, cancel_streams,
-    open_stream,
+    METRICS, PRINCIPAL, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, add_routes,
+    cancel_streams, open_stream,
 )
 from paxlock.api.server.wire import IDEMPOTENCY_HEADER, MAX_BODY_BYTES
-from paxlock.coordinator.errors import NotPrimary, Unavailable
+from paxlock.coordinator.errors import NotPrimary, TooMany, Unavailable
 from paxlock.coordinator.leasing import Leasing
 from paxlock.coordinator.metrics import Metrics
 
@@ -52,8 +60,9 @@ class Forwarder:
     """Proxies requests to the primary; owns the shared session (opened in ``cleanup_ctx``)."""
 
     def __init__(self, node_id: str, peers: dict[str, str], metrics: Metrics,
-                 stream_idle_s: float) -> None:  # fmt: skip
+                 stream_idle_s: float, cluster_token: str | None = None) -> None:  # fmt: skip
         self.node_id = node_id
+        self.cluster_token = cluster_token
         self.peers = {peer: url.rstrip("/") for peer, url in peers.items()}
         self.metrics = metrics
         self.stream_idle_s = stream_idle_s
@@ -86,6 +95,8 @@ class Forwarder:
         url = self.peers[primary] + self.local_path(request) + (f"?{query}" if query else "")
         headers = {k: request.headers[k] for k in PASSED_HEADERS if k in request.headers}
         headers[FORWARDED_HEADER] = self.node_id
+        if self.cluster_token:
+            headers[TOKEN_HEADER] = self.cluster_token
         if "text/event-stream" in request.headers.get("Accept", ""):
             timeout = aiohttp.ClientTimeout(connect=FORWARD_CONNECT_S,
                                             sock_read=self.stream_idle_s)  # fmt: skip
@@ -159,6 +170,29 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 @web.middleware
+async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The request rate of ``/v1/`` by principal (by client IP without ``--auth``), counted
+    once: not again at the primary for a request a peer forwarded with the cluster token.
+    Every ``TooMany`` (rate, streams, waiters per name) is counted and its Retry-After
+    jittered here."""
+    limiter = request.app[LIMITER]
+    try:
+        if request.app[FORWARDER].local_path(request).startswith("/v1/") \
+                and not _forwarded_by_peer(request):  # fmt: skip
+            limiter.admit(request.get(PRINCIPAL) or f"ip:{request.remote}")
+        return await handler(request)
+    except TooMany as error:
+        raise limiter.spread(error) from None
+
+
+def _forwarded_by_peer(request: web.Request) -> bool:
+    """A peer forwarded it: ``X-Paxlock-Forwarded`` with the cluster token (without a token
+    the header proves nothing, and the request is counted here too)."""
+    token = request.app.get(CLUSTER_TOKEN)
+    return bool(token and request.headers.get(FORWARDED_HEADER) and token_ok(request, token))
+
+
+@web.middleware
 async def internal_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """``/internal/`` (peer endpoints) needs ``X-Paxlock-Cluster-Token`` when one is set."""
     path = request.app[FORWARDER].local_path(request)
@@ -199,7 +233,8 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     """One keep-alive session for every forwarded request; closed after the app stops."""
     forwarder = app[FORWARDER]
     forwarder.session = aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=None, connect=FORWARD_CONNECT_S)
+        connector=aiohttp.TCPConnector(limit=0),  # no pool cap: see the module's docstring
+        timeout=aiohttp.ClientTimeout(total=None, connect=FORWARD_CONNECT_S),
     )
     try:
         yield
@@ -209,13 +244,13 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(service: Leasing, *, peers: dict[str, str], metrics: Metrics,
-               cluster_token: str | None = None, sse_heartbeat_s: float = 15.0
-               ) -> web.Application:  # fmt: skip
+               cluster_token: str | None = None, sse_heartbeat_s: float = 15.0,
+               limiter: Limiter | None = None) -> web.Application:  # fmt: skip
     """The node's HTTP app. ``peers`` maps node id to base URL, this node included."""
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[
-            metrics_middleware, error_middleware, internal_auth_middleware,
+            metrics_middleware, error_middleware, limits_middleware, internal_auth_middleware,
             forwarding_middleware,
         ],
     )  # fmt: skip
@@ -223,8 +258,10 @@ def create_app(service: Leasing, *, peers: dict[str, str], metrics: Metrics,
     app[METRICS] = metrics
     app[SSE_HEARTBEAT_S] = sse_heartbeat_s
     app[STREAMS] = set()
+    app[LIMITER] = limiter or Limiter(Limits(), metrics)
     app[FORWARDER] = forwarder = Forwarder(
-        service.node_id, peers, metrics, stream_idle_s=3 * sse_heartbeat_s + FORWARD_MARGIN_S
+        service.node_id, peers, metrics, stream_idle_s=3 * sse_heartbeat_s + FORWARD_MARGIN_S,
+        cluster_token=cluster_token,
     )
     if cluster_token:
         app[CLUSTER_TOKEN] = cluster_token

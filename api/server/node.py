@@ -19,7 +19,9 @@ from prometheus_client import CollectorRegistry
 
 from paxlock._logs import get_logger
 from paxlock.api.server.embedded import EmbeddedLeases
+from paxlock.api.server.limits import GuardedRunner, Limiter, Limits
 from paxlock.api.server.peer import WS_PATH, PeerTransport, websocket_handler
+from paxlock.coordinator.core.keeper import KeeperConfig, LeaseKeeper
 from paxlock.coordinator.core.learner import LearnMode
 from paxlock.coordinator.core.messages import Message
 from paxlock.coordinator.core.node import CoreConfig
@@ -71,6 +73,8 @@ class NodeConfig:
     retry_s: float = 0.1
     snapshot_every: int = 5000
     """Snapshot the lease state machine and compact the log every this many slots."""
+    limits: Limits = field(default_factory=Limits)
+    """Limits at the HTTP edge (rates, waiters, streams, read timeouts); README, Limits."""
     serve_http: bool = True
     """False to only build ``Node.app`` for mounting into a host application."""
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -166,7 +170,10 @@ class Node:
                                        cluster_token=config.cluster_token)  # fmt: skip
         replica = LeaseReplica(config.core(), durable, random.Random(),
                                origin=f"{config.node_id}/{os.urandom(4).hex()}",
-                               snapshot_every=config.snapshot_every)  # fmt: skip
+                               snapshot_every=config.snapshot_every,
+                               keeper=LeaseKeeper(KeeperConfig(
+                                   waiters_per_name_max=config.limits.waiters_per_name_max)),
+                               )  # fmt: skip
         self.runtime = Runtime(
             replica, self.store,
             CountingTransport(self.transport, self.metrics, len(config.peers) - 1),
@@ -174,11 +181,14 @@ class Node:
         )  # fmt: skip
         self._service = LeaseService(self.runtime, learn_mode=config.learn_mode,
                                      peer_urls=dict(config.peers),
-                                     reachable_window_s=2 * config.election_timeout_s)  # fmt: skip
+                                     reachable_window_s=2 * config.election_timeout_s,
+                                     waiters_per_name_max=config.limits.waiters_per_name_max,
+                                     )  # fmt: skip
         self._leases = EmbeddedLeases(self._service, dict(config.peers), config.cluster_token)
         Instrumentation(self.metrics, time.monotonic).attach(self.runtime)
+        limiter = Limiter(config.limits, self.metrics)
         app = create_app(self._service, peers=dict(config.peers), metrics=self.metrics,
-                         cluster_token=config.cluster_token)  # fmt: skip
+                         cluster_token=config.cluster_token, limiter=limiter)  # fmt: skip
         app.router.add_get(WS_PATH, websocket_handler(config.node_id, config.cluster_token,
                                                       self._deliver))  # fmt: skip
         self._app = app
@@ -193,7 +203,8 @@ class Node:
             # taken out of the queue instead of being granted a lease it will never hear of.
             # A short shutdown_timeout: peers' WebSockets and parked waits never end by
             # themselves, and a stopping member should be gone quickly (clients retry).
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25,
+            # GuardedRunner: header/body read timeouts, parser errors as JSON (limits.py).
+            self._runner = GuardedRunner(app, limiter, access_log=None, shutdown_timeout=0.25,
                                          handler_cancellation=True)  # fmt: skip
             stack.push_async_callback(self._runner.cleanup)
             await self._runner.setup()
