@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,10 @@ from aiohttp.web_protocol import RequestHandler
 from paxlock.api.server.errors import protocol_error_response
 from paxlock.coordinator.errors import TooMany
 from paxlock.coordinator.metrics import Metrics
+
+
+STREAM_SNDBUF_BYTES = 64 * 1024
+"""The kernel send buffer of an event stream's socket (events are a few KiB at most)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,11 +145,17 @@ class Limiter:
             )  # fmt: skip
 
     @contextlib.contextmanager
-    def stream(self) -> Iterator[None]:
-        """Hold one of the node's observe slots for the duration, or raise ``TooMany``."""
+    def stream(self, request: web.Request, *, events: bool = False) -> Iterator[None]:
+        """Hold one of the node's observe slots for the duration, or raise ``TooMany``. For
+        an event stream (``events``), the socket's kernel send buffer is kept small too, so
+        that a stalled reader holds ``STREAM_SNDBUF_BYTES`` there, not megabytes."""
         if self.streams_open >= self.limits.streams_max:
             raise TooMany(f"{self.streams_open} observe requests are open at this node "
                           f"(limit {self.limits.streams_max})", limit="streams")  # fmt: skip
+        sock = request.transport.get_extra_info("socket") if request.transport else None
+        if events and sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF_BYTES)
         self.streams_open += 1
         try:
             yield

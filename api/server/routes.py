@@ -149,13 +149,13 @@ async def observe(request: web.Request, name: str) -> web.StreamResponse:
     if "text/event-stream" in request.headers.get("Accept", ""):
         with contextlib.suppress(ValueError):  # EventSource resumes with Last-Event-ID
             after = max(after, int(request.headers.get("Last-Event-ID", "")))
-        with request.app[LIMITER].stream():  # --max-streams, long polls and streams alike
+        with request.app[LIMITER].stream(request, events=True):  # --max-streams
             return await _stream(request, name, after)
     timeout = wire.query_float(
         request, "timeout", wire.OBSERVE_TIMEOUT_S_DEFAULT, 0.0, wire.WAIT_S_MAX
     )
     request[WAIT_S] = timeout
-    with request.app[LIMITER].stream():
+    with request.app[LIMITER].stream(request):  # long polls count as streams too
         view = await _service(request).observe(name, after=after, timeout=timeout)
     if view is None:
         return web.Response(status=204)
