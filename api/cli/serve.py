@@ -31,7 +31,7 @@ SETTINGS = {
     "snapshot_every": (int, "snapshot and compact the log every N slots (default: 5000)"),
     "log_level": (str, "debug | info | warning | error (default: info)"),
     # limits (README, Limits): at one, 429 too_many with Retry-After, or the connection closed
-    "rate_limit": (float, "requests/s per principal, per client IP without --auth; 0: off "
+    "rate_limit": (float, "requests/s per principal (per client IP without authentication); 0: off "
                           "(default: 1000)"),
     "rate_burst": (int, "requests at once above the rate (default: 2000)"),
     "max_waiters_per_name": (int, "acquires waiting for one name (default: 1000)"),
