@@ -33,7 +33,6 @@ CODES_BY_STATUS: dict[int, str] = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
-    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     431: "bad_request",

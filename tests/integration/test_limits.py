@@ -129,7 +129,8 @@ async def test_a_forwarded_request_is_counted_once_at_the_node_the_client_reache
     the request again — else every client behind a follower would share the follower's IP
     bucket at the primary, and the second client here would be refused."""
     cluster = await nodes(3, limits=Limits(rate_per_s=0.1, rate_burst=4), cluster_token="s3")
-    follower = next(n for n in cluster if n.service.known_primary() != n.config.node_id)
+    primary = await stable_primary(cluster)
+    follower = next(n for n in cluster if n is not primary)
     async with client("127.0.0.2") as first, client("127.0.0.3") as second:
         for session in (first, second):
             for i in range(4):
@@ -216,9 +217,8 @@ async def test_waiters_parked_through_a_follower_leave_its_forwarding_working(
     primary, relayed as it is."""
     cluster = await nodes(3, limits=Limits(waiters_per_name_max=150), election_timeout_s=2.0,
                           heartbeat_s=0.1)
-    primary_id = cluster[0].service.known_primary()
-    follower = next(n for n in cluster if n.config.node_id != primary_id)
-    primary = next(n for n in cluster if n.config.node_id == primary_id)
+    primary = await stable_primary(cluster)
+    follower = next(n for n in cluster if n is not primary)
     url = f"{follower.url}/v1/leases/crowded:acquire"
     async with client("127.0.0.2") as crowd, client("127.0.0.3") as other:
         status, _, _ = await call(crowd, "POST", url, {"holder": "h", "ttl": 30})
@@ -231,6 +231,9 @@ async def test_waiters_parked_through_a_follower_leave_its_forwarding_working(
         status, headers, body = await call(other, "POST", url,
                                            {"holder": "late", "ttl": 5, "wait": 30})  # fmt: skip
         assert_too_many(status, headers, body, "waiters_per_name")
+        assert (headers["X-Paxlock-Node"], headers["X-Paxlock-Primary"]) == (
+            follower.config.node_id, primary.config.node_id)  # refused by the primary, relayed
+        assert refusals(primary, "waiters_per_name") == 1
         for waiter in parked:
             waiter.cancel()
         await asyncio.gather(*parked, return_exceptions=True)
@@ -344,6 +347,22 @@ async def test_a_stalled_event_stream_reader_is_cut_off(nodes: Factory) -> None:
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+async def stable_primary(cluster: list[Node]) -> Node:
+    """The primary once it is in office and every member names it (a first primary may step
+    down while the others start: a follower's view from before that would be stale)."""
+
+    def agreed() -> Node | None:
+        named = {node.service.known_primary() for node in cluster}
+        primary = next((n for n in cluster if {n.config.node_id} == named), None)
+        return primary if primary is not None and primary.service.readiness()[1] == "primary" \
+            else None  # fmt: skip
+
+    await wait_until(lambda: agreed() is not None, "a primary every member names")
+    primary = agreed()
+    assert primary is not None
+    return primary
 
 
 async def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
