@@ -223,10 +223,13 @@ async def test_waiters_parked_through_a_follower_leave_its_forwarding_working(
     async with client("127.0.0.2") as crowd, client("127.0.0.3") as other:
         status, _, _ = await call(crowd, "POST", url, {"holder": "h", "ttl": 30})
         assert status == 200
-        parked = [asyncio.ensure_future(call(crowd, "POST", url,
-                                             {"holder": f"w{i}", "ttl": 5, "wait": 30}))
-                  for i in range(150)]  # fmt: skip
-        await wait_until(lambda: len(primary.service.waiting) == 150, "150 parked", 20)
+        parked: list[asyncio.Future[Any]] = []
+        for batch in range(6):  # 25 connections at a time: within the listeners' backlog
+            parked += [asyncio.ensure_future(call(crowd, "POST", url,
+                                                  {"holder": f"w{i}", "ttl": 5, "wait": 30}))
+                       for i in range(25 * batch, 25 * batch + 25)]  # fmt: skip
+            await wait_until(lambda: len(primary.service.waiting) == len(parked),
+                             f"{len(parked)} parked", 20)  # fmt: skip
         await served_meanwhile(other, follower.url, "crowded/other")
         status, headers, body = await call(other, "POST", url,
                                            {"holder": "late", "ttl": 5, "wait": 30})  # fmt: skip
