@@ -28,7 +28,7 @@ from yarl import URL
 
 from paxlock.api.client.transport import did_not_answer
 from paxlock.api.server.errors import error_middleware, error_response
-from paxlock.api.server.peer import NODE_HEADER, TOKEN_HEADER, token_ok
+from paxlock.api.server.peer import NODE_HEADER, TOKEN_HEADER, WS_PATH, token_ok
 from paxlock.api.server.routes import (
     METRICS, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, add_routes, cancel_streams,
     open_stream,
@@ -160,9 +160,11 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 @web.middleware
 async def internal_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``/internal/`` (peer endpoints) needs ``X-Paxlock-Cluster-Token`` when one is set."""
+    """``/internal/`` (peer endpoints) needs ``X-Paxlock-Cluster-Token`` when one is set.
+    The peer WebSocket checks its own handshake, and counts what it refuses (``peer``)."""
     path = request.app[FORWARDER].local_path(request)
-    if path.startswith("/internal/") and not token_ok(request, request.app.get(CLUSTER_TOKEN)):
+    internal = path.startswith("/internal/") and path != WS_PATH
+    if internal and not token_ok(request, request.app.get(CLUSTER_TOKEN)):
         return error_response(401, "unauthenticated", f"missing or wrong {TOKEN_HEADER}")
     return await handler(request)
 

@@ -163,7 +163,8 @@ class Node:
         durable = loaded.durable
         durable.snapshot_slot, durable.snapshot = loaded.snapshot_slot, loaded.snapshot
         self.transport = PeerTransport(config.node_id, dict(config.peers),
-                                       cluster_token=config.cluster_token)  # fmt: skip
+                                       cluster_token=config.cluster_token,
+                                       metrics=self.metrics)  # fmt: skip
         replica = LeaseReplica(config.core(), durable, random.Random(),
                                origin=f"{config.node_id}/{os.urandom(4).hex()}",
                                snapshot_every=config.snapshot_every)  # fmt: skip
@@ -180,7 +181,8 @@ class Node:
         app = create_app(self._service, peers=dict(config.peers), metrics=self.metrics,
                          cluster_token=config.cluster_token)  # fmt: skip
         app.router.add_get(WS_PATH, websocket_handler(config.node_id, config.cluster_token,
-                                                      self._deliver))  # fmt: skip
+                                                      self._deliver, members=config.peers,
+                                                      metrics=self.metrics))  # fmt: skip
         self._app = app
         stack.push_async_callback(self.transport.stop)
         await self.transport.start()
