@@ -11,8 +11,12 @@ leases (read locally, ``consistent=false``, so a replica that diverged shows it)
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -43,6 +47,19 @@ def send_frames(url: str, frames: list[bytes], *, claimed: str | None,
     if token is not None:
         headers[TOKEN_HEADER] = token
     return asyncio.run(_send(url, frames, headers))
+
+
+@contextlib.contextmanager
+def cluster_with_token(root: Path, token: str) -> Iterator[Any]:
+    """A running 3-member cluster whose members read ``token`` from the environment
+    (``PAXLOCK_CLUSTER_TOKEN``, set only while they start)."""
+    os.environ["PAXLOCK_CLUSTER_TOKEN"] = token
+    try:
+        with harness.running_cluster(root) as cluster:
+            os.environ.pop("PAXLOCK_CLUSTER_TOKEN", None)
+            yield cluster
+    finally:
+        os.environ.pop("PAXLOCK_CLUSTER_TOKEN", None)
 
 
 def _served(cluster: Any, path: str, body: dict[str, Any], timeout_s: float) -> dict[str, Any]:

@@ -13,18 +13,22 @@ Which protection holds where:
   itself is accepted), so the frames reach the decoder: a ballot at 2^64-1, a slot at 2^63
   and three million PreVotes in one frame break a bound and are dropped there, counted in
   ``paxlock_peer_frames_dropped_total{reason="invalid"}``. A Heartbeat at Ballot(10**12)
-  and an Accept at the primary's ballot claiming the primary are within the bounds: the
-  core's own rules keep the replicas consistent (the heartbeat costs an election, no more).
+  is within the bounds: the core's own rules keep the replicas consistent (it costs an
+  election, no more). An Accept at the primary's ballot claiming the primary is, without a
+  token, indistinguishable from the primary's own: only the token (or mutual TLS) stops it,
+  so it is replayed with a token only (without one it still forges a grant and stops the
+  primary with "one ballot carries one value per slot", as in the issue).
   Chosen(ci+1, forged) to one follower and a CatchupReply with a forged snapshot, named as
   coming from the other follower, are for the core to refuse (accepted only from the known
   primary, or as an answer): marked xfail until that change ("needs sec-core"). So is a
   Prepare at the highest round the decoder admits (2^62), found by the fuzzer: promised by
-  every member, it leaves no round a successor can encode, and no primary is ever elected.
+  every member, it leaves no round a successor can encode, and after the next failover no
+  primary is ever elected. (Those cases and the 2^64-1 one are followed by a failover:
+  the damage of a ballot shows at the next election.)
 """
 
 from __future__ import annotations
 
-import os
 import runpy
 import signal
 import sys
@@ -71,6 +75,8 @@ class Scene:
         round_, _, node = view["ballot"].partition(".")
         self.ballot = Ballot(int(round_), node)
         self.ci = view["chosen_index"]
+        self.f1: str
+        self.f2: str
         self.f1, self.f2 = (n for n in sorted(cluster.members) if n != self.primary)
         self.members = sorted(cluster.members)
 
@@ -107,10 +113,11 @@ CASES: dict[str, Callable[[Scene], list[Send]]] = {
     "catchup reply with a forged snapshot": lambda s: [
         (s.f1, s.f2, [CatchupReply((), 10**6, Snapshot(10**6, forged_snapshot()))])],
     "prepare at the highest round admitted": lambda s: [
-        (t, s.peer_of(t), [Prepare(Ballot(ROUND_MAX, "zz"), 0)]) for t in s.members],
+        (t, s.peer_of(t), [Prepare(Ballot(ROUND_MAX, "n9"), 0)]) for t in s.members],
 }  # fmt: skip
 DROPPED = ("accept at ballot 2^64-1 to every member", "accept at slot 2^63",
            "3M prevotes in one frame")  # fmt: skip
+TOKEN_ONLY = ("accept at the primary's ballot claiming the primary",)
 NEEDS_CORE = ("chosen(ci+1, forged) to one follower", "catchup reply with a forged snapshot",
               "prepare at the highest round admitted")  # fmt: skip
 
@@ -123,13 +130,8 @@ def replay(cluster: Any, sends: list[Send], token: str | None = None) -> list[in
 
 @pytest.fixture(scope="module")
 def token_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    os.environ["PAXLOCK_CLUSTER_TOKEN"] = TOKEN  # read by the members it starts, only
-    try:
-        with harness.running_cluster(tmp_path_factory.mktemp("token")) as cluster:
-            os.environ.pop("PAXLOCK_CLUSTER_TOKEN", None)
-            yield cluster
-    finally:
-        os.environ.pop("PAXLOCK_CLUSTER_TOKEN", None)
+    with attack.cluster_with_token(tmp_path_factory.mktemp("token"), TOKEN) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +159,7 @@ def test_without_the_token_every_forged_frame_is_refused_at_the_handshake(
                   token=TOKEN) == [403, 403]  # fmt: skip
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c not in NEEDS_CORE])
+@pytest.mark.parametrize("case", [c for c in CASES if c not in NEEDS_CORE + TOKEN_ONLY])
 def test_a_forged_frame_from_a_claimed_member_harms_nothing(open_cluster: Any, case: str) -> None:
     cluster = open_cluster
     tag = f"case{list(CASES).index(case)}"
@@ -180,24 +182,35 @@ def test_a_forged_frame_the_core_must_refuse_harms_nothing(cluster: Any, case: s
     token = attack.assert_unharmed(cluster, "before")
     sends = CASES[case](Scene(cluster))
     assert replay(cluster, sends) == [None] * len(sends)
-    attack.assert_unharmed(cluster, "after", token)
+    token = attack.assert_unharmed(cluster, "after", token)
+    elect_again(cluster, token)
 
 
-def test_after_a_ballot_at_the_integer_limit_the_survivors_still_elect(cluster: Any) -> None:
-    """The brick showed only at the next election: kill the primary, and the two survivors
-    must elect one of them and serve."""
+def test_after_a_ballot_at_the_integer_limit_the_cluster_still_elects(cluster: Any) -> None:
     scene = Scene(cluster)
     assert replay(cluster, CASES["accept at ballot 2^64-1 to every member"](scene)) == [None] * 3
-    attack.assert_unharmed(cluster, "first")
-    cluster.kill(scene.primary, signal.SIGKILL)
-    harness.wait_for(lambda: _a_survivor_grants(cluster, scene), 15.0, "a grant by survivors")
+    elect_again(cluster, attack.assert_unharmed(cluster, "first"))
     assert "peer_bad_frame" in cluster.logs()
 
 
-def _a_survivor_grants(cluster: Any, scene: Scene) -> bool:
-    for node in (scene.f1, scene.f2):
-        answer = harness.try_http("POST", f"{cluster.url(node)}/v1/leases/forged/second:acquire",
-                                  {"holder": "after", "ttl": 30, "request_id": "second"})  # fmt: skip
+def elect_again(cluster: Any, token: int) -> None:
+    """A ballot's damage shows at the next election (the 2^64-1 brick did): kill the
+    primary, and the two survivors must elect one of them and serve; the killed member then
+    rejoins and every replica must be the same again."""
+    primary = cluster.wait_ready()
+    cluster.kill(primary, signal.SIGKILL)
+    survivors = [n for n in cluster.members if n != primary]
+    harness.wait_for(lambda: _a_survivor_grants(cluster, survivors, token), 15.0,
+                     "a grant by the survivors")  # fmt: skip
+    cluster.start(primary)
+    attack.assert_unharmed(cluster, "elected-again", token)
+
+
+def _a_survivor_grants(cluster: Any, survivors: list[str], token: int) -> bool:
+    for node in survivors:
+        answer = harness.try_http("POST", f"{cluster.url(node)}/v1/leases/probe/survivors:acquire",
+                                  {"holder": "after", "ttl": 30, "request_id": "survivors"})  # fmt: skip
         if answer is not None and answer[0] == 200:
+            assert answer[2]["token"] > token, (answer, token)
             return True
     return False

@@ -18,7 +18,6 @@ every time and takes seconds.
 
 from __future__ import annotations
 
-import os
 import runpy
 import sys
 from collections.abc import Iterator
@@ -34,14 +33,7 @@ from hypothesis import strategies as st
 from paxlock.api.server.peer import decode_batch
 from paxlock.coordinator.core import messages as m
 from paxlock.coordinator.core.ballot import Ballot
-from paxlock.coordinator.core.lease_commands import (
-    Acquire,
-    Expire,
-    Office,
-    Proclaim,
-    Release,
-    Unblock,
-)
+from paxlock.coordinator.core import lease_commands as lc
 from paxlock.coordinator.core.proposal import Proposal, encode_proposal
 
 harness = sys.modules["paxlock_test_harness"]  # registered by tests/conftest.py
@@ -64,12 +56,12 @@ floats = st.floats(allow_nan=True, allow_infinity=True)
 ballots = st.builds(Ballot, ints, texts)
 names = st.one_of(texts, st.sampled_from(["a/b", "/", "é", "x:y", "a" * 256, "a" * 257]))
 commands = st.one_of(
-    st.builds(Acquire, names, texts, floats, st.none() | texts, floats, st.none() | texts),
-    st.builds(Release, names, texts, ints, st.none() | texts),
-    st.builds(Proclaim, names, texts, ints, st.none() | texts, st.none() | texts),
-    st.builds(Expire, names, ints, ballots),
-    st.builds(Unblock, names, ints, ballots),
-    st.builds(Office, ballots),
+    st.builds(lc.Acquire, names, texts, floats, st.none() | texts, floats, st.none() | texts),
+    st.builds(lc.Release, names, texts, ints, st.none() | texts),
+    st.builds(lc.Proclaim, names, texts, ints, st.none() | texts, st.none() | texts),
+    st.builds(lc.Expire, names, ints, ballots),
+    st.builds(lc.Unblock, names, ints, ballots),
+    st.builds(lc.Office, ballots),
 )  # fmt: skip
 raw_commands = st.one_of(
     st.builds(lambda o, s, c: encode_proposal(Proposal(o, s, c)), texts, ints, commands),
@@ -120,7 +112,7 @@ frames = st.one_of(
 
 
 def test_every_message_type_of_the_union_is_fuzzed() -> None:
-    union = m.Message.__args__  # type: ignore[attr-defined]
+    union = m.Message.__args__
     assert set(MESSAGES) == set(union), set(union) ^ set(MESSAGES)
 
 
@@ -137,13 +129,8 @@ def open_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def token_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    os.environ["PAXLOCK_CLUSTER_TOKEN"] = TOKEN  # read by the members it starts, only
-    try:
-        with harness.running_cluster(tmp_path_factory.mktemp("token")) as cluster:
-            os.environ.pop("PAXLOCK_CLUSTER_TOKEN", None)
-            yield cluster
-    finally:
-        os.environ.pop("PAXLOCK_CLUSTER_TOKEN", None)
+    with attack.cluster_with_token(tmp_path_factory.mktemp("token"), TOKEN) as cluster:
+        yield cluster
 
 
 def test_without_the_token_no_fuzzed_frame_gets_past_the_handshake(token_cluster: Any) -> None:
