@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from paxlock._logs import get_logger
 from paxlock.api.server.embedded import EmbeddedLeases
 from paxlock.api.server.peer import WS_PATH, PeerTransport, websocket_handler
+from paxlock.api.server.tls import NodeTls, peer_certificate_middleware
 from paxlock.coordinator.core.learner import LearnMode
 from paxlock.coordinator.core.messages import Message
 from paxlock.coordinator.core.node import CoreConfig
@@ -73,6 +74,12 @@ class NodeConfig:
     """Snapshot the lease state machine and compact the log every this many slots."""
     serve_http: bool = True
     """False to only build ``Node.app`` for mounting into a host application."""
+    tls_cert: str | Path | None = None
+    """PEM certificate chain of this node: the listener speaks only TLS, peers are https://."""
+    tls_key: str | Path | None = None
+    tls_ca: str | Path | None = None
+    """The cluster's CA: peers must present a certificate it signed (mutual TLS on
+    ``/internal/``), and outbound links trust only it."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -87,6 +94,15 @@ class NodeConfig:
             if parts.scheme not in ("http", "https") or not parts.hostname or not parts.port:
                 raise ValueError(f"peer {member}: URL must look like http://HOST:PORT, "
                                  f"not {url!r}")  # fmt: skip
+            if self.tls_cert is not None and parts.scheme != "https":
+                raise ValueError(f"peer {member}: with a TLS certificate every peer URL is "
+                                 f"https://, not {url!r}")  # fmt: skip
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("a TLS certificate and its key go together: give both "
+                             "--tls-cert and --tls-key, or neither")  # fmt: skip
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-ca needs --tls-cert and --tls-key: peers present and "
+                             "check certificates both ways")  # fmt: skip
 
     def bind(self) -> tuple[str, int]:
         if self.listen:
@@ -122,6 +138,7 @@ class Node:
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._leases: EmbeddedLeases | None = None
+        self.tls: NodeTls | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         """What ``start()`` started, to undo in reverse: by ``stop()``, or by ``start()``
         itself when a later step fails (a listener that cannot bind)."""
@@ -156,6 +173,8 @@ class Node:
         from paxlock.api.server.app import create_app
 
         config = self.config
+        self.tls = tls = NodeTls.from_paths(config.tls_cert, config.tls_key, config.tls_ca)
+        client_ssl = tls.client if tls is not None else None
         self.store = await SqliteStore.open(config.data_dir, node_id=config.node_id,
                                             cluster_id=config.cluster_id)  # fmt: skip
         stack.push_async_callback(self.store.close)
@@ -163,7 +182,8 @@ class Node:
         durable = loaded.durable
         durable.snapshot_slot, durable.snapshot = loaded.snapshot_slot, loaded.snapshot
         self.transport = PeerTransport(config.node_id, dict(config.peers),
-                                       cluster_token=config.cluster_token)  # fmt: skip
+                                       cluster_token=config.cluster_token,
+                                       ssl_context=client_ssl)  # fmt: skip
         replica = LeaseReplica(config.core(), durable, random.Random(),
                                origin=f"{config.node_id}/{os.urandom(4).hex()}",
                                snapshot_every=config.snapshot_every)  # fmt: skip
@@ -175,10 +195,13 @@ class Node:
         self._service = LeaseService(self.runtime, learn_mode=config.learn_mode,
                                      peer_urls=dict(config.peers),
                                      reachable_window_s=2 * config.election_timeout_s)  # fmt: skip
-        self._leases = EmbeddedLeases(self._service, dict(config.peers), config.cluster_token)
+        self._leases = EmbeddedLeases(self._service, dict(config.peers), config.cluster_token,
+                                      ssl_context=client_ssl)  # fmt: skip
         Instrumentation(self.metrics, time.monotonic).attach(self.runtime)
         app = create_app(self._service, peers=dict(config.peers), metrics=self.metrics,
-                         cluster_token=config.cluster_token)  # fmt: skip
+                         cluster_token=config.cluster_token, ssl_context=client_ssl)  # fmt: skip
+        if tls is not None and tls.mutual:
+            app.middlewares.append(peer_certificate_middleware)
         app.router.add_get(WS_PATH, websocket_handler(config.node_id, config.cluster_token,
                                                       self._deliver))  # fmt: skip
         self._app = app
@@ -199,11 +222,21 @@ class Node:
             await self._runner.setup()
             host, port = config.bind()
             try:
-                await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+                await web.TCPSite(self._runner, host, port, reuse_address=True,
+                                  ssl_context=tls.server if tls is not None else None).start()
             except OSError as error:
                 raise ListenError(error.errno, listen_failure(host, port, error)) from error
         log.info("node_started", node=config.node_id, url=self.url,
                  chosen_index=self.runtime.replica.status().chosen_index)  # fmt: skip
+
+    def reload_tls(self) -> bool:
+        """SIGHUP: load the certificate, key and CA files again (``NodeTls.reload``); new
+        handshakes use them. False when there is nothing to reload or the files are not
+        usable (logged; the previous certificates stay)."""
+        if self.tls is None:
+            log.info("tls_reload_skipped", reason="no TLS certificate configured")
+            return False
+        return self.tls.reload()
 
     def _deliver(self, src: str, messages: list[Message]) -> None:
         if self.runtime is not None and self.runtime.failure is None:

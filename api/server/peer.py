@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated
@@ -73,9 +74,12 @@ class PeerTransport:
     """Implements ``coordinator.ports.Transport`` over aiohttp WebSockets."""
 
     def __init__(self, node_id: str, peers: dict[str, str], *, cluster_token: str | None,
-                 on_frame: Callable[[int], None] | None = None) -> None:  # fmt: skip
+                 on_frame: Callable[[int], None] | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
         self.node_id = node_id
         self.token = cluster_token
+        self.ssl_context = ssl_context
+        """This node's certificate and the cluster's CA, for ``https://`` peers (api.server.tls)."""
         self.links = {peer: _Link(peer, url) for peer, url in peers.items() if peer != node_id}
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -120,7 +124,8 @@ class PeerTransport:
         while True:
             try:
                 async with self._session.ws_connect(
-                    link.url, headers=headers, heartbeat=5.0, max_msg_size=64 * 1024 * 1024
+                    link.url, headers=headers, heartbeat=5.0, max_msg_size=64 * 1024 * 1024,
+                    ssl=self.ssl_context if self.ssl_context is not None else True,
                 ) as ws:
                     backoff = 0.02
                     await self._write_frames(link, ws)
