@@ -120,8 +120,8 @@ def _issue(ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, node_id: st
     return files
 
 
-def make_local_pki(directory: Path, node_ids: Sequence[str],
-                   hosts: Sequence[str] = ("127.0.0.1",)) -> tuple[Path, dict[str, MemberFiles]]:  # fmt: skip
+def make_local_pki(directory: Path, node_ids: Sequence[str], hosts: Sequence[str] = ("127.0.0.1",)
+                   ) -> tuple[Path, dict[str, MemberFiles]]:  # fmt: skip
     """The CA file and each member's certificate and key under ``directory`` (made 0700)."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)

@@ -83,8 +83,8 @@ async def _ask(session: aiohttp.ClientSession, endpoint: str) -> dict[str, Any] 
     return view
 
 
-async def ask_all(endpoints: Sequence[str], timeout_s: float,
-                  tls: ssl.SSLContext | None = None) -> dict[str, dict[str, Any] | str]:  # fmt: skip
+async def ask_all(endpoints: Sequence[str], timeout_s: float, tls: ssl.SSLContext | None = None
+                  ) -> dict[str, dict[str, Any] | str]:  # fmt: skip
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:

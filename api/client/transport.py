@@ -93,8 +93,9 @@ def client_ssl_context(ca_file: str | os.PathLike[str]) -> ssl.SSLContext:
     except FileNotFoundError:
         raise ValueError(f"cannot read the CA file {os.fspath(ca_file)}: no such file") from None
     except (ssl.SSLError, OSError) as error:
-        reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or error
-        raise ValueError(f"cannot use the CA file {os.fspath(ca_file)}: {reason}") from None
+        reason = getattr(error, "reason", None)
+        why = reason.lower().replace("_", " ") if isinstance(reason, str) else str(error)
+        raise ValueError(f"cannot use the CA file {os.fspath(ca_file)}: {why}") from None
 
 
 def normalize_endpoints(endpoints: str | Sequence[str], scheme: str = "http") -> list[str]:

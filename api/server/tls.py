@@ -17,9 +17,11 @@ were. OpenSSL only ever adds to a context's trust store, so a CA given on reload
 
 from __future__ import annotations
 
+import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -47,21 +49,30 @@ class TlsFiles:
     ca: Path | None = None
 
 
+def _readable(flag: str, path: Path) -> None:
+    """OpenSSL names no file in its errors: say which one cannot be read, and why."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        why = os.strerror(error.errno) if error.errno else str(error)
+        raise TlsError(error.errno, f"cannot read {flag} {path}: {why.lower()}") from None
+
+
 def _load_chain(context: ssl.SSLContext, files: TlsFiles) -> None:
+    _readable("--tls-cert", files.cert)
+    _readable("--tls-key", files.key)
     try:
         context.load_cert_chain(files.cert, files.key)
-    except FileNotFoundError as error:
-        raise TlsError(error.errno, f"cannot read {error.filename}: no such file") from None
     except (ssl.SSLError, OSError) as error:
         raise TlsError(0, f"cannot use --tls-cert {files.cert} with --tls-key {files.key}: "
                           f"{_reason(error)}") from None  # fmt: skip
 
 
 def _load_ca(context: ssl.SSLContext, ca: Path) -> None:
+    _readable("--tls-ca", ca)
     try:
         context.load_verify_locations(cafile=ca)
-    except FileNotFoundError as error:
-        raise TlsError(error.errno, f"cannot read {error.filename}: no such file") from None
     except (ssl.SSLError, OSError) as error:
         raise TlsError(0, f"cannot use --tls-ca {ca}: {_reason(error)}") from None
 
@@ -137,7 +148,7 @@ class NodeTls:
         return True
 
 
-def _peer_certificate(request: web.Request) -> dict[str, object] | None:
+def _peer_certificate(request: web.Request) -> dict[str, Any] | None:
     """The certificate the client presented, as ``SSLSocket.getpeercert()`` shows it: the
     listener's ``CERT_OPTIONAL`` verified it against the CA during the handshake (one that
     does not verify never reaches a handler), so a non-empty dict is a verified one."""
@@ -152,11 +163,12 @@ def peer_names(request: web.Request) -> frozenset[str]:
     cert = _peer_certificate(request)
     if cert is None:
         return frozenset()
-    names = {value for rdn in cert.get("subject", ()) for key, value in rdn  # type: ignore[attr-defined]
-             if key == "commonName"}  # fmt: skip
-    names |= {value for kind, value in cert.get("subjectAltName", ())  # type: ignore[attr-defined]
-              if kind == "DNS"}  # fmt: skip
-    return frozenset(names)
+    dns = [value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"]
+    return frozenset(_common_names(cert) + dns)
+
+
+def _common_names(cert: dict[str, Any]) -> list[str]:
+    return [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
 
 
 def peer_identity(request: web.Request) -> str | None:
@@ -165,10 +177,7 @@ def peer_identity(request: web.Request) -> str | None:
     the client presented no certificate, or one without a single CN. The peer-auth check
     compares it with the ``X-Paxlock-Node`` a peer claims."""
     cert = _peer_certificate(request)
-    if cert is None:
-        return None
-    common = [value for rdn in cert.get("subject", ()) for key, value in rdn  # type: ignore[attr-defined]
-              if key == "commonName"]  # fmt: skip
+    common = _common_names(cert) if cert is not None else []
     return common[0] if len(common) == 1 else None
 
 
