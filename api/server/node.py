@@ -75,7 +75,8 @@ class NodeConfig:
     serve_http: bool = True
     """False to only build ``Node.app`` for mounting into a host application."""
     tls_cert: str | Path | None = None
-    """PEM certificate chain of this node: the listener speaks only TLS, peers are https://."""
+    """PEM certificate chain of this node: the listener speaks only TLS, peers are https://
+    (a host that mounts ``node.app`` listens with ``node.tls.server``)."""
     tls_key: str | Path | None = None
     tls_ca: str | Path | None = None
     """The cluster's CA: peers must present a certificate it signed (mutual TLS on
