@@ -27,6 +27,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from paxlock._logs import get_logger
+from paxlock.api.server.app import FORWARDER
 from paxlock.api.server.errors import error_response
 
 log = get_logger("paxlock.tls")
@@ -186,8 +187,6 @@ async def peer_certificate_middleware(request: web.Request,
                                       handler: Handler) -> web.StreamResponse:  # fmt: skip
     """Mutual TLS on ``/internal/``: a peer endpoint needs a certificate of the cluster's CA
     (installed by the node only when ``--tls-ca`` is given)."""
-    from paxlock.api.server.app import FORWARDER
-
     path = request.app[FORWARDER].local_path(request)
     if path.startswith(INTERNAL_PREFIX) and _peer_certificate(request) is None:
         return error_response(401, "unauthenticated", "a peer must present a certificate "
