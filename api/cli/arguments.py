@@ -8,6 +8,7 @@ import argparse
 import importlib.metadata
 import math
 import textwrap
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from paxlock.coordinator.core.lease_commands import NAME_RE
@@ -121,3 +122,22 @@ def cluster_size(text: str) -> int:
             f"use {nodes - 1} or {nodes + 1}"
         )
     return nodes
+
+
+def add_ca_argument(parser: argparse.ArgumentParser) -> None:
+    """``--ca FILE`` for a command that talks to a cluster over ``https://``."""
+    parser.add_argument("--ca", metavar="FILE",
+                        help="PEM file of the CA that signed the cluster's certificates, to "
+                        "verify https:// endpoints (default: $PAXLOCK_CA; without either, the "
+                        "system's CAs); with it, the default endpoints are https://")  # fmt: skip
+
+
+def ca_file(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    """``--ca``, else ``PAXLOCK_CA``, else None; ``ValueError`` with one sentence when the file
+    cannot be used as a CA (checked before anything is sent)."""
+    from paxlock.api.client.transport import client_ssl_context
+
+    path = getattr(args, "ca", None) or environ.get("PAXLOCK_CA") or None
+    if path is not None:
+        client_ssl_context(path)
+    return path

@@ -19,11 +19,17 @@ SETTINGS = {
     # setting: (type, help)
     "id": (str, "this node's id (required)"),
     "listen": (str, "HOST:PORT to bind (required)"),
-    "advertise": (str, "this node's URL as peers reach it (default: http://LISTEN)"),
+    "advertise": (str, "this node's URL as peers reach it (default: http://LISTEN, "
+                  "https:// with --tls-cert)"),
     "peer": (list, "another member as ID=URL; repeat for each (env: comma-separated)"),
     "data_dir": (str, "directory of this node's store (required)"),
     "cluster_id": (str, "cluster name, checked against the store (default: paxlock)"),
     "cluster_token": (str, "shared secret required on /internal/ peer endpoints"),
+    "tls_cert": (str, "PEM certificate (chain) of this node: the listener speaks only TLS, "
+                 "peer URLs are https:// (SIGHUP reloads it)"),
+    "tls_key": (str, "PEM private key of --tls-cert"),
+    "tls_ca": (str, "PEM CA of the cluster: peers must present a certificate it signed "
+               "(mutual TLS on /internal/); outbound links trust only it"),
     "learn_mode": (str, "broadcast | primary | set:K (default: primary)"),
     "election_timeout": (float, "seconds T: a silent primary is replaced after [T, 2T]"),
     "heartbeat": (float, "seconds between primary heartbeats (below the election timeout)"),
@@ -102,7 +108,8 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
     own = peers.pop(node_id, None)
     if own is not None and advertise and own.rstrip("/") != str(advertise).rstrip("/"):
         raise ConfigError(f"--peer {node_id}={own} disagrees with --advertise {advertise}")
-    peers[node_id] = str(advertise or own or f"http://{listen}")
+    scheme = "https" if settings.get("tls_cert") else "http"
+    peers[node_id] = str(advertise or own or f"{scheme}://{listen}")
     options: dict[str, Any] = {}
     if settings.get("election_timeout") is not None:
         options["election_timeout_s"] = float(settings["election_timeout"])
@@ -119,7 +126,9 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
             node_id, peers, settings["data_dir"], listen=listen,
             cluster_id=str(settings.get("cluster_id") or "paxlock"),
             cluster_token=settings.get("cluster_token") or None,
-            learn_mode=str(settings.get("learn_mode") or "primary"), **options,
+            learn_mode=str(settings.get("learn_mode") or "primary"),
+            tls_cert=settings.get("tls_cert") or None, tls_key=settings.get("tls_key") or None,
+            tls_ca=settings.get("tls_ca") or None, **options,
         )  # fmt: skip
     except ValueError as error:
         raise ConfigError(str(error)) from None
@@ -162,12 +171,14 @@ def serve_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 
 async def serve(config: NodeConfig) -> int:
-    """Run one node until SIGINT/SIGTERM (exit 0) or until its store fails (exit 1)."""
+    """Run one node until SIGINT/SIGTERM (exit 0) or until its store fails (exit 1);
+    SIGHUP reloads its TLS certificates."""
+    node = Node(config)
     stop = asyncio.Event()  # handlers first: a signal during start-up stops it right after
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    node = Node(config)
+    loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
     await node.start()
     failed = asyncio.ensure_future(node.wait_failed())
     stopping = asyncio.ensure_future(stop.wait())

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -67,6 +68,10 @@ async def _ask(session: aiohttp.ClientSession, endpoint: str) -> dict[str, Any] 
             view = await response.json(content_type=None)
     except asyncio.TimeoutError:
         return "no answer in time"
+    except aiohttp.ClientSSLError as error:
+        from paxlock.api.client.transport import tls_failure
+
+        return tls_failure(error)
     except aiohttp.ClientConnectorError as error:
         code = error.os_error.errno  # negative for a name that does not resolve
         why = os.strerror(code) if code and code > 0 else error.os_error.strerror
@@ -78,9 +83,11 @@ async def _ask(session: aiohttp.ClientSession, endpoint: str) -> dict[str, Any] 
     return view
 
 
-async def ask_all(endpoints: Sequence[str], timeout_s: float) -> dict[str, dict[str, Any] | str]:
+async def ask_all(endpoints: Sequence[str], timeout_s: float, tls: ssl.SSLContext | None = None
+                  ) -> dict[str, dict[str, Any] | str]:  # fmt: skip
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         answers = await asyncio.gather(*(_ask(session, e) for e in endpoints))
     return dict(zip(endpoints, answers, strict=True))
 
@@ -192,11 +199,22 @@ def table(report: Report) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from paxlock.api.cli.arguments import ca_file
+    from paxlock.api.client.transport import client_ssl_context
+
     endpoints = endpoints_from(args.endpoints, os.environ)
     if not args.timeout > 0:
         print("paxlock status: --timeout must be > 0", file=sys.stderr)
         return 2
-    report = combine(asyncio.run(ask_all(endpoints, args.timeout)))
+    try:
+        ca = ca_file(args, os.environ)
+    except ValueError as unusable:
+        print(f"paxlock status: {unusable}", file=sys.stderr)
+        return 2
+    if ca and endpoints == list(DEFAULT_ENDPOINTS):
+        endpoints = [url.replace("http://", "https://", 1) for url in endpoints]
+    tls = client_ssl_context(ca) if ca else None
+    report = combine(asyncio.run(ask_all(endpoints, args.timeout, tls)))
     for endpoint, error in report.errors.items():
         print(f"paxlock status: {endpoint}: {error}", file=sys.stderr)
     if args.json:

@@ -18,6 +18,7 @@ Embedding: ``create_app`` returns a complete ``web.Application``; a host mounts 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -52,7 +53,8 @@ class Forwarder:
     """Proxies requests to the primary; owns the shared session (opened in ``cleanup_ctx``)."""
 
     def __init__(self, node_id: str, peers: dict[str, str], metrics: Metrics,
-                 stream_idle_s: float) -> None:  # fmt: skip
+                 stream_idle_s: float,
+                 ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
         self.node_id = node_id
         self.peers = {peer: url.rstrip("/") for peer, url in peers.items()}
         self.metrics = metrics
@@ -60,6 +62,8 @@ class Forwarder:
         """A relayed stream silent this long has a dead primary (it sends heartbeats)."""
         self.mount = URL(self.peers[node_id]).path.rstrip("/") if node_id in self.peers else ""
         self.session: aiohttp.ClientSession | None = None
+        self.ssl_context = ssl_context
+        """This node's certificate and the cluster's CA, for an ``https://`` primary."""
 
     def local_path(self, request: web.Request) -> str:
         """The raw path relative to where this app is mounted (its own URL's path)."""
@@ -200,8 +204,10 @@ def _header_stamper(service: Leasing, forwarder: Forwarder
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
     """One keep-alive session for every forwarded request; closed after the app stops."""
     forwarder = app[FORWARDER]
+    tls = forwarder.ssl_context
     forwarder.session = aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=None, connect=FORWARD_CONNECT_S)
+        timeout=aiohttp.ClientTimeout(total=None, connect=FORWARD_CONNECT_S),
+        connector=aiohttp.TCPConnector(ssl=tls) if tls is not None else None,
     )
     try:
         yield
@@ -211,9 +217,10 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(service: Leasing, *, peers: dict[str, str], metrics: Metrics,
-               cluster_token: str | None = None, sse_heartbeat_s: float = 15.0
-               ) -> web.Application:  # fmt: skip
-    """The node's HTTP app. ``peers`` maps node id to base URL, this node included."""
+               cluster_token: str | None = None, sse_heartbeat_s: float = 15.0,
+               ssl_context: ssl.SSLContext | None = None) -> web.Application:  # fmt: skip
+    """The node's HTTP app. ``peers`` maps node id to base URL, this node included;
+    ``ssl_context`` is what forwarding to an ``https://`` primary uses."""
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[
@@ -226,7 +233,8 @@ def create_app(service: Leasing, *, peers: dict[str, str], metrics: Metrics,
     app[SSE_HEARTBEAT_S] = sse_heartbeat_s
     app[STREAMS] = set()
     app[FORWARDER] = forwarder = Forwarder(
-        service.node_id, peers, metrics, stream_idle_s=3 * sse_heartbeat_s + FORWARD_MARGIN_S
+        service.node_id, peers, metrics, stream_idle_s=3 * sse_heartbeat_s + FORWARD_MARGIN_S,
+        ssl_context=ssl_context,
     )
     if cluster_token:
         app[CLUSTER_TOKEN] = cluster_token

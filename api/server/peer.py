@@ -165,6 +165,8 @@ class PeerTransport:
                  ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
         self.node_id = node_id
         self.token = cluster_token
+        self.ssl_context = ssl_context
+        """This node's certificate and the cluster's CA, for ``https://`` peers (api.server.tls)."""
         self.links = {peer: _Link(peer, url) for peer, url in peers.items() if peer != node_id}
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
