@@ -12,6 +12,10 @@ import tomllib
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
+from paxlock.api.cli.cluster_token import (
+    CONFIG_REFUSAL, RefuseTokenOnArgv, TokenError, check_peer_credential, cluster_token,
+    has_credential, merge_env_token, warn_unauthenticated,
+)  # fmt: skip
 from paxlock.api.server.node import Node, NodeConfig
 
 ENV_PREFIX = "PAXLOCK_"
@@ -23,7 +27,10 @@ SETTINGS = {
     "peer": (list, "another member as ID=URL; repeat for each (env: comma-separated)"),
     "data_dir": (str, "directory of this node's store (required)"),
     "cluster_id": (str, "cluster name, checked against the store (default: paxlock)"),
-    "cluster_token": (str, "shared secret required on /internal/ peer endpoints"),
+    "cluster_token_file": (str, "a file whose first line is the secret peers show on "
+                           "/internal/ (or the secret itself in PAXLOCK_CLUSTER_TOKEN)"),
+    "insecure_peers": (bool, "start beyond loopback without a peer credential (a cluster "
+                       "token or a TLS CA): anyone who reaches the port can act as a peer"),
     "learn_mode": (str, "broadcast | primary | set:K (default: primary)"),
     "election_timeout": (float, "seconds T: a silent primary is replaced after [T, 2T]"),
     "heartbeat": (float, "seconds between primary heartbeats (below the election timeout)"),
@@ -38,9 +45,13 @@ class ConfigError(ValueError):
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="a TOML file with the settings below")
+    parser.add_argument("--cluster-token", nargs="?", action=RefuseTokenOnArgv,
+                        help=argparse.SUPPRESS)  # fmt: skip
     for name, (kind, text) in SETTINGS.items():
         flag = "--" + name.replace("_", "-")
-        if kind is list:
+        if kind is bool:
+            parser.add_argument(flag, action="store_const", const=True, help=text)
+        elif kind is list:
             parser.add_argument(flag, action="append", metavar="ID=URL", help=text)
         else:
             parser.add_argument(flag, type=kind, help=text)
@@ -57,6 +68,8 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, A
             raise ConfigError(f"cannot read config file {args.config}: {error}") from None
         for key, value in table.items():
             key = key.replace("-", "_")
+            if key == "cluster_token":
+                raise ConfigError(f"cluster_token in {args.config}: {CONFIG_REFUSAL}")
             if key not in SETTINGS:
                 raise ConfigError(f"unknown setting {key!r} in {args.config}")
             merged[key] = value
@@ -64,16 +77,27 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, A
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is not None:
             merged[name] = _parse(name, kind, raw)
+    try:
+        merge_env_token(merged, environ)
+    except TokenError as error:
+        raise ConfigError(str(error)) from None
     for name in SETTINGS:
         value = getattr(args, name, None)
         if value is not None:
             merged[name] = value
+    if getattr(args, "cluster_token_file", None) is not None:
+        merged.pop("cluster_token", None)  # the flag wins over the environment
     return merged
 
 
 def _parse(name: str, kind: type, raw: str) -> Any:
     if kind is list:
         return [item.strip() for item in raw.split(",") if item.strip()]
+    if kind is bool:
+        word = raw.strip().lower()
+        if word in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+            return word in ("1", "true", "yes", "on")
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: not true or false: {raw!r}")
     try:
         return kind(raw)
     except ValueError:
@@ -103,6 +127,11 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
     if own is not None and advertise and own.rstrip("/") != str(advertise).rstrip("/"):
         raise ConfigError(f"--peer {node_id}={own} disagrees with --advertise {advertise}")
     peers[node_id] = str(advertise or own or f"http://{listen}")
+    try:
+        token = cluster_token(settings)
+        check_peer_credential(settings, listen, peers[node_id], token)
+    except TokenError as error:
+        raise ConfigError(str(error)) from None
     options: dict[str, Any] = {}
     if settings.get("election_timeout") is not None:
         options["election_timeout_s"] = float(settings["election_timeout"])
@@ -118,7 +147,7 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
         return NodeConfig(
             node_id, peers, settings["data_dir"], listen=listen,
             cluster_id=str(settings.get("cluster_id") or "paxlock"),
-            cluster_token=settings.get("cluster_token") or None,
+            cluster_token=token,
             learn_mode=str(settings.get("learn_mode") or "primary"), **options,
         )  # fmt: skip
     except ValueError as error:
@@ -154,21 +183,25 @@ def serve_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except ConfigError as error:
         print(f"paxlock serve: {error}", file=sys.stderr)
         return 2
+    unauthenticated = not has_credential(settings, config.cluster_token)
     try:
-        return run_fast(serve(config))
+        return run_fast(serve(config, unauthenticated=unauthenticated))
     except (StoreError, OSError) as error:  # OSError: ListenError, or a data dir not ours
         print(f"paxlock serve: {error}", file=sys.stderr)
         return 2
 
 
-async def serve(config: NodeConfig) -> int:
-    """Run one node until SIGINT/SIGTERM (exit 0) or until its store fails (exit 1)."""
+async def serve(config: NodeConfig, *, unauthenticated: bool = False) -> int:
+    """Run one node until SIGINT/SIGTERM (exit 0) or until its store fails (exit 1).
+    ``unauthenticated``: it has no peer credential, said once it serves."""
     stop = asyncio.Event()  # handlers first: a signal during start-up stops it right after
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     node = Node(config)
     await node.start()
+    if unauthenticated:
+        warn_unauthenticated(str(config.listen))
     failed = asyncio.ensure_future(node.wait_failed())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)

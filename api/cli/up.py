@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from paxlock.api.cli.cluster_token import write_token_file
 from paxlock.api.server.node import listen_failure
 
 STOP_GRACE_S = 10.0
@@ -301,4 +302,13 @@ def up(base_port: int, nodes: int, data_dir: Path, host: str = "127.0.0.1") -> i
         if failure is not None:
             print(f"paxlock up: {failure}", file=sys.stderr)
             return REFUSED
+    # Peers authenticate with a fresh token, given by file: never on a command line.
+    try:
+        token_file = write_token_file(data_dir)
+    except OSError as error:
+        print(f"paxlock up: cannot write the cluster token in {data_dir}: {error.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return REFUSED
+    for member in members:
+        member.args += ["--cluster-token-file", str(token_file)]
     return LocalCluster(members, host, data_dir).run()
