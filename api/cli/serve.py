@@ -49,10 +49,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help=argparse.SUPPRESS)  # fmt: skip
     for name, (kind, text) in SETTINGS.items():
         flag = "--" + name.replace("_", "-")
-        if kind is bool:
-            parser.add_argument(flag, action="store_const", const=True, help=text)
-        elif kind is list:
+        if kind is list:
             parser.add_argument(flag, action="append", metavar="ID=URL", help=text)
+        elif kind is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=text)
         else:
             parser.add_argument(flag, type=kind, help=text)
 
@@ -94,9 +94,10 @@ def _parse(name: str, kind: type, raw: str) -> Any:
     if kind is list:
         return [item.strip() for item in raw.split(",") if item.strip()]
     if kind is bool:
-        word = raw.strip().lower()
-        if word in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
-            return word in ("1", "true", "yes", "on")
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("", "0", "false", "no", "off"):
+            return False
         raise ConfigError(f"{ENV_PREFIX}{name.upper()}: not true or false: {raw!r}")
     try:
         return kind(raw)
