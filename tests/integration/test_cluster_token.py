@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from paxlock.api.cli.main import build_parser
 from paxlock.api.cli.serve import ConfigError, node_config, resolve
-from paxlock.api.server.peer import TOKEN_HEADER
+from paxlock.api.server.peer import NODE_HEADER, TOKEN_HEADER
 
 harness = sys.modules["paxlock_test_harness"]
 SECRET = "s3cret-token-from-a-file"
@@ -247,12 +247,14 @@ def test_up_makes_a_token_no_process_list_shows_and_the_peers_use_it(tmp_path: P
             assert token.encode() not in argv, f"the token in pid {pid}'s command line"
             if pid in nodes:
                 assert token.encode() not in environ, f"the token in pid {pid}'s environment"
-        for url in urls:
+        for index, url in enumerate(urls):
+            member = {NODE_HEADER: f"n{(index + 1) % 3 + 1}"}  # another member, as a peer says
             for offered in ({}, {TOKEN_HEADER: "0" * 64}):
-                status, _, body = harness.http("GET", url + "/internal/ws", headers=offered)
+                status, _, body = harness.http("GET", url + "/internal/ws",
+                                               headers={**member, **offered})  # fmt: skip
                 assert status == 401 and body["error"] == "unauthenticated", (url, body)
             status, _, _ = harness.http("GET", url + "/internal/ws",
-                                        headers={TOKEN_HEADER: token})  # fmt: skip
+                                        headers={**member, TOKEN_HEADER: token})  # fmt: skip
             assert status == 400, "past the token check: only not a WebSocket upgrade"
     finally:
         up.terminate()
