@@ -12,6 +12,10 @@ import tomllib
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
+from paxlock.api.cli.cluster_token import (
+    CONFIG_REFUSAL, RefuseTokenOnArgv, TokenError, check_peer_credential, cluster_token,
+    has_credential, merge_env_token, warn_unauthenticated,
+)  # fmt: skip
 from paxlock.api.server.node import Node, NodeConfig
 
 ENV_PREFIX = "PAXLOCK_"
@@ -24,12 +28,15 @@ SETTINGS = {
     "peer": (list, "another member as ID=URL; repeat for each (env: comma-separated)"),
     "data_dir": (str, "directory of this node's store (required)"),
     "cluster_id": (str, "cluster name, checked against the store (default: paxlock)"),
-    "cluster_token": (str, "shared secret required on /internal/ peer endpoints"),
     "tls_cert": (str, "PEM certificate (chain) of this node: the listener speaks only TLS, "
                  "peer URLs are https:// (SIGHUP reloads it)"),
     "tls_key": (str, "PEM private key of --tls-cert"),
     "tls_ca": (str, "PEM CA of the cluster: peers must present a certificate it signed "
                "(mutual TLS on /internal/); outbound links trust only it"),
+    "cluster_token_file": (str, "a file whose first line is the secret peers show on "
+                           "/internal/ (or the secret itself in PAXLOCK_CLUSTER_TOKEN)"),
+    "insecure_peers": (bool, "start beyond loopback without a peer credential (a cluster "
+                       "token or a TLS CA): anyone who reaches the port can act as a peer"),
     "learn_mode": (str, "broadcast | primary | set:K (default: primary)"),
     "election_timeout": (float, "seconds T: a silent primary is replaced after [T, 2T]"),
     "heartbeat": (float, "seconds between primary heartbeats (below the election timeout)"),
@@ -44,10 +51,14 @@ class ConfigError(ValueError):
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="a TOML file with the settings below")
+    parser.add_argument("--cluster-token", nargs="?", action=RefuseTokenOnArgv,
+                        help=argparse.SUPPRESS)  # fmt: skip
     for name, (kind, text) in SETTINGS.items():
         flag = "--" + name.replace("_", "-")
         if kind is list:
             parser.add_argument(flag, action="append", metavar="ID=URL", help=text)
+        elif kind is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=text)
         else:
             parser.add_argument(flag, type=kind, help=text)
 
@@ -63,6 +74,8 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, A
             raise ConfigError(f"cannot read config file {args.config}: {error}") from None
         for key, value in table.items():
             key = key.replace("-", "_")
+            if key == "cluster_token":
+                raise ConfigError(f"cluster_token in {args.config}: {CONFIG_REFUSAL}")
             if key not in SETTINGS:
                 raise ConfigError(f"unknown setting {key!r} in {args.config}")
             merged[key] = value
@@ -70,16 +83,28 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, A
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is not None:
             merged[name] = _parse(name, kind, raw)
+    try:
+        merge_env_token(merged, environ)
+    except TokenError as error:
+        raise ConfigError(str(error)) from None
     for name in SETTINGS:
         value = getattr(args, name, None)
         if value is not None:
             merged[name] = value
+    if getattr(args, "cluster_token_file", None) is not None:
+        merged.pop("cluster_token", None)  # the flag wins over the environment
     return merged
 
 
 def _parse(name: str, kind: type, raw: str) -> Any:
     if kind is list:
         return [item.strip() for item in raw.split(",") if item.strip()]
+    if kind is bool:
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("", "0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: not true or false: {raw!r}")
     try:
         return kind(raw)
     except ValueError:
@@ -110,6 +135,11 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
         raise ConfigError(f"--peer {node_id}={own} disagrees with --advertise {advertise}")
     scheme = "https" if settings.get("tls_cert") else "http"
     peers[node_id] = str(advertise or own or f"{scheme}://{listen}")
+    try:
+        token = cluster_token(settings)
+        check_peer_credential(settings, listen, peers[node_id], token)
+    except TokenError as error:
+        raise ConfigError(str(error)) from None
     options: dict[str, Any] = {}
     if settings.get("election_timeout") is not None:
         options["election_timeout_s"] = float(settings["election_timeout"])
@@ -125,7 +155,7 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
         return NodeConfig(
             node_id, peers, settings["data_dir"], listen=listen,
             cluster_id=str(settings.get("cluster_id") or "paxlock"),
-            cluster_token=settings.get("cluster_token") or None,
+            cluster_token=token,
             learn_mode=str(settings.get("learn_mode") or "primary"),
             tls_cert=settings.get("tls_cert") or None, tls_key=settings.get("tls_key") or None,
             tls_ca=settings.get("tls_ca") or None, **options,
@@ -163,16 +193,18 @@ def serve_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except ConfigError as error:
         print(f"paxlock serve: {error}", file=sys.stderr)
         return 2
+    unauthenticated = not has_credential(settings, config.cluster_token)
     try:
-        return run_fast(serve(config))
+        return run_fast(serve(config, unauthenticated=unauthenticated))
     except (StoreError, OSError) as error:  # OSError: ListenError, or a data dir not ours
         print(f"paxlock serve: {error}", file=sys.stderr)
         return 2
 
 
-async def serve(config: NodeConfig) -> int:
+async def serve(config: NodeConfig, *, unauthenticated: bool = False) -> int:
     """Run one node until SIGINT/SIGTERM (exit 0) or until its store fails (exit 1);
-    SIGHUP reloads its TLS certificates."""
+    SIGHUP reloads its TLS certificates. ``unauthenticated``: it has no peer credential,
+    said once it serves."""
     node = Node(config)
     stop = asyncio.Event()  # handlers first: a signal during start-up stops it right after
     loop = asyncio.get_running_loop()
@@ -180,6 +212,8 @@ async def serve(config: NodeConfig) -> int:
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
     await node.start()
+    if unauthenticated:
+        warn_unauthenticated(str(config.listen))
     failed = asyncio.ensure_future(node.wait_failed())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)

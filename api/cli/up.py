@@ -41,6 +41,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from paxlock.api.cli.cluster_token import write_token_file
 from paxlock.api.server.node import listen_failure
 
 if TYPE_CHECKING:
@@ -342,4 +343,13 @@ def up(base_port: int, nodes: int, data_dir: Path, host: str = "127.0.0.1",
                   f"{error.strerror or error}", file=sys.stderr)  # fmt: skip
             return REFUSED
     members = plan(nodes, base_port, data_dir, host, pki)
+    # Peers authenticate with a fresh token, given by file: never on a command line.
+    try:
+        token_file = write_token_file(data_dir)
+    except OSError as error:
+        print(f"paxlock up: cannot write the cluster token in {data_dir}: {error.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return REFUSED
+    for member in members:
+        member.args += ["--cluster-token-file", str(token_file)]
     return LocalCluster(members, host, data_dir, pki[0] if pki else None).run()
