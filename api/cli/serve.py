@@ -29,7 +29,14 @@ SETTINGS = {
     "heartbeat": (float, "seconds between primary heartbeats (below the election timeout)"),
     "snapshot_every": (int, "snapshot and compact the log every N slots (default: 5000)"),
     "log_level": (str, "debug | info | warning | error (default: info)"),
+    "auth": (str, "TOML file of principals (token hashes, roles): /v1 needs a bearer token"),
+    "auth_metrics": (bool, "with --auth, /metrics needs a valid bearer token too"),
+    "max_holds_per_principal": (int, "leases one principal may hold (default: 10000)"),
+    "max_holds": (int, "leases held in total (default: 100000)"),
+    "max_value_bytes": (int, "bytes of lease values in total (default: 67108864)"),
 }
+_LIMITS = {"max_holds_per_principal": "holds_per_principal_max", "max_holds": "holds_max",
+           "max_value_bytes": "value_bytes_max"}  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -42,6 +49,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         if kind is list:
             parser.add_argument(flag, action="append", metavar="ID=URL", help=text)
+        elif kind is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=text)
         else:
             parser.add_argument(flag, type=kind, help=text)
 
@@ -74,6 +83,12 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, A
 def _parse(name: str, kind: type, raw: str) -> Any:
     if kind is list:
         return [item.strip() for item in raw.split(",") if item.strip()]
+    if kind is bool:
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("", "0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: not true or false: {raw!r}")
     try:
         return kind(raw)
     except ValueError:
@@ -114,6 +129,27 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
         options["heartbeat_s"] = float(settings["heartbeat"])
     elif "election_timeout_s" in options:
         options["heartbeat_s"] = options["election_timeout_s"] / 6
+    for setting, field in _LIMITS.items():
+        if settings.get(setting) is not None:
+            flag = "--" + setting.replace("_", "-")
+            try:
+                options[field] = int(settings[setting])
+            except (TypeError, ValueError):
+                raise ConfigError(f"{flag} must be a whole number") from None
+            if options[field] < 1:
+                raise ConfigError(f"{flag} must be at least 1")
+    if settings.get("auth"):
+        from paxlock.api.server.auth import AuthFileError, load_auth
+
+        try:
+            load_auth(str(settings["auth"]))  # checked now: a mistake is one line, exit 2
+        except AuthFileError as error:
+            raise ConfigError(str(error)) from None
+        options["auth_file"] = str(settings["auth"])
+    if settings.get("auth_metrics"):
+        if not settings.get("auth"):
+            raise ConfigError("--auth-metrics needs --auth")
+        options["auth_metrics"] = True
     try:
         return NodeConfig(
             node_id, peers, settings["data_dir"], listen=listen,

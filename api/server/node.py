@@ -18,8 +18,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from paxlock._logs import get_logger
+from paxlock.api.server.auth import load_auth
 from paxlock.api.server.embedded import EmbeddedLeases
 from paxlock.api.server.peer import WS_PATH, PeerTransport, websocket_handler
+from paxlock.coordinator.core.keeper import KeeperConfig, LeaseKeeper
 from paxlock.coordinator.core.learner import LearnMode
 from paxlock.coordinator.core.messages import Message
 from paxlock.coordinator.core.node import CoreConfig
@@ -49,6 +51,7 @@ def listen_failure(host: str, port: int, error: OSError) -> str:
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return f"cannot listen on {where}: {reason[:1].lower()}{reason[1:]}"
 
+_KEEPER_DEFAULTS = KeeperConfig()
 HANDOVER_WAIT_S = 2.0
 """How long a stopping primary waits for its successor's phase 1 before it goes anyway."""
 
@@ -73,6 +76,14 @@ class NodeConfig:
     """Snapshot the lease state machine and compact the log every this many slots."""
     serve_http: bool = True
     """False to only build ``Node.app`` for mounting into a host application."""
+    auth_file: str | Path | None = None
+    """``--auth``: the TOML of principals (``api.server.auth``); None: no client auth."""
+    auth_metrics: bool = False
+    """``/metrics`` needs a valid bearer token too (with ``auth_file``)."""
+    holds_per_principal_max: int = _KEEPER_DEFAULTS.holds_per_principal_max
+    holds_max: int = _KEEPER_DEFAULTS.holds_max
+    value_bytes_max: int = _KEEPER_DEFAULTS.value_bytes_max
+    """The limits of ``core.admission`` (checked by the primary before it proposes)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -82,6 +93,9 @@ class NodeConfig:
         if len(self.peers) % 2 == 0:
             log.warning("even_cluster_size", members=len(self.peers))
         LearnMode.parse(self.learn_mode)
+        for limit in ("holds_per_principal_max", "holds_max", "value_bytes_max"):
+            if getattr(self, limit) < 1:
+                raise ValueError(f"{limit} must be at least 1")
         for member, url in self.peers.items():
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname or not parts.port:
@@ -164,9 +178,16 @@ class Node:
         durable.snapshot_slot, durable.snapshot = loaded.snapshot_slot, loaded.snapshot
         self.transport = PeerTransport(config.node_id, dict(config.peers),
                                        cluster_token=config.cluster_token)  # fmt: skip
+        auth = None
+        if config.auth_file is not None:
+            auth = load_auth(config.auth_file, metrics_need_token=config.auth_metrics)
+        keeper = LeaseKeeper(KeeperConfig(
+            holds_per_principal_max=config.holds_per_principal_max,
+            holds_max=config.holds_max, value_bytes_max=config.value_bytes_max,
+        ))  # fmt: skip
         replica = LeaseReplica(config.core(), durable, random.Random(),
                                origin=f"{config.node_id}/{os.urandom(4).hex()}",
-                               snapshot_every=config.snapshot_every)  # fmt: skip
+                               snapshot_every=config.snapshot_every, keeper=keeper)  # fmt: skip
         self.runtime = Runtime(
             replica, self.store,
             CountingTransport(self.transport, self.metrics, len(config.peers) - 1),
@@ -175,10 +196,13 @@ class Node:
         self._service = LeaseService(self.runtime, learn_mode=config.learn_mode,
                                      peer_urls=dict(config.peers),
                                      reachable_window_s=2 * config.election_timeout_s)  # fmt: skip
+        self._service.on_limit.append(
+            lambda limit: self.metrics.limit_refusals.labels(limit=limit).inc()
+        )
         self._leases = EmbeddedLeases(self._service, dict(config.peers), config.cluster_token)
         Instrumentation(self.metrics, time.monotonic).attach(self.runtime)
         app = create_app(self._service, peers=dict(config.peers), metrics=self.metrics,
-                         cluster_token=config.cluster_token)  # fmt: skip
+                         cluster_token=config.cluster_token, auth=auth)  # fmt: skip
         app.router.add_get(WS_PATH, websocket_handler(config.node_id, config.cluster_token,
                                                       self._deliver))  # fmt: skip
         self._app = app

@@ -9,12 +9,23 @@ every node agrees on *when* in the log a lease ended. Decisions written down her
   lock-delay changes no lease object (the name was already free of any holder since the
   expiry, which did raise it), so observers are not woken by a change they cannot see.
 - **Idempotency window.** A client command with a ``request_id`` has its first result
-  remembered under ``(holder, request_id)``; applying an equal command again returns that
-  result unchanged, whatever happened since. The window is FIFO, bounded both per holder
-  (the holder's oldest entry goes first) and in total (the cluster's oldest entry goes
-  first); hits do not refresh an entry, so eviction depends only on the command sequence and
-  is the same on every node. A different command under a remembered key is refused with
-  ``bad_request`` rather than answered with another command's result.
+  remembered under ``(principal, holder, request_id)``; applying an equal command again
+  returns that result unchanged, whatever happened since. The window is bounded per holder
+  (that holder's oldest entry goes first) and in total: at the total bound the oldest entry
+  *of the principal with the most entries* goes (ties: the smallest principal name), so one
+  principal's flood evicts its own results, never another principal's. Hits do not refresh
+  an entry, so eviction depends only on the command sequence and is the same on every node.
+  A different command under a remembered key is refused with ``bad_request`` rather than
+  answered with another command's result. (Without ``--auth`` every client is the one
+  principal ``""``: the total bound is then shared, as before.)
+- **Ownership.** A grant records the principal that took it (``Lease.owner``). A Release or
+  Proclaim whose holder and token name the current grant but whose principal is another is
+  ``forbidden``; one that names no current grant stays ``not_holder`` (so a holder that
+  lost its lease learns that, whoever holds the name now).
+- **Counts for the limits.** Holds per owner and the total bytes of values are kept up to
+  date here, but no limit is enforced here: the primary's keeper checks them when it admits
+  a request, before proposing. A limit in ``apply`` would make replicas started with
+  different flags diverge; at admission a flag changes only what one primary accepts.
 - **Not reentrant.** An acquire by the current holder that is not a replay is ``held``.
 - **Lock-delay** follows an expiry only, never a release, and answers acquires ``held``.
 - **Office.** The machine keeps the ballot of the latest applied ``Office`` entry (the
@@ -57,6 +68,7 @@ from paxlock.coordinator.core.lease_commands import (
     Unblocked,
     Verification,
     invalid_reason,
+    value_bytes,
 )
 
 WINDOW_PER_HOLDER = 1024
@@ -67,9 +79,13 @@ with its own first attempt."""
 WINDOW_TOTAL = 65_536
 EXPIRED_TOTAL = 262_144
 """Fingerprints of evicted window entries kept (8 bytes each: 2 MiB at most)."""
-SNAPSHOT_VERSION = 2
-SNAPSHOT_VERSIONS_READ = (1, 2)
-"""Version 1 predates office entries: it restores with the zero office ballot."""
+SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSIONS_READ = (1, 2, 3)
+"""Version 1 predates office entries: it restores with the zero office ballot. Version 2
+predates principals: its leases, commands and window decode with the principal ``""``."""
+
+_WindowKey = tuple[str, str, str]
+"""(principal, holder, request_id)."""
 
 
 class Remembered(msgspec.Struct, frozen=True, array_like=True):
@@ -94,9 +110,11 @@ class _Snapshot(msgspec.Struct, frozen=True, array_like=True):
     expired: tuple[bytes, ...] = ()
 
 
-def fingerprint(holder: str, request_id: str) -> bytes:
-    """What the machine keeps of an evicted idempotency entry."""
-    key = f"{len(holder)}:{holder}{request_id}".encode("utf-8", "surrogatepass")
+def fingerprint(holder: str, request_id: str, principal: str = "") -> bytes:
+    """What the machine keeps of an evicted idempotency entry (for the principal ``""`` the
+    same as before principals existed, so version 2 snapshots keep their meaning)."""
+    scope = f"{len(principal)}:{principal}/" if principal else ""
+    key = f"{scope}{len(holder)}:{holder}{request_id}".encode("utf-8", "surrogatepass")
     return hashlib.blake2b(key, digest_size=8).digest()
 
 
@@ -122,10 +140,17 @@ class LeaseMachine:
         self._office = ZERO_BALLOT
         self._leases: dict[str, Lease] = {}
         self._blocks: dict[str, Block] = {}
-        self._window: dict[tuple[str, str], Remembered] = {}
-        self._window_by_holder: dict[str, deque[str]] = {}
+        self._window: dict[_WindowKey, Remembered] = {}
+        self._window_by_holder: dict[tuple[str, str], deque[str]] = {}
+        """(principal, holder) -> its request ids, oldest first."""
+        self._window_by_principal: dict[str, dict[_WindowKey, None]] = {}
+        """principal -> its keys, oldest first (an ordered set: per-holder evictions take
+        entries from its middle)."""
         self._expired: dict[bytes, None] = {}
         """Fingerprints of evicted entries, oldest first."""
+        self._holds_by_owner: dict[str, int] = {}
+        self._value_bytes = 0
+        """Bytes of the values of current leases (``value_bytes``), for the limits."""
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -153,6 +178,17 @@ class LeaseMachine:
         """Every name in lock-delay, sorted by name."""
         return [self._blocks[n] for n in sorted(self._blocks)]
 
+    def holds(self) -> int:
+        return len(self._leases)
+
+    def holds_of(self, principal: str) -> int:
+        """Current leases owned by ``principal``."""
+        return self._holds_by_owner.get(principal, 0)
+
+    def value_bytes(self) -> int:
+        """Total bytes of the values of current leases."""
+        return self._value_bytes
+
     def verify(self, name: str, token: int) -> Verification:
         lease = self._leases.get(name)
         current = None if lease is None else lease.token
@@ -166,9 +202,9 @@ class LeaseMachine:
         """
         if command.request_id is None:
             return None
-        entry = self._window.get((command.holder, command.request_id))
+        entry = self._window.get((command.principal, command.holder, command.request_id))
         if entry is None:
-            if fingerprint(command.holder, command.request_id) in self._expired:
+            if fingerprint(command.holder, command.request_id, command.principal) in self._expired:
                 return Refused("request_expired", command.name,
                                message="the result of this request_id is no longer kept: "
                                        "read the current state before acting again")  # fmt: skip
@@ -250,32 +286,38 @@ class LeaseMachine:
             command.ttl_s,
             command.value,
             command.lock_delay_s,
+            command.principal,
         )
-        self._leases[command.name] = lease
+        self._put(lease)
         self._check_name(command.name)
         return lease
 
-    def _matching(self, name: str, holder: str, token: int) -> Lease | Refused:
+    def _matching(self, command: Release | Proclaim) -> Lease | Refused:
+        name = command.name
         lease = self._leases.get(name)
         if lease is None:
             return Refused("not_holder", name)
-        if lease.holder != holder or lease.token != token:
+        if lease.holder != command.holder or lease.token != command.token:
             return Refused("not_holder", name, lease.holder, lease.token)
+        if lease.owner != command.principal:
+            return Refused("forbidden", name, message=f"the lease on {name} belongs to "
+                           "another principal")  # fmt: skip
         return lease
 
     def _release(self, command: Release) -> Released | Refused:
-        lease = self._matching(command.name, command.holder, command.token)
+        lease = self._matching(command)
         if isinstance(lease, Refused):
             return lease
-        del self._leases[command.name]
+        self._drop(command.name)
         return Released(command.name, lease.token, self._bump())
 
     def _proclaim(self, command: Proclaim) -> Lease | Refused:
-        lease = self._matching(command.name, command.holder, command.token)
+        lease = self._matching(command)
         if isinstance(lease, Refused):
             return lease
         updated = msgspec.structs.replace(lease, value=command.value, revision=self._bump())
-        self._leases[command.name] = updated
+        self._drop(command.name)
+        self._put(updated)
         self._check_name(command.name)
         return updated
 
@@ -283,7 +325,7 @@ class LeaseMachine:
         lease = self._leases.get(command.name)
         if lease is None or lease.token != command.token:
             return Ignored(command.name, command.token)
-        del self._leases[command.name]
+        self._drop(command.name)
         revision = self._bump()
         blocked = lease.lock_delay_s > 0
         if blocked:
@@ -300,6 +342,25 @@ class LeaseMachine:
         del self._blocks[command.name]
         return Unblocked(command.name, command.token, self._revision)
 
+    def _put(self, lease: Lease) -> None:
+        """Add a lease, and count it for its owner and its value's bytes."""
+        assert lease.name not in self._leases
+        self._leases[lease.name] = lease
+        self._holds_by_owner[lease.owner] = self._holds_by_owner.get(lease.owner, 0) + 1
+        self._value_bytes += value_bytes(lease.value)
+
+    def _drop(self, name: str) -> Lease:
+        """Remove a lease, and its counts."""
+        lease = self._leases.pop(name)
+        left = self._holds_by_owner[lease.owner] - 1
+        assert left >= 0 and self._value_bytes >= value_bytes(lease.value)
+        if left:
+            self._holds_by_owner[lease.owner] = left
+        else:
+            del self._holds_by_owner[lease.owner]
+        self._value_bytes -= value_bytes(lease.value)
+        return lease
+
     def _bump(self) -> int:
         before = self._revision
         self._revision += 1
@@ -315,29 +376,49 @@ class LeaseMachine:
     # -- idempotency window ---------------------------------------------------------------
 
     def _remember(self, command: ClientCommand, request_id: str, result: Result) -> None:
-        key = (command.holder, request_id)
+        principal, holder = command.principal, command.holder
+        key = (principal, holder, request_id)
         assert key not in self._window, "a remembered request is replayed, never re-applied"
-        mine = self._window_by_holder.setdefault(command.holder, deque())
-        if len(mine) >= self.window_per_holder:
-            self._forget((command.holder, mine[0]))
+        mine = self._window_by_holder.get((principal, holder))
+        if mine is not None and len(mine) >= self.window_per_holder:
+            self._forget((principal, holder, mine[0]))
         if len(self._window) >= self.window_total:
-            self._forget(next(iter(self._window)))
-        self._window[key] = Remembered(command.holder, request_id, command, result)
-        self._window_by_holder.setdefault(command.holder, deque()).append(request_id)
+            self._forget(self._eviction_victim())
+        self._insert(Remembered(holder, request_id, command, result))
         assert len(self._window) <= self.window_total
 
-    def _forget(self, key: tuple[str, str]) -> None:
-        """Evict ``key``, which is always its holder's oldest entry (FIFO in both bounds)."""
-        holder, request_id = key
+    def _eviction_victim(self) -> _WindowKey:
+        """The oldest entry of the principal with the most entries (ties: the smallest name;
+        the principals are the auth file's, a handful, so the scan is cheap)."""
+        by_principal = self._window_by_principal
+        principal = min(by_principal, key=lambda p: (-len(by_principal[p]), p))
+        return next(iter(by_principal[principal]))
+
+    def _insert(self, entry: Remembered) -> None:
+        principal = entry.command.principal
+        key = (principal, entry.holder, entry.request_id)
+        self._window[key] = entry
+        self._window_by_holder.setdefault((principal, entry.holder), deque()).append(
+            entry.request_id
+        )
+        self._window_by_principal.setdefault(principal, {})[key] = None
+
+    def _forget(self, key: _WindowKey) -> None:
+        """Evict ``key``, which is always its holder's oldest entry (FIFO per holder)."""
+        principal, holder, request_id = key
         del self._window[key]
         if len(self._expired) >= EXPIRED_TOTAL:
             del self._expired[next(iter(self._expired))]
-        self._expired[fingerprint(holder, request_id)] = None
-        mine = self._window_by_holder[holder]
+        self._expired[fingerprint(holder, request_id, principal)] = None
+        mine = self._window_by_holder[(principal, holder)]
         assert mine[0] == request_id, "window eviction is FIFO per holder"
         mine.popleft()
         if not mine:
-            del self._window_by_holder[holder]
+            del self._window_by_holder[(principal, holder)]
+        theirs = self._window_by_principal[principal]
+        del theirs[key]
+        if not theirs:
+            del self._window_by_principal[principal]
 
     # -- snapshots ------------------------------------------------------------------------
 
@@ -368,13 +449,11 @@ class LeaseMachine:
         machine._last_token = snap.last_token
         machine._office = snap.office
         machine._expired = dict.fromkeys(snap.expired)
-        machine._leases = {lease.name: lease for lease in snap.leases}
+        for lease in snap.leases:
+            machine._put(lease)
         machine._blocks = {block.name: block for block in snap.blocks}
         for entry in snap.window:
-            machine._window[(entry.holder, entry.request_id)] = entry
-            machine._window_by_holder.setdefault(entry.holder, deque()).append(
-                entry.request_id
-            )
+            machine._insert(entry)
         machine._check_restored(snap)
         return machine
 
@@ -384,6 +463,7 @@ class LeaseMachine:
         assert len(self._blocks) == len(snap.blocks), "one block per name"
         assert len(self._window) == len(snap.window) <= self.window_total
         assert all(len(q) <= self.window_per_holder for q in self._window_by_holder.values())
+        assert sum(map(len, self._window_by_principal.values())) == len(self._window)
         assert self._last_token <= self._revision
         for name in [*self._leases, *self._blocks]:
             self._check_name(name)
