@@ -28,6 +28,8 @@ from typing import Any
 
 import aiohttp
 
+from paxlock.api.cli.arguments import add_token_argument, token_from
+
 EXIT_OK = 0
 EXIT_NO_ANSWER = 1
 EXIT_NO_PRIMARY = 4
@@ -45,6 +47,7 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
                         "view and the endpoints that did not answer")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, metavar="S",
                         help=f"seconds to wait for each endpoint (default: {TIMEOUT_S})")
+    add_token_argument(parser)
 
 
 def endpoints_from(given: Sequence[str] | None, environ: Mapping[str, str]) -> list[str]:
@@ -78,9 +81,11 @@ async def _ask(session: aiohttp.ClientSession, endpoint: str) -> dict[str, Any] 
     return view
 
 
-async def ask_all(endpoints: Sequence[str], timeout_s: float) -> dict[str, dict[str, Any] | str]:
+async def ask_all(endpoints: Sequence[str], timeout_s: float, token: str | None = None
+                  ) -> dict[str, dict[str, Any] | str]:  # fmt: skip
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
         answers = await asyncio.gather(*(_ask(session, e) for e in endpoints))
     return dict(zip(endpoints, answers, strict=True))
 
@@ -196,7 +201,8 @@ def run_status(args: argparse.Namespace) -> int:
     if not args.timeout > 0:
         print("paxlock status: --timeout must be > 0", file=sys.stderr)
         return 2
-    report = combine(asyncio.run(ask_all(endpoints, args.timeout)))
+    token = token_from("paxlock status", args.token_file, os.environ)
+    report = combine(asyncio.run(ask_all(endpoints, args.timeout, token)))
     for endpoint, error in report.errors.items():
         print(f"paxlock status: {endpoint}: {error}", file=sys.stderr)
     if args.json:

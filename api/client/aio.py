@@ -55,16 +55,18 @@ class AsyncClient:
     ``ttl``/``margin``: defaults for ``lock`` and ``campaign``.
     ``follow_primary``: send to the primary named by ``X-Paxlock-Primary`` (saves the
     followers' forwarding hop); turn off when members' URLs are not reachable from here.
+    ``token``: the bearer token of a cluster run with ``--auth`` (sent as ``Authorization``).
     """
 
     def __init__(self, endpoints: str | Sequence[str], identity: str | None = None, *,
                  request_timeout: float = 5.0, retry_deadline: float = 10.0,
                  backoff_base: float = 0.05, backoff_max: float = 1.0,
                  ttl: float = DEFAULT_TTL_S, margin: float = DEFAULT_MARGIN,
-                 follow_primary: bool = True) -> None:  # fmt: skip
+                 follow_primary: bool = True, token: str | None = None) -> None:  # fmt: skip
         policy = RetryPolicy(request_timeout, retry_deadline, backoff_base, backoff_max)
         self.endpoints = normalize_endpoints(endpoints)
-        self._transport = Transport(self.endpoints, policy, follow_primary=follow_primary)
+        self._transport = Transport(self.endpoints, policy, follow_primary=follow_primary,
+                                    token=token)  # fmt: skip
         self._session = Session(self._transport,
                                 identity if identity is not None else default_identity(),
                                 ttl_s=ttl, margin=margin)  # fmt: skip

@@ -92,9 +92,11 @@ class Transport:
 
     def __init__(
         self, endpoints: Sequence[str], policy: RetryPolicy, *, follow_primary: bool = True,
-        rng: random.Random | None = None,
+        rng: random.Random | None = None, token: str | None = None,
     ) -> None:  # fmt: skip
+        """``token``: the bearer token sent with every request (a cluster run with --auth)."""
         self.policy = policy
+        self._token = token
         self.follow_primary = follow_primary
         self._configured = list(endpoints)
         self._discovered: list[str] = []
@@ -133,9 +135,11 @@ class Transport:
         if self._closed:
             raise PaxlockError("the client is closed")
         if self._session is None:
+            headers = {"User-Agent": "paxlock-python-sdk", "Accept": "application/json"}
+            if self._token:
+                headers["Authorization"] = f"Bearer {self._token}"
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None),
-                headers={"User-Agent": "paxlock-python-sdk", "Accept": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=None), headers=headers
             )
         return self._session
 
