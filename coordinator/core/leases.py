@@ -8,16 +8,12 @@ every node agrees on *when* in the log a lease ended. Decisions written down her
   tokens strictly increase across the cluster. ``Unblock`` does *not* raise it: the end of a
   lock-delay changes no lease object (the name was already free of any holder since the
   expiry, which did raise it), so observers are not woken by a change they cannot see.
-- **Idempotency window.** A client command with a ``request_id`` has its first result
-  remembered under ``(principal, holder, request_id)``; applying an equal command again
-  returns that result unchanged, whatever happened since. The window is bounded per holder
-  (that holder's oldest entry goes first) and in total: at the total bound the oldest entry
-  *of the principal with the most entries* goes (ties: the smallest principal name), so one
-  principal's flood evicts its own results, never another principal's. Hits do not refresh
-  an entry, so eviction depends only on the command sequence and is the same on every node.
-  A different command under a remembered key is refused with ``bad_request`` rather than
-  answered with another command's result. (Without ``--auth`` every client is the one
-  principal ``""``: the total bound is then shared, as before.)
+- **Idempotency window** (``window``). A client command with a ``request_id`` has its first
+  result remembered under ``(principal, holder, request_id)``; applying an equal command
+  again returns that result unchanged, whatever happened since. One principal's flood evicts
+  its own results, never another principal's. A different command under a remembered key is
+  refused with ``bad_request`` rather than answered with another command's result. (Without
+  ``--auth`` every client is the one principal ``""``: the total bound is then shared.)
 - **Ownership.** A grant records the principal that took it (``Lease.owner``). A Release or
   Proclaim whose holder and token name the current grant but whose principal is another is
   ``forbidden``; one that names no current grant stays ``not_holder`` (so a holder that
@@ -40,8 +36,6 @@ every node agrees on *when* in the log a lease ended. Decisions written down her
 from __future__ import annotations
 
 import builtins
-import hashlib
-from collections import deque
 from typing import assert_never
 
 import msgspec
@@ -70,31 +64,12 @@ from paxlock.coordinator.core.lease_commands import (
     invalid_reason,
     value_bytes,
 )
+from paxlock.coordinator.core.window import WINDOW_PER_HOLDER, WINDOW_TOTAL, Remembered, Window
 
-WINDOW_PER_HOLDER = 1024
-"""Results remembered per holder. The SDK gives every mutating call its own request id, so a
-busy holder spends one entry per call: this must cover every call it can make while one of
-its calls backs off and retries across a failover (a few seconds), or the retry conflicts
-with its own first attempt."""
-WINDOW_TOTAL = 65_536
-EXPIRED_TOTAL = 262_144
-"""Fingerprints of evicted window entries kept (8 bytes each: 2 MiB at most)."""
 SNAPSHOT_VERSION = 3
 SNAPSHOT_VERSIONS_READ = (1, 2, 3)
 """Version 1 predates office entries: it restores with the zero office ballot. Version 2
 predates principals: its leases, commands and window decode with the principal ``""``."""
-
-_WindowKey = tuple[str, str, str]
-"""(principal, holder, request_id)."""
-
-
-class Remembered(msgspec.Struct, frozen=True, array_like=True):
-    """One entry of the idempotency window: the first result of a client command."""
-
-    holder: str
-    request_id: str
-    command: ClientCommand
-    result: Result
 
 
 class _Snapshot(msgspec.Struct, frozen=True, array_like=True):
@@ -108,14 +83,6 @@ class _Snapshot(msgspec.Struct, frozen=True, array_like=True):
     window: tuple[Remembered, ...]
     office: Ballot = ZERO_BALLOT
     expired: tuple[bytes, ...] = ()
-
-
-def fingerprint(holder: str, request_id: str, principal: str = "") -> bytes:
-    """What the machine keeps of an evicted idempotency entry (for the principal ``""`` the
-    same as before principals existed, so version 2 snapshots keep their meaning)."""
-    scope = f"{len(principal)}:{principal}/" if principal else ""
-    key = f"{scope}{len(holder)}:{holder}{request_id}".encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(key, digest_size=8).digest()
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -132,27 +99,25 @@ class LeaseMachine:
         window_total: int = WINDOW_TOTAL,
     ) -> None:
         """The window sizes must be equal on every node (they are part of the snapshot)."""
-        assert 0 < window_per_holder <= window_total
-        self.window_per_holder = window_per_holder
-        self.window_total = window_total
+        self._window = Window(window_per_holder, window_total)
         self._revision = 0
         self._last_token = 0
         self._office = ZERO_BALLOT
         self._leases: dict[str, Lease] = {}
         self._blocks: dict[str, Block] = {}
-        self._window: dict[_WindowKey, Remembered] = {}
-        self._window_by_holder: dict[tuple[str, str], deque[str]] = {}
-        """(principal, holder) -> its request ids, oldest first."""
-        self._window_by_principal: dict[str, dict[_WindowKey, None]] = {}
-        """principal -> its keys, oldest first (an ordered set: per-holder evictions take
-        entries from its middle)."""
-        self._expired: dict[bytes, None] = {}
-        """Fingerprints of evicted entries, oldest first."""
         self._holds_by_owner: dict[str, int] = {}
         self._value_bytes = 0
         """Bytes of the values of current leases (``value_bytes``), for the limits."""
 
     # -- queries ------------------------------------------------------------------------------
+
+    @property
+    def window_per_holder(self) -> int:
+        return self._window.per_holder
+
+    @property
+    def window_total(self) -> int:
+        return self._window.total
 
     @property
     def revision(self) -> int:
@@ -202,9 +167,9 @@ class LeaseMachine:
         """
         if command.request_id is None:
             return None
-        entry = self._window.get((command.principal, command.holder, command.request_id))
+        entry = self._window.get(command)
         if entry is None:
-            if fingerprint(command.holder, command.request_id, command.principal) in self._expired:
+            if self._window.evicted(command):
                 return Refused("request_expired", command.name,
                                message="the result of this request_id is no longer kept: "
                                        "read the current state before acting again")  # fmt: skip
@@ -238,7 +203,7 @@ class LeaseMachine:
                     return replayed
                 result = self._apply_client(command)
                 if command.request_id is not None:
-                    self._remember(command, command.request_id, result)
+                    self._window.remember(command, result)
                 return result
             case Expire():
                 return self._expire(command)
@@ -373,53 +338,6 @@ class LeaseMachine:
         lease = self._leases.get(name)
         assert lease is None or lease.token <= lease.revision <= self._revision, lease
 
-    # -- idempotency window ---------------------------------------------------------------
-
-    def _remember(self, command: ClientCommand, request_id: str, result: Result) -> None:
-        principal, holder = command.principal, command.holder
-        key = (principal, holder, request_id)
-        assert key not in self._window, "a remembered request is replayed, never re-applied"
-        mine = self._window_by_holder.get((principal, holder))
-        if mine is not None and len(mine) >= self.window_per_holder:
-            self._forget((principal, holder, mine[0]))
-        if len(self._window) >= self.window_total:
-            self._forget(self._eviction_victim())
-        self._insert(Remembered(holder, request_id, command, result))
-        assert len(self._window) <= self.window_total
-
-    def _eviction_victim(self) -> _WindowKey:
-        """The oldest entry of the principal with the most entries (ties: the smallest name;
-        the principals are the auth file's, a handful, so the scan is cheap)."""
-        by_principal = self._window_by_principal
-        principal = min(by_principal, key=lambda p: (-len(by_principal[p]), p))
-        return next(iter(by_principal[principal]))
-
-    def _insert(self, entry: Remembered) -> None:
-        principal = entry.command.principal
-        key = (principal, entry.holder, entry.request_id)
-        self._window[key] = entry
-        self._window_by_holder.setdefault((principal, entry.holder), deque()).append(
-            entry.request_id
-        )
-        self._window_by_principal.setdefault(principal, {})[key] = None
-
-    def _forget(self, key: _WindowKey) -> None:
-        """Evict ``key``, which is always its holder's oldest entry (FIFO per holder)."""
-        principal, holder, request_id = key
-        del self._window[key]
-        if len(self._expired) >= EXPIRED_TOTAL:
-            del self._expired[next(iter(self._expired))]
-        self._expired[fingerprint(holder, request_id, principal)] = None
-        mine = self._window_by_holder[(principal, holder)]
-        assert mine[0] == request_id, "window eviction is FIFO per holder"
-        mine.popleft()
-        if not mine:
-            del self._window_by_holder[(principal, holder)]
-        theirs = self._window_by_principal[principal]
-        del theirs[key]
-        if not theirs:
-            del self._window_by_principal[principal]
-
     # -- snapshots ------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
@@ -433,9 +351,9 @@ class LeaseMachine:
                 self.window_total,
                 tuple(self.list()),
                 tuple(self.blocks()),
-                tuple(self._window.values()),
+                self._window.entries(),
                 self._office,
-                tuple(self._expired),
+                self._window.expired(),
             )
         )
 
@@ -448,12 +366,11 @@ class LeaseMachine:
         machine._revision = snap.revision
         machine._last_token = snap.last_token
         machine._office = snap.office
-        machine._expired = dict.fromkeys(snap.expired)
         for lease in snap.leases:
             machine._put(lease)
         machine._blocks = {block.name: block for block in snap.blocks}
-        for entry in snap.window:
-            machine._insert(entry)
+        machine._window = Window.restore(snap.window_per_holder, snap.window_total,
+                                         snap.window, snap.expired)  # fmt: skip
         machine._check_restored(snap)
         return machine
 
@@ -461,9 +378,7 @@ class LeaseMachine:
         """Paired assertions: what ``apply`` checks before writing, checked again on reading."""
         assert len(self._leases) == len(snap.leases), "one lease per name"
         assert len(self._blocks) == len(snap.blocks), "one block per name"
-        assert len(self._window) == len(snap.window) <= self.window_total
-        assert all(len(q) <= self.window_per_holder for q in self._window_by_holder.values())
-        assert sum(map(len, self._window_by_principal.values())) == len(self._window)
+        assert len(self._window) == len(snap.window), "one window entry per key"
         assert self._last_token <= self._revision
         for name in [*self._leases, *self._blocks]:
             self._check_name(name)
