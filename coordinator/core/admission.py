@@ -37,8 +37,9 @@ def refusal(machine: LeaseMachine, config: KeeperConfig, command: ClientCommand
         grows = value_bytes(command.value)
     elif isinstance(command, Proclaim):
         lease = machine.get(command.name)
-        before = value_bytes(lease.value) if lease is not None else 0
-        grows = value_bytes(command.value) - before
+        if lease is None or lease.owner != command.principal:
+            return None  # the log refuses it (not_holder, forbidden): no limit to speak of
+        grows = value_bytes(command.value) - value_bytes(lease.value)
     else:
         return None
     if grows > 0 and machine.value_bytes() + grows > config.value_bytes_max:

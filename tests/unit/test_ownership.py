@@ -273,3 +273,11 @@ def test_a_retry_of_an_applied_acquire_is_answered_even_at_the_limit() -> None:
     p = limited(holds_per_principal_max=1)
     first = p.acquire(Acquire("a", "h", 10.0, request_id="r", principal="alice"))
     assert p.acquire(Acquire("a", "h", 10.0, request_id="r", principal="alice")) == first
+
+
+def test_a_proclaim_by_another_principal_is_left_to_the_log_to_refuse() -> None:
+    """At the value limit, a stranger's proclaim is still answered forbidden, not 429."""
+    p = limited(value_bytes_max=10)
+    lease = p.acquire(Acquire("a", "h", 10.0, "x" * 6, principal="alice"))
+    assert isinstance(lease, Lease)
+    assert p.keeper.admit(Proclaim("a", "h", lease.token, "y" * 9, principal="mallory")) is None
