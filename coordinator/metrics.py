@@ -131,6 +131,10 @@ class Metrics:
         self.waiters = Gauge(
             "paxlock_lease_waiters", "Acquires parked at this node waiting for a name.", registry=r
         )
+        self.limit_refusals = Counter(
+            "paxlock_limit_refusals", "Requests refused 429 at a limit, by the limit's name.",
+            ["limit"], registry=r,
+        )  # fmt: skip
 
         # -- peers -----------------------------------------------------------------------------
         self.peer_messages_sent = Counter(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import math
+import sys
 import textwrap
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -42,6 +43,25 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def add_token_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token-file", metavar="FILE",
+                        help="file holding the bearer token for a cluster run with --auth "
+                        "(default: $PAXLOCK_TOKEN)")  # fmt: skip
+
+
+def token_from(prog: str, path: str | None, environ: Mapping[str, str]) -> str | None:
+    """The bearer token: the file's first line, else ``PAXLOCK_TOKEN``, else None (a token
+    never comes from argv, where ``ps`` shows it). An unreadable file exits 2, one line."""
+    if path is None:
+        return environ.get("PAXLOCK_TOKEN", "").strip() or None
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.readline().strip() or None
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"{prog}: cannot read --token-file {path}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def version() -> str:

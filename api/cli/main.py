@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 
 from paxlock.api.cli.arguments import (
-    LOCAL_CLUSTER_NODES_MAX, TTL_S_MAX, Parser, add_ca_argument, ca_file, cluster_size, fraction,
-    identity, lease_name, seconds, ttl, version,
+    LOCAL_CLUSTER_NODES_MAX, TTL_S_MAX, Parser, add_ca_argument, add_token_argument, ca_file,
+    cluster_size, fraction, identity, lease_name, seconds, token_from, ttl, version,
 )  # fmt: skip
 from paxlock.coordinator.core.learner import LearnMode
 
@@ -153,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     lock.add_argument("--identity", type=identity,
                       help="holder name (default: host-pid-random)")  # fmt: skip
     add_ca_argument(lock)
+    add_token_argument(lock)
     lock.set_defaults(handler=_cmd_lock, cmd=[])
     # The command after -- is split off before parsing (main): show it in the usage.
     lock.usage = lock.format_usage().removeprefix("usage: ").rstrip() + " -- CMD [ARGS...]"
@@ -179,8 +180,9 @@ def _cmd_lock(args: argparse.Namespace) -> int:
     endpoints = args.endpoint or os.environ.get("PAXLOCK_ENDPOINTS", "").split(",")
     endpoints = [e for e in endpoints if e] or [f"{scheme}://127.0.0.1:{p}"
                                                 for p in (7001, 7002, 7003)]  # fmt: skip
+    token = token_from("paxlock lock", args.token_file, os.environ)
     return run_fast(run_locked(endpoints, args.name, command, ttl=args.ttl, wait=args.wait,
-                               margin=args.margin, identity=args.identity,
+                               margin=args.margin, identity=args.identity, token=token,
                                retry_deadline_s=args.retry_deadline, ca_file=ca))  # fmt: skip
 
 

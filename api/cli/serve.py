@@ -42,7 +42,14 @@ SETTINGS = {
     "heartbeat": (float, "seconds between primary heartbeats (below the election timeout)"),
     "snapshot_every": (int, "snapshot and compact the log every N slots (default: 5000)"),
     "log_level": (str, "debug | info | warning | error (default: info)"),
+    "auth": (str, "TOML file of principals (token hashes, roles): /v1 needs a bearer token"),
+    "auth_metrics": (bool, "with --auth, /metrics needs a valid bearer token too"),
+    "max_holds_per_principal": (int, "leases one principal may hold (default: 10000)"),
+    "max_holds": (int, "leases held in total (default: 100000)"),
+    "max_value_bytes": (int, "bytes of lease values in total (default: 67108864)"),
 }
+_LIMITS = {"max_holds_per_principal": "holds_per_principal_max", "max_holds": "holds_max",
+           "max_value_bytes": "value_bytes_max"}  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -151,6 +158,27 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
         options["heartbeat_s"] = float(settings["heartbeat"])
     elif "election_timeout_s" in options:
         options["heartbeat_s"] = options["election_timeout_s"] / 6
+    for setting, field in _LIMITS.items():
+        if settings.get(setting) is not None:
+            flag = "--" + setting.replace("_", "-")
+            try:
+                options[field] = int(settings[setting])
+            except (TypeError, ValueError):
+                raise ConfigError(f"{flag} must be a whole number") from None
+            if options[field] < 1:
+                raise ConfigError(f"{flag} must be at least 1")
+    if settings.get("auth"):
+        from paxlock.api.server.auth import AuthFileError, load_auth
+
+        try:
+            load_auth(str(settings["auth"]))  # checked now: a mistake is one line, exit 2
+        except AuthFileError as error:
+            raise ConfigError(str(error)) from None
+        options["auth_file"] = str(settings["auth"])
+    if settings.get("auth_metrics"):
+        if not settings.get("auth"):
+            raise ConfigError("--auth-metrics needs --auth")
+        options["auth_metrics"] = True
     try:
         return NodeConfig(
             node_id, peers, settings["data_dir"], listen=listen,

@@ -29,6 +29,8 @@ from typing import Any
 
 import aiohttp
 
+from paxlock.api.cli.arguments import add_token_argument, token_from
+
 EXIT_OK = 0
 EXIT_NO_ANSWER = 1
 EXIT_NO_PRIMARY = 4
@@ -46,6 +48,7 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
                         "view and the endpoints that did not answer")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, metavar="S",
                         help=f"seconds to wait for each endpoint (default: {TIMEOUT_S})")
+    add_token_argument(parser)
 
 
 def endpoints_from(given: Sequence[str] | None, environ: Mapping[str, str]) -> list[str]:
@@ -83,11 +86,13 @@ async def _ask(session: aiohttp.ClientSession, endpoint: str) -> dict[str, Any] 
     return view
 
 
-async def ask_all(endpoints: Sequence[str], timeout_s: float, tls: ssl.SSLContext | None = None
-                  ) -> dict[str, dict[str, Any] | str]:  # fmt: skip
+async def ask_all(endpoints: Sequence[str], timeout_s: float, tls: ssl.SSLContext | None = None,
+                  token: str | None = None) -> dict[str, dict[str, Any] | str]:  # fmt: skip
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector,
+                                     headers=headers) as session:  # fmt: skip
         answers = await asyncio.gather(*(_ask(session, e) for e in endpoints))
     return dict(zip(endpoints, answers, strict=True))
 
@@ -214,7 +219,8 @@ def run_status(args: argparse.Namespace) -> int:
     if ca and endpoints == list(DEFAULT_ENDPOINTS):
         endpoints = [url.replace("http://", "https://", 1) for url in endpoints]
     tls = client_ssl_context(ca) if ca else None
-    report = combine(asyncio.run(ask_all(endpoints, args.timeout, tls)))
+    token = token_from("paxlock status", args.token_file, os.environ)
+    report = combine(asyncio.run(ask_all(endpoints, args.timeout, tls, token)))
     for endpoint, error in report.errors.items():
         print(f"paxlock status: {endpoint}: {error}", file=sys.stderr)
     if args.json:

@@ -59,6 +59,7 @@ class AsyncClient:
     followers' forwarding hop); turn off when members' URLs are not reachable from here.
     ``ca_file``: PEM of the CA that signed the cluster's certificates, for ``https://``
     endpoints (``host:port`` then means ``https://``); without it, the system's CAs.
+    ``token``: the bearer token of a cluster run with ``--auth`` (sent as ``Authorization``).
     """
 
     def __init__(self, endpoints: str | Sequence[str], identity: str | None = None, *,
@@ -66,12 +67,12 @@ class AsyncClient:
                  backoff_base: float = 0.05, backoff_max: float = 1.0,
                  ttl: float = DEFAULT_TTL_S, margin: float = DEFAULT_MARGIN,
                  follow_primary: bool = True, ca_file: str | os.PathLike[str] | None = None,
-                 ) -> None:  # fmt: skip
+                 token: str | None = None) -> None:  # fmt: skip
         policy = RetryPolicy(request_timeout, retry_deadline, backoff_base, backoff_max)
         self.endpoints = normalize_endpoints(endpoints, "https" if ca_file else "http")
         tls = client_ssl_context(ca_file) if ca_file is not None else None
         self._transport = Transport(self.endpoints, policy, follow_primary=follow_primary,
-                                    ssl_context=tls)  # fmt: skip
+                                    ssl_context=tls, token=token)  # fmt: skip
         self._session = Session(self._transport,
                                 identity if identity is not None else default_identity(),
                                 ttl_s=ttl, margin=margin)  # fmt: skip

@@ -239,11 +239,11 @@ class Client:
                  backoff_base: float = 0.05, backoff_max: float = 1.0,
                  ttl: float = DEFAULT_TTL_S, margin: float = DEFAULT_MARGIN,
                  follow_primary: bool = True, ca_file: str | os.PathLike[str] | None = None,
-                 ) -> None:  # fmt: skip
+                 token: str | None = None) -> None:  # fmt: skip
         self._async = AsyncClient(
             endpoints, identity, request_timeout=request_timeout, retry_deadline=retry_deadline,
             backoff_base=backoff_base, backoff_max=backoff_max, ttl=ttl, margin=margin,
-            follow_primary=follow_primary, ca_file=ca_file,
+            follow_primary=follow_primary, ca_file=ca_file, token=token,
         )  # fmt: skip
         self._runner = _LoopThread()
         self._closed = False

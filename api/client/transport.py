@@ -121,11 +121,14 @@ class Transport:
     def __init__(
         self, endpoints: Sequence[str], policy: RetryPolicy, *, follow_primary: bool = True,
         rng: random.Random | None = None, ssl_context: ssl.SSLContext | None = None,
+        token: str | None = None,
     ) -> None:  # fmt: skip
+        """``token``: the bearer token sent with every request (a cluster run with --auth)."""
         self.policy = policy
         self.ssl_context = ssl_context
         """How ``https://`` endpoints are verified (``client_ssl_context``); None: the
         system's CAs."""
+        self._token = token
         self.follow_primary = follow_primary
         self._configured = list(endpoints)
         self._discovered: list[str] = []
@@ -165,10 +168,13 @@ class Transport:
             raise PaxlockError("the client is closed")
         if self._session is None:
             tls = self.ssl_context
+            headers = {"User-Agent": "paxlock-python-sdk", "Accept": "application/json"}
+            if self._token:
+                headers["Authorization"] = f"Bearer {self._token}"
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None),
                 connector=aiohttp.TCPConnector(ssl=tls) if tls is not None else None,
-                headers={"User-Agent": "paxlock-python-sdk", "Accept": "application/json"},
+                headers=headers,
             )
         return self._session
 

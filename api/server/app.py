@@ -1,7 +1,8 @@
 """The HTTP application of one node: routes, middlewares, forwarding to the primary.
 
 Middlewares, outermost first: HTTP metrics (they see the final status, errors included);
-the JSON error shape; the cluster-token check of ``/internal/``; forwarding of ``NotPrimary``.
+the JSON error shape; the cluster-token check of ``/internal/``; with ``--auth``, bearer
+tokens and roles (``auth``); forwarding of ``NotPrimary``.
 
 Forwarding: a node that is not the primary proxies the request — same method, path, query
 and body — to the primary over one shared keep-alive ``ClientSession``, and answers with the
@@ -24,10 +25,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
 from paxlock.api.client.transport import did_not_answer
+from paxlock.api.server.auth import Authenticator, auth_middleware
 from paxlock.api.server.errors import error_middleware, error_response
 from paxlock.api.server.peer import NODE_HEADER, TOKEN_HEADER, WS_PATH, token_ok
 from paxlock.api.server.routes import (
@@ -44,7 +46,7 @@ FORWARDED_HEADER = "X-Paxlock-Forwarded"
 FORWARD_MARGIN_S = 5.0
 """Proxy timeout beyond the request's own ``wait``/``timeout``: the primary's quorum round."""
 FORWARD_CONNECT_S = 1.0
-PASSED_HEADERS = ("Content-Type", "Accept", IDEMPOTENCY_HEADER, "Last-Event-ID")
+PASSED_HEADERS = ("Content-Type", "Accept", IDEMPOTENCY_HEADER, "Last-Event-ID", "Authorization")
 """Request headers that mean something to the primary; hop-by-hop ones are not passed."""
 RETURNED_HEADERS = ("Content-Type", "Retry-After", "Allow", "Cache-Control")
 
@@ -218,24 +220,27 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(service: Leasing, *, peers: dict[str, str], metrics: Metrics,
                cluster_token: str | None = None, sse_heartbeat_s: float = 15.0,
-               ssl_context: ssl.SSLContext | None = None) -> web.Application:  # fmt: skip
+               ssl_context: ssl.SSLContext | None = None,
+               auth: Authenticator | None = None) -> web.Application:  # fmt: skip
     """The node's HTTP app. ``peers`` maps node id to base URL, this node included;
-    ``ssl_context`` is what forwarding to an ``https://`` primary uses."""
+    ``ssl_context`` is what forwarding to an ``https://`` primary uses; ``auth`` (from
+    ``--auth``) requires bearer tokens on ``/v1``."""
+    forwarder = Forwarder(service.node_id, peers, metrics,
+                          stream_idle_s=3 * sse_heartbeat_s + FORWARD_MARGIN_S,
+                          ssl_context=ssl_context)  # fmt: skip
+    middlewares: list[Middleware] = [
+        metrics_middleware, error_middleware, internal_auth_middleware,
+    ]  # fmt: skip
+    if auth is not None:
+        middlewares.append(auth_middleware(auth, forwarder.local_path))
     app = web.Application(
-        client_max_size=MAX_BODY_BYTES,
-        middlewares=[
-            metrics_middleware, error_middleware, internal_auth_middleware,
-            forwarding_middleware,
-        ],
-    )  # fmt: skip
+        client_max_size=MAX_BODY_BYTES, middlewares=[*middlewares, forwarding_middleware]
+    )
     app[SERVICE] = service
     app[METRICS] = metrics
     app[SSE_HEARTBEAT_S] = sse_heartbeat_s
     app[STREAMS] = set()
-    app[FORWARDER] = forwarder = Forwarder(
-        service.node_id, peers, metrics, stream_idle_s=3 * sse_heartbeat_s + FORWARD_MARGIN_S,
-        ssl_context=ssl_context,
-    )
+    app[FORWARDER] = forwarder
     if cluster_token:
         app[CLUSTER_TOKEN] = cluster_token
     app.cleanup_ctx.append(_client_session)

@@ -18,11 +18,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from paxlock._logs import get_logger
+from paxlock.api.server.auth import load_auth
 from paxlock.api.server.embedded import EmbeddedLeases
 from paxlock.api.server.peer import (
     NODE_HEADER, WS_PATH, Authenticator, PeerTransport, websocket_handler,
 )
 from paxlock.api.server.tls import NodeTls, peer_certificate_middleware, peer_names
+from paxlock.coordinator.core.keeper import KeeperConfig, LeaseKeeper
 from paxlock.coordinator.core.learner import LearnMode
 from paxlock.coordinator.core.messages import Message
 from paxlock.coordinator.core.node import CoreConfig
@@ -52,6 +54,7 @@ def listen_failure(host: str, port: int, error: OSError) -> str:
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return f"cannot listen on {where}: {reason[:1].lower()}{reason[1:]}"
 
+_KEEPER_DEFAULTS = KeeperConfig()
 HANDOVER_WAIT_S = 2.0
 """How long a stopping primary waits for its successor's phase 1 before it goes anyway."""
 
@@ -83,6 +86,14 @@ class NodeConfig:
     tls_ca: str | Path | None = None
     """The cluster's CA: peers must present a certificate it signed (mutual TLS on
     ``/internal/``), and outbound links trust only it."""
+    auth_file: str | Path | None = None
+    """``--auth``: the TOML of principals (``api.server.auth``); None: no client auth."""
+    auth_metrics: bool = False
+    """``/metrics`` needs a valid bearer token too (with ``auth_file``)."""
+    holds_per_principal_max: int = _KEEPER_DEFAULTS.holds_per_principal_max
+    holds_max: int = _KEEPER_DEFAULTS.holds_max
+    value_bytes_max: int = _KEEPER_DEFAULTS.value_bytes_max
+    """The limits of ``core.admission`` (checked by the primary before it proposes)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -92,6 +103,9 @@ class NodeConfig:
         if len(self.peers) % 2 == 0:
             log.warning("even_cluster_size", members=len(self.peers))
         LearnMode.parse(self.learn_mode)
+        for limit in ("holds_per_principal_max", "holds_max", "value_bytes_max"):
+            if getattr(self, limit) < 1:
+                raise ValueError(f"{limit} must be at least 1")
         for member, url in self.peers.items():
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname or not parts.port:
@@ -207,9 +221,16 @@ class Node:
         self.transport = PeerTransport(config.node_id, dict(config.peers),
                                        cluster_token=config.cluster_token,
                                        metrics=self.metrics, ssl_context=client_ssl)  # fmt: skip
+        auth = None
+        if config.auth_file is not None:
+            auth = load_auth(config.auth_file, metrics_need_token=config.auth_metrics)
+        keeper = LeaseKeeper(KeeperConfig(
+            holds_per_principal_max=config.holds_per_principal_max,
+            holds_max=config.holds_max, value_bytes_max=config.value_bytes_max,
+        ))  # fmt: skip
         replica = LeaseReplica(config.core(), durable, random.Random(),
                                origin=f"{config.node_id}/{os.urandom(4).hex()}",
-                               snapshot_every=config.snapshot_every)  # fmt: skip
+                               snapshot_every=config.snapshot_every, keeper=keeper)  # fmt: skip
         self.runtime = Runtime(
             replica, self.store,
             CountingTransport(self.transport, self.metrics, len(config.peers) - 1),
@@ -218,11 +239,15 @@ class Node:
         self._service = LeaseService(self.runtime, learn_mode=config.learn_mode,
                                      peer_urls=dict(config.peers),
                                      reachable_window_s=2 * config.election_timeout_s)  # fmt: skip
+        self._service.on_limit.append(
+            lambda limit: self.metrics.limit_refusals.labels(limit=limit).inc()
+        )
         self._leases = EmbeddedLeases(self._service, dict(config.peers), config.cluster_token,
                                       ssl_context=client_ssl)  # fmt: skip
         Instrumentation(self.metrics, time.monotonic).attach(self.runtime)
         app = create_app(self._service, peers=dict(config.peers), metrics=self.metrics,
-                         cluster_token=config.cluster_token, ssl_context=client_ssl)  # fmt: skip
+                         cluster_token=config.cluster_token, ssl_context=client_ssl,
+                         auth=auth)  # fmt: skip
         authenticator = None
         if tls is not None and tls.mutual:
             app.middlewares.append(peer_certificate_middleware)
