@@ -48,14 +48,14 @@ class Parser(argparse.ArgumentParser):
 def add_token_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token-file", metavar="FILE",
                         help="file holding the bearer token for a cluster run with --auth "
-                        "(default: $PAXLOCK_TOKEN)")  # fmt: skip
+                        "(default: $PAXLOCK_AUTH_TOKEN)")  # fmt: skip
 
 
 def token_from(prog: str, path: str | None, environ: Mapping[str, str]) -> str | None:
-    """The bearer token: the file's first line, else ``PAXLOCK_TOKEN``, else None (a token
+    """The bearer token: the file's first line, else ``PAXLOCK_AUTH_TOKEN``, else None (a token
     never comes from argv, where ``ps`` shows it). An unreadable file exits 2, one line."""
     if path is None:
-        return environ.get("PAXLOCK_TOKEN", "").strip() or None
+        return environ.get("PAXLOCK_AUTH_TOKEN", "").strip() or None
     try:
         with open(path, encoding="utf-8") as file:
             return file.readline().strip() or None

@@ -232,7 +232,7 @@ def create_app(service: Leasing, *, peers: dict[str, str], metrics: Metrics,
         metrics_middleware, error_middleware, internal_auth_middleware,
     ]  # fmt: skip
     if auth is not None:
-        middlewares.append(auth_middleware(auth, forwarder.local_path))
+        middlewares.append(auth_middleware(auth, forwarder.local_path, cluster_token))
     app = web.Application(
         client_max_size=MAX_BODY_BYTES, middlewares=[*middlewares, forwarding_middleware]
     )

@@ -48,6 +48,8 @@ Need = Literal["read", "lock", "admin", "token", "open", "metrics"]
 nothing, or — for ``/metrics`` — a valid token only with ``--auth-metrics``."""
 _RANK: dict[str, int] = {"read": 0, "lock": 1, "admin": 2}
 PRINCIPAL_CHARS_MAX = 256
+MEMBER_TOKEN_HEADER = "X-Paxlock-Cluster-Token"
+"""``api.server.peer.TOKEN_HEADER`` (not imported: the peer module imports the metrics)."""
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 RULES: dict[str, Need] = {
@@ -149,10 +151,15 @@ class Authenticator:
                             principal=principal.name)  # fmt: skip
 
 
-def auth_middleware(authenticator: Authenticator, local_path: Callable[[web.Request], str]
-                    ) -> Middleware:  # fmt: skip
+def auth_middleware(authenticator: Authenticator, local_path: Callable[[web.Request], str],
+                    cluster_token: str | None = None) -> Middleware:  # fmt: skip
     """A middleware (inside the JSON error shape, outside forwarding) that sets
-    ``request[PRINCIPAL]`` and answers 401/403; ``local_path(request)`` strips the mount."""
+    ``request[PRINCIPAL]`` and answers 401/403; ``local_path(request)`` strips the mount.
+
+    A request that shows the cluster token instead (``X-Paxlock-Cluster-Token``) comes from
+    a member: an embedded program's ``node.leases`` call sent on to the primary. It acts as
+    the anonymous principal ``""`` — the one in-process calls on the primary act as — with
+    every role: whoever holds the cluster token can already speak for the whole cluster."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -161,6 +168,11 @@ def auth_middleware(authenticator: Authenticator, local_path: Callable[[web.Requ
         if not path.startswith("/v1/") and path != "/v1" and not is_metrics:
             return await handler(request)
         if is_metrics and not authenticator.metrics_need_token:
+            return await handler(request)
+        if cluster_token and hmac.compare_digest(
+            request.headers.get(MEMBER_TOKEN_HEADER, "").encode(), cluster_token.encode()
+        ):
+            request[PRINCIPAL] = ""
             return await handler(request)
         principal = authenticator.authenticate(request.headers.get("Authorization"))
         if principal is None:

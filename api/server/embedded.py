@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from paxlock.api.server.peer import TOKEN_HEADER
 from paxlock.coordinator.errors import (
     BadRequest,
     Held,
@@ -46,6 +47,8 @@ class EmbeddedLeases:
                  ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
         self.service = service
         self.ssl_context = ssl_context
+        self.headers = {TOKEN_HEADER: cluster_token} if cluster_token else {}
+        """A member's call: under ``--auth`` the primary takes the cluster token for it."""
         self.peers = {peer: url.rstrip("/") for peer, url in peers.items()}
         self._session: aiohttp.ClientSession | None = None
 
@@ -68,7 +71,8 @@ class EmbeddedLeases:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=tls) if tls is not None else None)
         try:
-            async with self._session.request(method, url, json=body) as response:
+            async with self._session.request(method, url, json=body,
+                                             headers=self.headers) as response:  # fmt: skip
                 payload = await response.json() if response.content_length != 0 else None
                 status = response.status
         except (aiohttp.ClientError, OSError) as error:
