@@ -4,8 +4,14 @@ the edges may implement it in memory.
 
 Durations are seconds. Every method raises the errors of ``coordinator.errors``:
 ``BadRequest``, ``NotFound``, ``Held`` (details: holder, expires_in, token),
-``NotHolder``, ``Unavailable`` (retry_after_s), and ``NotPrimary`` (primary: node id or None)
-when this node is not the primary and the operation must be forwarded there.
+``NotHolder``, ``Forbidden`` (the lease is another principal's), ``TooMany`` (a limit;
+retry_after_s, details: limit), ``Unavailable`` (retry_after_s), and ``NotPrimary``
+(primary: node id or None) when this node is not the primary and the operation must be
+forwarded there.
+
+``principal`` is who asks (DESIGN.md §8): the name its bearer token maps to, ``""``
+without ``--auth``. A grant is owned by the principal that took it; only that principal
+may renew, release or proclaim it.
 """
 
 from __future__ import annotations
@@ -22,18 +28,21 @@ class Leasing(Protocol):
     async def acquire(
         self, name: str, *, holder: str, ttl: float, wait: float = 0.0,
         value: str | None = None, lock_delay: float = 0.0, request_id: str | None = None,
+        principal: str = "",
     ) -> LeaseView:  # fmt: skip
         """Grant ``name`` to ``holder``; with ``wait`` > 0 wait in FIFO order up to ``wait``
         seconds while it is held, then raise ``Held``."""
         ...
 
-    async def renew(self, name: str, *, holder: str, token: int) -> LeaseView: ...
+    async def renew(self, name: str, *, holder: str, token: int,
+                    principal: str = "") -> LeaseView: ...  # fmt: skip
 
     async def release(self, name: str, *, holder: str, token: int,
-                      request_id: str | None = None) -> None: ...  # fmt: skip
+                      request_id: str | None = None, principal: str = "") -> None: ...  # fmt: skip
 
     async def proclaim(self, name: str, *, holder: str, token: int, value: str | None,
-                       request_id: str | None = None) -> LeaseView: ...  # fmt: skip
+                       request_id: str | None = None,
+                       principal: str = "") -> LeaseView: ...  # fmt: skip
 
     async def get(self, name: str, *, consistent: bool = True) -> LeaseView:
         """The current lease; ``NotFound`` when nobody holds it. ``consistent=False`` reads

@@ -139,6 +139,24 @@ class Metrics:
         self.peer_messages_received = Counter(
             "paxlock_peer_messages_received", "Consensus messages received from peers.", registry=r
         )
+        self.peer_refused = Counter(
+            "paxlock_peer_refused",
+            "Peer handshakes on /internal/ws refused, by reason: token (missing or wrong "
+            "cluster token), certificate (no member's client certificate), mismatch (names "
+            "another member than it proves), self (names this node), not_member.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.peer_frames_dropped = Counter(
+            "paxlock_peer_frames_dropped",
+            "Frames of an authenticated member dropped, by reason: invalid (fails decoding "
+            "or a bound of the peer messages), not_binary.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.peer_sender_restarts = Counter(
+            "paxlock_peer_sender_restarts",
+            "Peer sender tasks restarted after dying of an unexpected error, by peer.",
+            ["peer"], registry=r,
+        )  # fmt: skip
 
         # -- HTTP ------------------------------------------------------------------------------
         self.http_requests = Counter(
@@ -162,8 +180,9 @@ class Metrics:
         self.limit_refusals = Counter(
             "paxlock_limit_refusals",
             "Requests answered 429 too_many, and connections closed, because a limit was "
-            "reached, by limit: rate, waiters_per_name, streams (429s); header_timeout, "
-            "body_timeout, slow_reader (connections closed).",
+            "reached, by limit: holds_per_principal, holds, value_bytes, rate, "
+            "waiters_per_name, streams (429s); header_timeout, body_timeout, slow_reader "
+            "(connections closed).",
             ["limit"], registry=r,
         )  # fmt: skip
         self.streams_open = Gauge(

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+from collections.abc import Callable
 from typing import Any
 
 from paxlock.coordinator.core.keeper_effects import NotPrimary as NotPrimaryOutcome
 from paxlock.coordinator.core.keeper_effects import ReadConfirmed, Recovering, Reply, RequestKey
+from paxlock.coordinator.core.keeper_effects import TooMany as TooManyOutcome
 from paxlock.coordinator.core.keeper_effects import Unavailable as UnavailableOutcome
 from paxlock.coordinator.core.lease_commands import (
     Acquire,
@@ -35,8 +38,8 @@ from paxlock.coordinator.core.replica_io import (
     ReplicaStatus,
     RequestOp,
 )
-from paxlock.coordinator.errors import BadRequest, Held, NotFound, NotHolder, NotPrimary
-from paxlock.coordinator.errors import RequestExpired
+from paxlock.coordinator.errors import BadRequest, Forbidden, Held, NotFound, NotHolder
+from paxlock.coordinator.errors import NotPrimary, RequestExpired, TooMany
 from paxlock.coordinator.errors import Unavailable
 from paxlock.coordinator.runtime import Runtime
 from paxlock.coordinator.views import LeaseView
@@ -44,6 +47,10 @@ from paxlock.coordinator.watch import WaitingAcquires, Watches
 
 OFFICE_WAIT_S = 2.0
 """How long a request waits for a new primary to take office before a 503."""
+LIMIT_RETRY_AFTER_S = (1.0, 3.0)
+"""A 429's ``retry_after_s`` is drawn from this range, so refused clients spread their
+retries instead of returning together (a hold is freed by a release or an expiry, which
+no one can predict here)."""
 
 
 class LeaseService:
@@ -64,6 +71,8 @@ class LeaseService:
         self._in_office = asyncio.Event()
         self.watches = Watches(self._current, self.clock)
         self.waiting = WaitingAcquires(waiters_per_name_max)
+        self.on_limit: list[Callable[[str], None]] = []
+        """Called with the limit's name for each request refused at a limit (metrics)."""
         runtime.sinks.append(self._on_ready)
 
     @property
@@ -117,6 +126,10 @@ class LeaseService:
                     raise NotPrimary(hint)
                 case UnavailableOutcome(reason=reason):
                     raise Unavailable(reason)
+                case TooManyOutcome(limit=limit, reason=reason):
+                    for callback in self.on_limit:
+                        callback(limit)
+                    raise TooMany(reason, random.uniform(*LIMIT_RETRY_AFTER_S), limit=limit)
                 case Recovering():
                     left = deadline - self.clock()
                     with contextlib.suppress(TimeoutError):
@@ -128,23 +141,25 @@ class LeaseService:
 
     async def acquire(self, name: str, *, holder: str, ttl: float, wait: float = 0.0,
                       value: str | None = None, lock_delay: float = 0.0,
-                      request_id: str | None = None) -> LeaseView:  # fmt: skip
-        command = Acquire(name, holder, ttl, value, lock_delay, request_id)
+                      request_id: str | None = None, principal: str = "") -> LeaseView:  # fmt: skip
+        command = Acquire(name, holder, ttl, value, lock_delay, request_id, principal)
         with self.waiting.waiting(name) if wait > 0 else contextlib.nullcontext():
             return self._lease_or_raise(name, await self._ask(AcquireOp(command, wait)))
 
-    async def renew(self, name: str, *, holder: str, token: int) -> LeaseView:
-        return self._lease_or_raise(name, await self._ask(RenewOp(name, holder, token)))
+    async def renew(self, name: str, *, holder: str, token: int,
+                    principal: str = "") -> LeaseView:  # fmt: skip
+        reply = await self._ask(RenewOp(name, holder, token, principal))
+        return self._lease_or_raise(name, reply)
 
     async def release(self, name: str, *, holder: str, token: int,
-                      request_id: str | None = None) -> None:  # fmt: skip
-        reply = await self._ask(ReleaseOp(Release(name, holder, token, request_id)))
+                      request_id: str | None = None, principal: str = "") -> None:  # fmt: skip
+        reply = await self._ask(ReleaseOp(Release(name, holder, token, request_id, principal)))
         if not isinstance(reply.outcome, Released):
             self._lease_or_raise(name, reply)
 
     async def proclaim(self, name: str, *, holder: str, token: int, value: str | None,
-                       request_id: str | None = None) -> LeaseView:  # fmt: skip
-        command = Proclaim(name, holder, token, value, request_id)
+                       request_id: str | None = None, principal: str = "") -> LeaseView:  # fmt: skip
+        command = Proclaim(name, holder, token, value, request_id, principal)
         return self._lease_or_raise(name, await self._ask(ProclaimOp(command)))
 
     def _lease_or_raise(self, name: str, reply: Reply) -> LeaseView:
@@ -168,6 +183,8 @@ class LeaseService:
                             holder=refused.holder, token=refused.token)  # fmt: skip
         if refused.code == "request_expired":
             raise RequestExpired(refused.message)
+        if refused.code == "forbidden":
+            raise Forbidden(refused.message or f"the lease on {refused.name} is another's")
         raise BadRequest(refused.message or "bad request")
 
     def _view(self, lease: Lease, expires_in: float | None = None) -> LeaseView:

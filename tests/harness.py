@@ -203,6 +203,8 @@ class Cluster:
     size: int = 3
     extra_args: list[str] = field(default_factory=list)
     members: dict[str, Member] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    """Sent with the harness's own requests (an ``Authorization`` under ``--auth``)."""
 
     def __post_init__(self) -> None:
         for i in range(self.size):
@@ -323,7 +325,8 @@ class Cluster:
 
     def cluster_view(self, node_id: str) -> dict[str, Any] | None:
         try:
-            status, _, body = http("GET", self.url(node_id) + "/v1/cluster", timeout_s=1.0)
+            status, _, body = http("GET", self.url(node_id) + "/v1/cluster", timeout_s=1.0,
+                                   headers=self.headers)  # fmt: skip
         except OSError:
             return None
         return body if status == 200 else None

@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import math
+import sys
 import textwrap
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from paxlock.coordinator.core.lease_commands import NAME_RE
@@ -41,6 +43,25 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def add_token_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token-file", metavar="FILE",
+                        help="file holding the bearer token for a cluster run with --auth "
+                        "(default: $PAXLOCK_AUTH_TOKEN)")  # fmt: skip
+
+
+def token_from(prog: str, path: str | None, environ: Mapping[str, str]) -> str | None:
+    """The bearer token: the file's first line, else ``PAXLOCK_AUTH_TOKEN``, else None (a token
+    never comes from argv, where ``ps`` shows it). An unreadable file exits 2, one line."""
+    if path is None:
+        return environ.get("PAXLOCK_AUTH_TOKEN", "").strip() or None
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.readline().strip() or None
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"{prog}: cannot read --token-file {path}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def version() -> str:
@@ -121,3 +142,22 @@ def cluster_size(text: str) -> int:
             f"use {nodes - 1} or {nodes + 1}"
         )
     return nodes
+
+
+def add_ca_argument(parser: argparse.ArgumentParser) -> None:
+    """``--ca FILE`` for a command that talks to a cluster over ``https://``."""
+    parser.add_argument("--ca", metavar="FILE",
+                        help="PEM file of the CA that signed the cluster's certificates, to "
+                        "verify https:// endpoints (default: $PAXLOCK_CA; without either, the "
+                        "system's CAs); with it, the default endpoints are https://")  # fmt: skip
+
+
+def ca_file(args: argparse.Namespace, environ: Mapping[str, str]) -> str | None:
+    """``--ca``, else ``PAXLOCK_CA``, else None; ``ValueError`` with one sentence when the file
+    cannot be used as a CA (checked before anything is sent)."""
+    from paxlock.api.client.transport import client_ssl_context
+
+    path = getattr(args, "ca", None) or environ.get("PAXLOCK_CA") or None
+    if path is not None:
+        client_ssl_context(path)
+    return path

@@ -60,14 +60,15 @@ def unrunnable(program: str) -> tuple[int, str] | None:
 
 async def run_locked(endpoints: Sequence[str], name: str, command: Sequence[str], *,
                      ttl: float, wait: float | None, margin: float,
-                     retry_deadline_s: float, identity: str | None = None) -> int:  # fmt: skip
+                     retry_deadline_s: float, identity: str | None = None,
+                     ca_file: str | None = None, token: str | None = None) -> int:  # fmt: skip
     refused = unrunnable(command[0])
     if refused is not None:
         status, reason = refused
         print(f"paxlock lock: {command[0]}: {reason}", file=sys.stderr)
         return status
-    async with AsyncClient(list(endpoints), identity=identity,
-                           retry_deadline=retry_deadline_s) as client:  # fmt: skip
+    async with AsyncClient(list(endpoints), identity=identity, token=token,
+                           retry_deadline=retry_deadline_s, ca_file=ca_file) as client:  # fmt: skip
         holding = client.lock(name, ttl=ttl, wait=wait, margin=margin)
         try:
             lease = await holding.__aenter__()

@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 
 from paxlock.api.cli.arguments import (
-    LOCAL_CLUSTER_NODES_MAX, TTL_S_MAX, Parser, cluster_size, fraction, identity, lease_name,
-    seconds, ttl, version,
+    LOCAL_CLUSTER_NODES_MAX, TTL_S_MAX, Parser, add_ca_argument, add_token_argument, ca_file,
+    cluster_size, fraction, identity, lease_name, seconds, token_from, ttl, version,
 )  # fmt: skip
 from paxlock.coordinator.core.learner import LearnMode
 
@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default="paxlock-data",
                     help="where the members' stores go (default: %(default)s, in the current "
                     "directory)")  # fmt: skip
+    up.add_argument("--tls", action="store_true",
+                    help="make a throwaway CA and a certificate per member under DATA_DIR/tls "
+                    "and serve https:// only, with mutual TLS between members; prints the CA "
+                    "file to give the SDK (ca_file=) and the CLI (--ca, PAXLOCK_CA)")  # fmt: skip
     up.set_defaults(handler=_cmd_up)
 
     from paxlock.api.cli.status import add_status_arguments, run_status
@@ -115,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "members. Exit status: 0 a primary is known, 4 no primary, 1 no endpoint answered.",
     )  # fmt: skip
     add_status_arguments(status)
+    add_ca_argument(status)
     status.set_defaults(handler=run_status)
 
     retry_deadline_s = RetryPolicy().retry_deadline_s
@@ -147,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "http://127.0.0.1:7001,7002,7003)")
     lock.add_argument("--identity", type=identity,
                       help="holder name (default: host-pid-random)")  # fmt: skip
+    add_ca_argument(lock)
+    add_token_argument(lock)
     lock.set_defaults(handler=_cmd_lock, cmd=[])
     # The command after -- is split off before parsing (main): show it in the usage.
     lock.usage = lock.format_usage().removeprefix("usage: ").rstrip() + " -- CMD [ARGS...]"
@@ -164,11 +171,19 @@ def _cmd_lock(args: argparse.Namespace) -> int:
         print("paxlock lock: give the command to run after --: paxlock lock NAME -- CMD "
               "[ARGS...]", file=sys.stderr)  # fmt: skip
         return 2
+    try:
+        ca = ca_file(args, os.environ)
+    except ValueError as error:
+        print(f"paxlock lock: {error}", file=sys.stderr)
+        return 2
+    scheme = "https" if ca else "http"
     endpoints = args.endpoint or os.environ.get("PAXLOCK_ENDPOINTS", "").split(",")
-    endpoints = [e for e in endpoints if e] or [f"http://127.0.0.1:{p}" for p in (7001, 7002, 7003)]
+    endpoints = [e for e in endpoints if e] or [f"{scheme}://127.0.0.1:{p}"
+                                                for p in (7001, 7002, 7003)]  # fmt: skip
+    token = token_from("paxlock lock", args.token_file, os.environ)
     return run_fast(run_locked(endpoints, args.name, command, ttl=args.ttl, wait=args.wait,
-                               margin=args.margin, identity=args.identity,
-                               retry_deadline_s=args.retry_deadline))  # fmt: skip
+                               margin=args.margin, identity=args.identity, token=token,
+                               retry_deadline_s=args.retry_deadline, ca_file=ca))  # fmt: skip
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -184,7 +199,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     from paxlock.api.cli.up import up
 
-    return up(args.base_port, args.nodes, Path(args.data_dir).resolve())
+    return up(args.base_port, args.nodes, Path(args.data_dir).resolve(), tls=args.tls)
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:

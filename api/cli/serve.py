@@ -12,6 +12,10 @@ import tomllib
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
+from paxlock.api.cli.cluster_token import (
+    CONFIG_REFUSAL, RefuseTokenOnArgv, TokenError, check_peer_credential, cluster_token,
+    has_credential, merge_env_token, warn_unauthenticated,
+)  # fmt: skip
 from paxlock.api.server.limits import Limits
 from paxlock.api.server.node import Node, NodeConfig
 
@@ -20,19 +24,33 @@ SETTINGS = {
     # setting: (type, help)
     "id": (str, "this node's id (required)"),
     "listen": (str, "HOST:PORT to bind (required)"),
-    "advertise": (str, "this node's URL as peers reach it (default: http://LISTEN)"),
+    "advertise": (str, "this node's URL as peers reach it (default: http://LISTEN, "
+                  "https:// with --tls-cert)"),
     "peer": (list, "another member as ID=URL; repeat for each (env: comma-separated)"),
     "data_dir": (str, "directory of this node's store (required)"),
     "cluster_id": (str, "cluster name, checked against the store (default: paxlock)"),
-    "cluster_token": (str, "shared secret required on /internal/ peer endpoints"),
+    "tls_cert": (str, "PEM certificate (chain) of this node: the listener speaks only TLS, "
+                 "peer URLs are https:// (SIGHUP reloads it)"),
+    "tls_key": (str, "PEM private key of --tls-cert"),
+    "tls_ca": (str, "PEM CA of the cluster: peers must present a certificate it signed "
+               "(mutual TLS on /internal/); outbound links trust only it"),
+    "cluster_token_file": (str, "a file whose first line is the secret peers show on "
+                           "/internal/ (or the secret itself in PAXLOCK_CLUSTER_TOKEN)"),
+    "insecure_peers": (bool, "start beyond loopback without a peer credential (a cluster "
+                       "token or a TLS CA): anyone who reaches the port can act as a peer"),
     "learn_mode": (str, "broadcast | primary | set:K (default: primary)"),
     "election_timeout": (float, "seconds T: a silent primary is replaced after [T, 2T]"),
     "heartbeat": (float, "seconds between primary heartbeats (below the election timeout)"),
     "snapshot_every": (int, "snapshot and compact the log every N slots (default: 5000)"),
     "log_level": (str, "debug | info | warning | error (default: info)"),
+    "auth": (str, "TOML file of principals (token hashes, roles): /v1 needs a bearer token"),
+    "auth_metrics": (bool, "with --auth, /metrics needs a valid bearer token too"),
+    "max_holds_per_principal": (int, "leases one principal may hold (default: 10000)"),
+    "max_holds": (int, "leases held in total (default: 100000)"),
+    "max_value_bytes": (int, "bytes of lease values in total (default: 67108864)"),
     # limits (README, Limits): at one, 429 too_many with Retry-After, or the connection closed
-    "rate_limit": (float, "requests/s per principal (per client IP without authentication); 0: off "
-                          "(default: 1000)"),
+    "rate_limit": (float, "requests/s per principal (per client IP without authentication); "
+                          "0: off (default: 1000)"),
     "rate_burst": (int, "requests at once above the rate (default: 2000)"),
     "max_waiters_per_name": (int, "acquires waiting for one name (default: 1000)"),
     "max_streams": (int, "open observe long polls and event streams per node (default: 10000)"),
@@ -41,8 +59,10 @@ SETTINGS = {
     "idle_timeout": (float, "seconds an idle keep-alive connection stays open (default: 75)"),
     "stream_write_timeout": (float, "seconds an event stream's reader may stall (default: 10)"),
 }
+_LIMITS = {"max_holds_per_principal": "holds_per_principal_max", "max_holds": "holds_max",
+           "max_value_bytes": "value_bytes_max"}  # fmt: skip
 LIMIT_SETTINGS = {
-    # setting: Limits field
+    # setting: api.server.limits.Limits field (the limits at the HTTP edge)
     "rate_limit": "rate_per_s", "rate_burst": "rate_burst",
     "max_waiters_per_name": "waiters_per_name_max", "max_streams": "streams_max",
     "header_timeout": "header_timeout_s", "body_timeout": "body_timeout_s",
@@ -56,10 +76,14 @@ class ConfigError(ValueError):
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="a TOML file with the settings below")
+    parser.add_argument("--cluster-token", nargs="?", action=RefuseTokenOnArgv,
+                        help=argparse.SUPPRESS)  # fmt: skip
     for name, (kind, text) in SETTINGS.items():
         flag = "--" + name.replace("_", "-")
         if kind is list:
             parser.add_argument(flag, action="append", metavar="ID=URL", help=text)
+        elif kind is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=text)
         else:
             parser.add_argument(flag, type=kind, help=text)
 
@@ -75,6 +99,8 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, A
             raise ConfigError(f"cannot read config file {args.config}: {error}") from None
         for key, value in table.items():
             key = key.replace("-", "_")
+            if key == "cluster_token":
+                raise ConfigError(f"cluster_token in {args.config}: {CONFIG_REFUSAL}")
             if key not in SETTINGS:
                 raise ConfigError(f"unknown setting {key!r} in {args.config}")
             merged[key] = value
@@ -82,16 +108,28 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> dict[str, A
         raw = environ.get(ENV_PREFIX + name.upper())
         if raw is not None:
             merged[name] = _parse(name, kind, raw)
+    try:
+        merge_env_token(merged, environ)
+    except TokenError as error:
+        raise ConfigError(str(error)) from None
     for name in SETTINGS:
         value = getattr(args, name, None)
         if value is not None:
             merged[name] = value
+    if getattr(args, "cluster_token_file", None) is not None:
+        merged.pop("cluster_token", None)  # the flag wins over the environment
     return merged
 
 
 def _parse(name: str, kind: type, raw: str) -> Any:
     if kind is list:
         return [item.strip() for item in raw.split(",") if item.strip()]
+    if kind is bool:
+        if raw.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.strip().lower() in ("", "0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}: not true or false: {raw!r}")
     try:
         return kind(raw)
     except ValueError:
@@ -120,7 +158,13 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
     own = peers.pop(node_id, None)
     if own is not None and advertise and own.rstrip("/") != str(advertise).rstrip("/"):
         raise ConfigError(f"--peer {node_id}={own} disagrees with --advertise {advertise}")
-    peers[node_id] = str(advertise or own or f"http://{listen}")
+    scheme = "https" if settings.get("tls_cert") else "http"
+    peers[node_id] = str(advertise or own or f"{scheme}://{listen}")
+    try:
+        token = cluster_token(settings)
+        check_peer_credential(settings, listen, peers[node_id], token)
+    except TokenError as error:
+        raise ConfigError(str(error)) from None
     options: dict[str, Any] = {}
     if settings.get("election_timeout") is not None:
         options["election_timeout_s"] = float(settings["election_timeout"])
@@ -132,6 +176,27 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
         options["heartbeat_s"] = float(settings["heartbeat"])
     elif "election_timeout_s" in options:
         options["heartbeat_s"] = options["election_timeout_s"] / 6
+    for setting, field in _LIMITS.items():
+        if settings.get(setting) is not None:
+            flag = "--" + setting.replace("_", "-")
+            try:
+                options[field] = int(settings[setting])
+            except (TypeError, ValueError):
+                raise ConfigError(f"{flag} must be a whole number") from None
+            if options[field] < 1:
+                raise ConfigError(f"{flag} must be at least 1")
+    if settings.get("auth"):
+        from paxlock.api.server.auth import AuthFileError, load_auth
+
+        try:
+            load_auth(str(settings["auth"]))  # checked now: a mistake is one line, exit 2
+        except AuthFileError as error:
+            raise ConfigError(str(error)) from None
+        options["auth_file"] = str(settings["auth"])
+    if settings.get("auth_metrics"):
+        if not settings.get("auth"):
+            raise ConfigError("--auth-metrics needs --auth")
+        options["auth_metrics"] = True
     try:
         limits = Limits(**{field: SETTINGS[name][0](settings[name])
                            for name, field in LIMIT_SETTINGS.items()
@@ -142,8 +207,10 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
         return NodeConfig(
             node_id, peers, settings["data_dir"], listen=listen, limits=limits,
             cluster_id=str(settings.get("cluster_id") or "paxlock"),
-            cluster_token=settings.get("cluster_token") or None,
-            learn_mode=str(settings.get("learn_mode") or "primary"), **options,
+            cluster_token=token,
+            learn_mode=str(settings.get("learn_mode") or "primary"),
+            tls_cert=settings.get("tls_cert") or None, tls_key=settings.get("tls_key") or None,
+            tls_ca=settings.get("tls_ca") or None, **options,
         )  # fmt: skip
     except ValueError as error:
         raise ConfigError(str(error)) from None
@@ -186,21 +253,27 @@ def serve_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     except ConfigError as error:
         print(f"paxlock serve: {error}", file=sys.stderr)
         return 2
+    unauthenticated = not has_credential(settings, config.cluster_token)
     try:
-        return run_fast(serve(config))
+        return run_fast(serve(config, unauthenticated=unauthenticated))
     except (StoreError, OSError) as error:  # OSError: ListenError, or a data dir not ours
         print(f"paxlock serve: {error}", file=sys.stderr)
         return 2
 
 
-async def serve(config: NodeConfig) -> int:
-    """Run one node until SIGINT/SIGTERM (exit 0) or until its store fails (exit 1)."""
+async def serve(config: NodeConfig, *, unauthenticated: bool = False) -> int:
+    """Run one node until SIGINT/SIGTERM (exit 0) or until its store fails (exit 1);
+    SIGHUP reloads its TLS certificates. ``unauthenticated``: it has no peer credential,
+    said once it serves."""
+    node = Node(config)
     stop = asyncio.Event()  # handlers first: a signal during start-up stops it right after
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    node = Node(config)
+    loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
     await node.start()
+    if unauthenticated:
+        warn_unauthenticated(str(config.listen))
     failed = asyncio.ensure_future(node.wait_failed())
     stopping = asyncio.ensure_future(stop.wait())
     await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -21,12 +21,15 @@ import argparse
 import asyncio
 import json
 import os
+import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
+
+from paxlock.api.cli.arguments import add_token_argument, token_from
 
 EXIT_OK = 0
 EXIT_NO_ANSWER = 1
@@ -45,6 +48,7 @@ def add_status_arguments(parser: argparse.ArgumentParser) -> None:
                         "view and the endpoints that did not answer")  # fmt: skip
     parser.add_argument("--timeout", type=float, default=TIMEOUT_S, metavar="S",
                         help=f"seconds to wait for each endpoint (default: {TIMEOUT_S})")
+    add_token_argument(parser)
 
 
 def endpoints_from(given: Sequence[str] | None, environ: Mapping[str, str]) -> list[str]:
@@ -67,6 +71,10 @@ async def _ask(session: aiohttp.ClientSession, endpoint: str) -> dict[str, Any] 
             view = await response.json(content_type=None)
     except asyncio.TimeoutError:
         return "no answer in time"
+    except aiohttp.ClientSSLError as error:
+        from paxlock.api.client.transport import tls_failure
+
+        return tls_failure(error)
     except aiohttp.ClientConnectorError as error:
         code = error.os_error.errno  # negative for a name that does not resolve
         why = os.strerror(code) if code and code > 0 else error.os_error.strerror
@@ -78,9 +86,13 @@ async def _ask(session: aiohttp.ClientSession, endpoint: str) -> dict[str, Any] 
     return view
 
 
-async def ask_all(endpoints: Sequence[str], timeout_s: float) -> dict[str, dict[str, Any] | str]:
+async def ask_all(endpoints: Sequence[str], timeout_s: float, tls: ssl.SSLContext | None = None,
+                  token: str | None = None) -> dict[str, dict[str, Any] | str]:  # fmt: skip
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    connector = aiohttp.TCPConnector(ssl=tls) if tls is not None else None
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector,
+                                     headers=headers) as session:  # fmt: skip
         answers = await asyncio.gather(*(_ask(session, e) for e in endpoints))
     return dict(zip(endpoints, answers, strict=True))
 
@@ -192,11 +204,23 @@ def table(report: Report) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from paxlock.api.cli.arguments import ca_file
+    from paxlock.api.client.transport import client_ssl_context
+
     endpoints = endpoints_from(args.endpoints, os.environ)
     if not args.timeout > 0:
         print("paxlock status: --timeout must be > 0", file=sys.stderr)
         return 2
-    report = combine(asyncio.run(ask_all(endpoints, args.timeout)))
+    try:
+        ca = ca_file(args, os.environ)
+    except ValueError as unusable:
+        print(f"paxlock status: {unusable}", file=sys.stderr)
+        return 2
+    if ca and endpoints == list(DEFAULT_ENDPOINTS):
+        endpoints = [url.replace("http://", "https://", 1) for url in endpoints]
+    tls = client_ssl_context(ca) if ca else None
+    token = token_from("paxlock status", args.token_file, os.environ)
+    report = combine(asyncio.run(ask_all(endpoints, args.timeout, tls, token)))
     for endpoint, error in report.errors.items():
         print(f"paxlock status: {endpoint}: {error}", file=sys.stderr)
     if args.json:

@@ -13,6 +13,10 @@ process per member, supervised until Ctrl-C, SIGTERM or SIGHUP.
   own process group, so signals from the terminal reach ``up`` alone, which stops them in
   order; on Linux they also get SIGTERM should ``up`` itself be killed.
 
+With ``--tls`` it first makes a throwaway CA and one certificate per member under
+``DATA_DIR/tls`` (``local_pki``), starts the members with them (https://, mutual TLS between
+members), and prints the CA's path and how to point the SDK and the CLI at it.
+
 Signal handlers only record the signal; the one loop wakes up on a signal (``SIGCHLD``
 included, through ``signal.set_wakeup_fd``) or a line on stdin, and acts there.
 """
@@ -35,8 +39,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
+from paxlock.api.cli.cluster_token import write_token_file
 from paxlock.api.server.node import listen_failure
+
+if TYPE_CHECKING:
+    from paxlock.api.cli.local_pki import MemberFiles
 
 STOP_GRACE_S = 10.0
 """How long stopping members get after SIGTERM before SIGKILL."""
@@ -56,13 +65,24 @@ class Member:
     starts: int = 0
 
 
-def plan(nodes: int, base_port: int, data_dir: Path, host: str) -> list[Member]:
-    ids = [f"n{i + 1}" for i in range(nodes)]
-    urls = {node_id: f"http://{host}:{base_port + i}" for i, node_id in enumerate(ids)}
+def member_ids(nodes: int) -> list[str]:
+    return [f"n{i + 1}" for i in range(nodes)]
+
+
+def plan(nodes: int, base_port: int, data_dir: Path, host: str,
+         tls: tuple[Path, dict[str, MemberFiles]] | None = None) -> list[Member]:  # fmt: skip
+    """Each member's ``serve`` line; ``tls`` is the CA file and each member's certificate."""
+    ids = member_ids(nodes)
+    scheme = "https" if tls is not None else "http"
+    urls = {node_id: f"{scheme}://{host}:{base_port + i}" for i, node_id in enumerate(ids)}
     members = []
     for i, node_id in enumerate(ids):
         args = ["serve", "--id", node_id, "--listen", f"{host}:{base_port + i}",
                 "--data-dir", str(data_dir / node_id)]  # fmt: skip
+        if tls is not None:
+            ca, files = tls
+            args += ["--tls-cert", str(files[node_id].cert), "--tls-key",
+                     str(files[node_id].key), "--tls-ca", str(ca)]  # fmt: skip
         for other in ids:
             if other != node_id:
                 args += ["--peer", f"{other}={urls[other]}"]
@@ -133,10 +153,13 @@ def drain(fd: int) -> None:
 class LocalCluster:
     """The members of one ``paxlock up`` and the loop that supervises them."""
 
-    def __init__(self, members: list[Member], host: str, data_dir: Path) -> None:
+    def __init__(self, members: list[Member], host: str, data_dir: Path,
+                 ca: Path | None = None) -> None:  # fmt: skip
         self.members = members
         self.host = host
         self.data_dir = data_dir
+        self.ca = ca
+        """The CA file of ``--tls`` (the members speak https://), else None."""
         self.signal: int | None = None
         self._selector = selectors.SelectSelector()  # select(): ttys, pipes and files alike
         self._keyboard: int | None = None
@@ -200,13 +223,21 @@ class LocalCluster:
         return shlex.join(program() + member.args)
 
     def _banner(self) -> None:
+        scheme = "https" if self.ca is not None else "http"
+        urls = [f"{scheme}://{self.host}:{member.port}" for member in self.members]
         print(f"paxlock: {len(self.members)}-node cluster on {self.host}, "
               f"data under {self.data_dir}/")  # fmt: skip
-        for member in self.members:
+        for member, url in zip(self.members, urls, strict=True):
             assert member.process is not None
-            print(f"  {member.node_id}  http://{self.host}:{member.port}  "
-                  f"(pid {member.process.pid})")  # fmt: skip
-        print(f"try:  curl -s -XPOST http://{self.host}:{self.members[0].port}"
+            print(f"  {member.node_id}  {url}  (pid {member.process.pid})")
+        cacert = ""
+        if self.ca is not None:
+            ca = shlex.quote(str(self.ca))
+            cacert = f"--cacert {ca} "
+            print(f"TLS: the members' certificates are signed by the CA {self.ca}")
+            print(f"  CLI:  export PAXLOCK_CA={ca} PAXLOCK_ENDPOINTS={','.join(urls)}")
+            print(f"  SDK:  AsyncClient({urls!r}, ca_file={str(self.ca)!r})")
+        print(f"try:  curl -s {cacert}-XPOST {urls[0]}"
               """/v1/leases/demo:acquire -d '{"holder": "me", "ttl": 10}'""")  # fmt: skip
         print("Ctrl-C stops the cluster. Kill a member's pid to watch a failover; "
               "the others keep running.", flush=True)  # fmt: skip
@@ -292,13 +323,33 @@ class LocalCluster:
                 process.wait()
 
 
-def up(base_port: int, nodes: int, data_dir: Path, host: str = "127.0.0.1") -> int:
+def up(base_port: int, nodes: int, data_dir: Path, host: str = "127.0.0.1",
+       tls: bool = False) -> int:  # fmt: skip
     """Run a local cluster until Ctrl-C, SIGTERM or SIGHUP (exit 0); exit 2 when it cannot
     start, 1 when no member is left running."""
-    members = plan(nodes, base_port, data_dir, host)
-    for member in members:
-        failure = port_in_use(host, member.port)
+    for port in range(base_port, base_port + nodes):
+        failure = port_in_use(host, port)
         if failure is not None:
             print(f"paxlock up: {failure}", file=sys.stderr)
             return REFUSED
-    return LocalCluster(members, host, data_dir).run()
+    pki = None
+    if tls:
+        from paxlock.api.cli.local_pki import make_local_pki  # cryptography: only for --tls
+
+        try:
+            pki = make_local_pki(data_dir / "tls", member_ids(nodes), hosts=[host])
+        except OSError as error:
+            print(f"paxlock up: cannot write the TLS certificates under {data_dir / 'tls'}: "
+                  f"{error.strerror or error}", file=sys.stderr)  # fmt: skip
+            return REFUSED
+    members = plan(nodes, base_port, data_dir, host, pki)
+    # Peers authenticate with a fresh token, given by file: never on a command line.
+    try:
+        token_file = write_token_file(data_dir)
+    except OSError as error:
+        print(f"paxlock up: cannot write the cluster token in {data_dir}: {error.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return REFUSED
+    for member in members:
+        member.args += ["--cluster-token-file", str(token_file)]
+    return LocalCluster(members, host, data_dir, pki[0] if pki else None).run()

@@ -29,7 +29,9 @@ from paxlock.api.client.errors import NotFound, PaxlockError
 from paxlock.api.client.holding import HeldLease, Holding
 from paxlock.api.client.keepalive import LEASES, abandon, end_grant, new_request_id, path_of
 from paxlock.api.client.session import Session
-from paxlock.api.client.transport import RetryPolicy, Transport, normalize_endpoints
+from paxlock.api.client.transport import (
+    RetryPolicy, Transport, client_ssl_context, normalize_endpoints,
+)  # fmt: skip
 from paxlock.api.client.types import Cluster, Lease, Verification
 
 __all__ = ["AsyncClient", "default_identity"]
@@ -55,16 +57,22 @@ class AsyncClient:
     ``ttl``/``margin``: defaults for ``lock`` and ``campaign``.
     ``follow_primary``: send to the primary named by ``X-Paxlock-Primary`` (saves the
     followers' forwarding hop); turn off when members' URLs are not reachable from here.
+    ``ca_file``: PEM of the CA that signed the cluster's certificates, for ``https://``
+    endpoints (``host:port`` then means ``https://``); without it, the system's CAs.
+    ``token``: the bearer token of a cluster run with ``--auth`` (sent as ``Authorization``).
     """
 
     def __init__(self, endpoints: str | Sequence[str], identity: str | None = None, *,
                  request_timeout: float = 5.0, retry_deadline: float = 10.0,
                  backoff_base: float = 0.05, backoff_max: float = 1.0,
                  ttl: float = DEFAULT_TTL_S, margin: float = DEFAULT_MARGIN,
-                 follow_primary: bool = True) -> None:  # fmt: skip
+                 follow_primary: bool = True, ca_file: str | os.PathLike[str] | None = None,
+                 token: str | None = None) -> None:  # fmt: skip
         policy = RetryPolicy(request_timeout, retry_deadline, backoff_base, backoff_max)
-        self.endpoints = normalize_endpoints(endpoints)
-        self._transport = Transport(self.endpoints, policy, follow_primary=follow_primary)
+        self.endpoints = normalize_endpoints(endpoints, "https" if ca_file else "http")
+        tls = client_ssl_context(ca_file) if ca_file is not None else None
+        self._transport = Transport(self.endpoints, policy, follow_primary=follow_primary,
+                                    ssl_context=tls, token=token)  # fmt: skip
         self._session = Session(self._transport,
                                 identity if identity is not None else default_identity(),
                                 ttl_s=ttl, margin=margin)  # fmt: skip

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from types import TracebackType
@@ -237,11 +238,12 @@ class Client:
                  request_timeout: float = 5.0, retry_deadline: float = 10.0,
                  backoff_base: float = 0.05, backoff_max: float = 1.0,
                  ttl: float = DEFAULT_TTL_S, margin: float = DEFAULT_MARGIN,
-                 follow_primary: bool = True) -> None:  # fmt: skip
+                 follow_primary: bool = True, ca_file: str | os.PathLike[str] | None = None,
+                 token: str | None = None) -> None:  # fmt: skip
         self._async = AsyncClient(
             endpoints, identity, request_timeout=request_timeout, retry_deadline=retry_deadline,
             backoff_base=backoff_base, backoff_max=backoff_max, ttl=ttl, margin=margin,
-            follow_primary=follow_primary,
+            follow_primary=follow_primary, ca_file=ca_file, token=token,
         )  # fmt: skip
         self._runner = _LoopThread()
         self._closed = False

@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import random
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,8 @@ def did_not_answer(who: str, error: BaseException, timeout_s: float) -> str:
     a command's one line of error): an exception's repr belongs in a log, not there."""
     if isinstance(error, TimeoutError):  # asyncio's and aiohttp's timeouts alike
         return f"{who} did not answer within {timeout_s:g} s"
+    if isinstance(error, aiohttp.ClientSSLError):
+        return f"{who} did not answer: {tls_failure(error)}"
     if isinstance(error, aiohttp.ServerDisconnectedError):
         why = "it closed the connection"
     elif isinstance(error, OSError) and error.errno is not None and error.errno > 0:
@@ -70,8 +73,33 @@ def did_not_answer(who: str, error: BaseException, timeout_s: float) -> str:
     return f"{who} did not answer: {why}"
 
 
-def normalize_endpoints(endpoints: str | Sequence[str]) -> list[str]:
-    """``"http://a:1,http://b:2"`` or a list; ``host:port`` gets ``http://``; no trailing /."""
+def tls_failure(error: aiohttp.ClientSSLError) -> str:
+    """``its TLS certificate is not trusted (self-signed certificate in chain)`` or ``the TLS
+    handshake failed (...)``: the sentence a person needs, where the errno would mislead."""
+    if isinstance(error, aiohttp.ClientConnectorCertificateError):
+        cause = error.certificate_error
+        detail = getattr(cause, "verify_message", None) or getattr(cause, "reason", None)
+        return f"its TLS certificate is not trusted ({detail or cause})"
+    reason = getattr(error.os_error, "reason", None)
+    detail = reason.lower().replace("_", " ") if isinstance(reason, str) else str(error.os_error)
+    return f"the TLS handshake failed ({detail})"
+
+
+def client_ssl_context(ca_file: str | os.PathLike[str]) -> ssl.SSLContext:
+    """Verification of ``https://`` endpoints against ``ca_file`` (PEM), built once per
+    client; ``ValueError`` with one sentence when the file cannot be used."""
+    try:
+        return ssl.create_default_context(cafile=os.fspath(ca_file))
+    except FileNotFoundError:
+        raise ValueError(f"cannot read the CA file {os.fspath(ca_file)}: no such file") from None
+    except (ssl.SSLError, OSError) as error:
+        reason = getattr(error, "reason", None)
+        why = reason.lower().replace("_", " ") if isinstance(reason, str) else str(error)
+        raise ValueError(f"cannot use the CA file {os.fspath(ca_file)}: {why}") from None
+
+
+def normalize_endpoints(endpoints: str | Sequence[str], scheme: str = "http") -> list[str]:
+    """``"http://a:1,http://b:2"`` or a list; ``host:port`` gets ``scheme://``; no trailing /."""
     items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
     out: list[str] = []
     for item in items:
@@ -79,7 +107,7 @@ def normalize_endpoints(endpoints: str | Sequence[str]) -> list[str]:
         if not url:
             continue
         if "://" not in url:
-            url = "http://" + url
+            url = f"{scheme}://{url}"
         if url not in out:
             out.append(url)
     if not out:
@@ -92,9 +120,15 @@ class Transport:
 
     def __init__(
         self, endpoints: Sequence[str], policy: RetryPolicy, *, follow_primary: bool = True,
-        rng: random.Random | None = None,
+        rng: random.Random | None = None, ssl_context: ssl.SSLContext | None = None,
+        token: str | None = None,
     ) -> None:  # fmt: skip
+        """``token``: the bearer token sent with every request (a cluster run with --auth)."""
         self.policy = policy
+        self.ssl_context = ssl_context
+        """How ``https://`` endpoints are verified (``client_ssl_context``); None: the
+        system's CAs."""
+        self._token = token
         self.follow_primary = follow_primary
         self._configured = list(endpoints)
         self._discovered: list[str] = []
@@ -133,9 +167,14 @@ class Transport:
         if self._closed:
             raise PaxlockError("the client is closed")
         if self._session is None:
+            tls = self.ssl_context
+            headers = {"User-Agent": "paxlock-python-sdk", "Accept": "application/json"}
+            if self._token:
+                headers["Authorization"] = f"Bearer {self._token}"
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=None),
-                headers={"User-Agent": "paxlock-python-sdk", "Accept": "application/json"},
+                connector=aiohttp.TCPConnector(ssl=tls) if tls is not None else None,
+                headers=headers,
             )
         return self._session
 

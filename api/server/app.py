@@ -1,9 +1,9 @@
 """The HTTP application of one node: routes, middlewares, forwarding to the primary.
 
 Middlewares, outermost first: HTTP metrics (they see the final status, errors included);
-the JSON error shape; the limits (request rate; every 429 counted and its Retry-After spread;
-after authentication, whose principal it counts by); the cluster-token check of
-``/internal/``; forwarding of ``NotPrimary``.
+the JSON error shape; the cluster-token check of ``/internal/``; with ``--auth``, bearer
+tokens and roles (``auth``); the limits (request rate by the principal ``auth`` set; every
+429 of the edge counted and its Retry-After spread); forwarding of ``NotPrimary``.
 
 Forwarding: a node that is not the primary proxies the request — same method, path, query
 and body — to the primary over one shared keep-alive ``ClientSession``, and answers with the
@@ -13,9 +13,10 @@ is not the primary either (a stale hint) answers 503 instead of forwarding again
 request crosses at most one hop and no loop can form. The SDK retries 503s. The session's
 pool has no cap (aiohttp's default of 100 connections let 100 parked waiters starve every
 other forwarded request): what bounds it is what bounds the requests — the primary's limits
-on waiters and streams, the rate limit. A forwarded request carries the cluster token, when
-one is set, so that the primary can trust ``X-Paxlock-Forwarded`` and not count its rate
-twice.
+on waiters and streams, the rate limit. With a cluster token, a forwarded request carries
+``X-Paxlock-Forwarded-Proof`` (an HMAC of the forwarding node's id under the token, not the
+token itself: that would make the primary take it for a member's own call under ``--auth``),
+so that the primary can trust ``X-Paxlock-Forwarded`` and not count its rate twice.
 
 Embedding: ``create_app`` returns a complete ``web.Application``; a host mounts it with
 ``host.add_subapp("/paxlock", app)`` and lists base URLs *with* that prefix in ``peers``
@@ -25,18 +26,22 @@ Embedding: ``create_app`` returns a complete ``web.Application``; a host mounts 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from yarl import URL
 
 from paxlock.api.client.transport import did_not_answer
+from paxlock.api.server.auth import Authenticator, auth_middleware
 from paxlock.api.server.errors import error_middleware, error_response
 from paxlock.api.server.limits import LIMITER, Limiter, Limits
-from paxlock.api.server.peer import NODE_HEADER, TOKEN_HEADER, token_ok
+from paxlock.api.server.peer import NODE_HEADER, TOKEN_HEADER, WS_PATH, token_ok
 from paxlock.api.server.routes import (
     METRICS, PRINCIPAL, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, add_routes,
     cancel_streams, open_stream,
@@ -48,10 +53,11 @@ from paxlock.coordinator.metrics import Metrics
 
 PRIMARY_HEADER = "X-Paxlock-Primary"
 FORWARDED_HEADER = "X-Paxlock-Forwarded"
+FORWARDED_PROOF_HEADER = "X-Paxlock-Forwarded-Proof"
 FORWARD_MARGIN_S = 5.0
 """Proxy timeout beyond the request's own ``wait``/``timeout``: the primary's quorum round."""
 FORWARD_CONNECT_S = 1.0
-PASSED_HEADERS = ("Content-Type", "Accept", IDEMPOTENCY_HEADER, "Last-Event-ID")
+PASSED_HEADERS = ("Content-Type", "Accept", IDEMPOTENCY_HEADER, "Last-Event-ID", "Authorization")
 """Request headers that mean something to the primary; hop-by-hop ones are not passed."""
 RETURNED_HEADERS = ("Content-Type", "Retry-After", "Allow", "Cache-Control")
 
@@ -60,15 +66,18 @@ class Forwarder:
     """Proxies requests to the primary; owns the shared session (opened in ``cleanup_ctx``)."""
 
     def __init__(self, node_id: str, peers: dict[str, str], metrics: Metrics,
-                 stream_idle_s: float, cluster_token: str | None = None) -> None:  # fmt: skip
+                 stream_idle_s: float, ssl_context: ssl.SSLContext | None = None,
+                 cluster_token: str | None = None) -> None:  # fmt: skip
         self.node_id = node_id
-        self.cluster_token = cluster_token
+        self.proof = forwarded_proof(cluster_token, node_id) if cluster_token else None
         self.peers = {peer: url.rstrip("/") for peer, url in peers.items()}
         self.metrics = metrics
         self.stream_idle_s = stream_idle_s
         """A relayed stream silent this long has a dead primary (it sends heartbeats)."""
         self.mount = URL(self.peers[node_id]).path.rstrip("/") if node_id in self.peers else ""
         self.session: aiohttp.ClientSession | None = None
+        self.ssl_context = ssl_context
+        """This node's certificate and the cluster's CA, for an ``https://`` primary."""
 
     def local_path(self, request: web.Request) -> str:
         """The raw path relative to where this app is mounted (its own URL's path)."""
@@ -95,8 +104,8 @@ class Forwarder:
         url = self.peers[primary] + self.local_path(request) + (f"?{query}" if query else "")
         headers = {k: request.headers[k] for k in PASSED_HEADERS if k in request.headers}
         headers[FORWARDED_HEADER] = self.node_id
-        if self.cluster_token:
-            headers[TOKEN_HEADER] = self.cluster_token
+        if self.proof is not None:
+            headers[FORWARDED_PROOF_HEADER] = self.proof
         if "text/event-stream" in request.headers.get("Accept", ""):
             timeout = aiohttp.ClientTimeout(connect=FORWARD_CONNECT_S,
                                             sock_read=self.stream_idle_s)  # fmt: skip
@@ -169,34 +178,43 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
 
 
+def forwarded_proof(cluster_token: str, node_id: str) -> str:
+    return hmac.new(cluster_token.encode(), b"paxlock-forwarded:" + node_id.encode(),
+                    hashlib.sha256).hexdigest()  # fmt: skip
+
+
 @web.middleware
 async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The request rate of ``/v1/`` by principal (by client IP without ``--auth``), counted
-    once: not again at the primary for a request a peer forwarded with the cluster token.
-    Every ``TooMany`` (rate, streams, waiters per name) is counted and its Retry-After
-    jittered here."""
+    once: not again at the primary for a request a member forwarded. The edge's refusals
+    (rate, streams, waiters per name) are counted and their Retry-After spread here."""
     limiter = request.app[LIMITER]
     try:
         if request.app[FORWARDER].local_path(request).startswith("/v1/") \
-                and not _forwarded_by_peer(request):  # fmt: skip
+                and not _forwarded_by_member(request):  # fmt: skip
             limiter.admit(request.get(PRINCIPAL) or f"ip:{request.remote}")
         return await handler(request)
     except TooMany as error:
         raise limiter.spread(error) from None
 
 
-def _forwarded_by_peer(request: web.Request) -> bool:
-    """A peer forwarded it: ``X-Paxlock-Forwarded`` with the cluster token (without a token
-    the header proves nothing, and the request is counted here too)."""
-    token = request.app.get(CLUSTER_TOKEN)
-    return bool(token and request.headers.get(FORWARDED_HEADER) and token_ok(request, token))
+def _forwarded_by_member(request: web.Request) -> bool:
+    """``X-Paxlock-Forwarded`` with its proof under the cluster token (without a token the
+    header proves nothing, and the request is counted here too)."""
+    token, forwarder = request.app.get(CLUSTER_TOKEN), request.headers.get(FORWARDED_HEADER)
+    if not token or not forwarder:
+        return False
+    offered = request.headers.get(FORWARDED_PROOF_HEADER, "")
+    return hmac.compare_digest(offered.encode(), forwarded_proof(token, forwarder).encode())
 
 
 @web.middleware
 async def internal_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``/internal/`` (peer endpoints) needs ``X-Paxlock-Cluster-Token`` when one is set."""
+    """``/internal/`` (peer endpoints) needs ``X-Paxlock-Cluster-Token`` when one is set.
+    The peer WebSocket checks its own handshake, and counts what it refuses (``peer``)."""
     path = request.app[FORWARDER].local_path(request)
-    if path.startswith("/internal/") and not token_ok(request, request.app.get(CLUSTER_TOKEN)):
+    internal = path.startswith("/internal/") and path != WS_PATH
+    if internal and not token_ok(request, request.app.get(CLUSTER_TOKEN)):
         return error_response(401, "unauthenticated", f"missing or wrong {TOKEN_HEADER}")
     return await handler(request)
 
@@ -232,9 +250,11 @@ def _header_stamper(service: Leasing, forwarder: Forwarder
 async def _client_session(app: web.Application) -> AsyncIterator[None]:
     """One keep-alive session for every forwarded request; closed after the app stops."""
     forwarder = app[FORWARDER]
+    tls = forwarder.ssl_context
     forwarder.session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0),  # no pool cap: see the module's docstring
         timeout=aiohttp.ClientTimeout(total=None, connect=FORWARD_CONNECT_S),
+        # no pool cap (see the module's docstring)
+        connector=aiohttp.TCPConnector(limit=0, ssl=tls if tls is not None else True),
     )
     try:
         yield
@@ -245,24 +265,30 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(service: Leasing, *, peers: dict[str, str], metrics: Metrics,
                cluster_token: str | None = None, sse_heartbeat_s: float = 15.0,
+               ssl_context: ssl.SSLContext | None = None,
+               auth: Authenticator | None = None,
                limiter: Limiter | None = None) -> web.Application:  # fmt: skip
-    """The node's HTTP app. ``peers`` maps node id to base URL, this node included."""
+    """The node's HTTP app. ``peers`` maps node id to base URL, this node included;
+    ``ssl_context`` is what forwarding to an ``https://`` primary uses; ``auth`` (from
+    ``--auth``) requires bearer tokens on ``/v1``."""
+    forwarder = Forwarder(service.node_id, peers, metrics,
+                          stream_idle_s=3 * sse_heartbeat_s + FORWARD_MARGIN_S,
+                          ssl_context=ssl_context, cluster_token=cluster_token)  # fmt: skip
+    middlewares: list[Middleware] = [
+        metrics_middleware, error_middleware, internal_auth_middleware,
+    ]  # fmt: skip
+    if auth is not None:
+        middlewares.append(auth_middleware(auth, forwarder.local_path, cluster_token))
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        middlewares=[
-            metrics_middleware, error_middleware, limits_middleware, internal_auth_middleware,
-            forwarding_middleware,
-        ],
-    )  # fmt: skip
+        middlewares=[*middlewares, limits_middleware, forwarding_middleware],
+    )
     app[SERVICE] = service
     app[METRICS] = metrics
     app[SSE_HEARTBEAT_S] = sse_heartbeat_s
     app[STREAMS] = set()
     app[LIMITER] = limiter or Limiter(Limits(), metrics)
-    app[FORWARDER] = forwarder = Forwarder(
-        service.node_id, peers, metrics, stream_idle_s=3 * sse_heartbeat_s + FORWARD_MARGIN_S,
-        cluster_token=cluster_token,
-    )
+    app[FORWARDER] = forwarder
     if cluster_token:
         app[CLUSTER_TOKEN] = cluster_token
     app.cleanup_ctx.append(_client_session)

@@ -7,12 +7,14 @@ an embedded caller never has to care which member it lives in.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
 
+from paxlock.api.server.peer import TOKEN_HEADER
 from paxlock.coordinator.errors import (
     BadRequest,
     Held,
@@ -41,8 +43,12 @@ def _view(body: dict[str, Any]) -> LeaseView:
 
 class EmbeddedLeases:
     def __init__(self, service: LeaseService, peers: dict[str, str],
-                 cluster_token: str | None = None) -> None:  # fmt: skip
+                 cluster_token: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
         self.service = service
+        self.ssl_context = ssl_context
+        self.headers = {TOKEN_HEADER: cluster_token} if cluster_token else {}
+        """A member's call: under ``--auth`` the primary takes the cluster token for it."""
         self.peers = {peer: url.rstrip("/") for peer, url in peers.items()}
         self._session: aiohttp.ClientSession | None = None
 
@@ -61,9 +67,12 @@ class EmbeddedLeases:
                 raise Unavailable("no primary known") from None
             url = self.peers[not_primary.primary] + path
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            tls = self.ssl_context
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=tls) if tls is not None else None)
         try:
-            async with self._session.request(method, url, json=body) as response:
+            async with self._session.request(method, url, json=body,
+                                             headers=self.headers) as response:  # fmt: skip
                 payload = await response.json() if response.content_length != 0 else None
                 status = response.status
         except (aiohttp.ClientError, OSError) as error:

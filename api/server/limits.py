@@ -34,6 +34,8 @@ from paxlock.coordinator.errors import TooMany
 from paxlock.coordinator.metrics import Metrics
 
 
+EDGE_LIMITS = frozenset({"rate", "streams", "waiters_per_name"})
+"""The 429s this module counts and spreads (``LeaseService`` raises ``waiters_per_name``)."""
 STREAM_SNDBUF_BYTES = 64 * 1024
 """The kernel send buffer of an event stream's socket (events are a few KiB at most)."""
 
@@ -126,9 +128,13 @@ class Limiter:
         self.metrics.limit_refusals.labels(limit=limit).inc()
 
     def spread(self, error: TooMany) -> TooMany:
-        """Count a refusal and draw its Retry-After from [base, 2 x base), so that clients
-        refused together do not all come back together."""
-        self.count(str(error.details.get("limit", "other")))
+        """Count a refusal of the edge (``EDGE_LIMITS``) and draw its Retry-After from
+        [base, 2 x base), so that clients refused together do not all come back together.
+        The hold limits of the replicated state are counted and spread by the service."""
+        limit = str(error.details.get("limit", ""))
+        if limit not in EDGE_LIMITS:
+            return error
+        self.count(limit)
         base_s = max(error.retry_after_s, self.limits.retry_after_s)
         error.retry_after_s = round(base_s * (1.0 + self.rng.random()), 3)
         return error

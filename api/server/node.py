@@ -18,9 +18,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from paxlock._logs import get_logger
+from paxlock.api.server.auth import load_auth
 from paxlock.api.server.embedded import EmbeddedLeases
 from paxlock.api.server.limits import GuardedRunner, Limiter, Limits
-from paxlock.api.server.peer import WS_PATH, PeerTransport, websocket_handler
+from paxlock.api.server.peer import (
+    NODE_HEADER, WS_PATH, Authenticator, PeerTransport, websocket_handler,
+)
+from paxlock.api.server.tls import NodeTls, peer_certificate_middleware, peer_names
 from paxlock.coordinator.core.keeper import KeeperConfig, LeaseKeeper
 from paxlock.coordinator.core.learner import LearnMode
 from paxlock.coordinator.core.messages import Message
@@ -51,6 +55,7 @@ def listen_failure(host: str, port: int, error: OSError) -> str:
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     return f"cannot listen on {where}: {reason[:1].lower()}{reason[1:]}"
 
+_KEEPER_DEFAULTS = KeeperConfig()
 HANDOVER_WAIT_S = 2.0
 """How long a stopping primary waits for its successor's phase 1 before it goes anyway."""
 
@@ -77,6 +82,21 @@ class NodeConfig:
     """Limits at the HTTP edge (rates, waiters, streams, read timeouts); README, Limits."""
     serve_http: bool = True
     """False to only build ``Node.app`` for mounting into a host application."""
+    tls_cert: str | Path | None = None
+    """PEM certificate chain of this node: the listener speaks only TLS, peers are https://
+    (a host that mounts ``node.app`` listens with ``node.tls.server``)."""
+    tls_key: str | Path | None = None
+    tls_ca: str | Path | None = None
+    """The cluster's CA: peers must present a certificate it signed (mutual TLS on
+    ``/internal/``), and outbound links trust only it."""
+    auth_file: str | Path | None = None
+    """``--auth``: the TOML of principals (``api.server.auth``); None: no client auth."""
+    auth_metrics: bool = False
+    """``/metrics`` needs a valid bearer token too (with ``auth_file``)."""
+    holds_per_principal_max: int = _KEEPER_DEFAULTS.holds_per_principal_max
+    holds_max: int = _KEEPER_DEFAULTS.holds_max
+    value_bytes_max: int = _KEEPER_DEFAULTS.value_bytes_max
+    """The limits of ``core.admission`` (checked by the primary before it proposes)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -86,11 +106,23 @@ class NodeConfig:
         if len(self.peers) % 2 == 0:
             log.warning("even_cluster_size", members=len(self.peers))
         LearnMode.parse(self.learn_mode)
+        for limit in ("holds_per_principal_max", "holds_max", "value_bytes_max"):
+            if getattr(self, limit) < 1:
+                raise ValueError(f"{limit} must be at least 1")
         for member, url in self.peers.items():
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname or not parts.port:
                 raise ValueError(f"peer {member}: URL must look like http://HOST:PORT, "
                                  f"not {url!r}")  # fmt: skip
+            if self.tls_cert is not None and parts.scheme != "https":
+                raise ValueError(f"peer {member}: with a TLS certificate every peer URL is "
+                                 f"https://, not {url!r}")  # fmt: skip
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("a TLS certificate and its key go together: give both "
+                             "--tls-cert and --tls-key, or neither")  # fmt: skip
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-ca needs --tls-cert and --tls-key: peers present and "
+                             "check certificates both ways")  # fmt: skip
 
     def bind(self) -> tuple[str, int]:
         if self.listen:
@@ -106,6 +138,26 @@ class NodeConfig:
             election_timeout_s=self.election_timeout_s, heartbeat_s=self.heartbeat_s,
             retry_s=self.retry_s, prevote=True,
         )  # fmt: skip
+
+
+def certificate_member(members: frozenset[str]) -> Authenticator:
+    """Under mutual TLS, the member a peer's certificate proves. A certificate that names
+    members (its CN or a DNS name equal to a member id, as ``paxlock up --tls`` and
+    ``deploy/compose-secrets.sh`` issue them) proves only those: a peer claiming another id
+    is refused. A cluster-wide certificate naming no member id (one cert-manager
+    Certificate for a StatefulSet) proves membership of the cluster's CA, not which member."""
+
+    def authenticate(request: web.Request) -> str | None:
+        names = peer_names(request)
+        if not names:
+            return None
+        claimed = request.headers.get(NODE_HEADER, "")
+        named = names & members
+        if not named or claimed in named:
+            return claimed
+        return min(named)
+
+    return authenticate
 
 
 class Node:
@@ -126,6 +178,7 @@ class Node:
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._leases: EmbeddedLeases | None = None
+        self.tls: NodeTls | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         """What ``start()`` started, to undo in reverse: by ``stop()``, or by ``start()``
         itself when a later step fails (a listener that cannot bind)."""
@@ -160,6 +213,8 @@ class Node:
         from paxlock.api.server.app import create_app
 
         config = self.config
+        self.tls = tls = NodeTls.from_paths(config.tls_cert, config.tls_key, config.tls_ca)
+        client_ssl = tls.client if tls is not None else None
         self.store = await SqliteStore.open(config.data_dir, node_id=config.node_id,
                                             cluster_id=config.cluster_id)  # fmt: skip
         stack.push_async_callback(self.store.close)
@@ -167,13 +222,19 @@ class Node:
         durable = loaded.durable
         durable.snapshot_slot, durable.snapshot = loaded.snapshot_slot, loaded.snapshot
         self.transport = PeerTransport(config.node_id, dict(config.peers),
-                                       cluster_token=config.cluster_token)  # fmt: skip
+                                       cluster_token=config.cluster_token,
+                                       metrics=self.metrics, ssl_context=client_ssl)  # fmt: skip
+        auth = None
+        if config.auth_file is not None:
+            auth = load_auth(config.auth_file, metrics_need_token=config.auth_metrics)
+        keeper = LeaseKeeper(KeeperConfig(
+            holds_per_principal_max=config.holds_per_principal_max,
+            holds_max=config.holds_max, value_bytes_max=config.value_bytes_max,
+            waiters_per_name_max=config.limits.waiters_per_name_max,
+        ))  # fmt: skip
         replica = LeaseReplica(config.core(), durable, random.Random(),
                                origin=f"{config.node_id}/{os.urandom(4).hex()}",
-                               snapshot_every=config.snapshot_every,
-                               keeper=LeaseKeeper(KeeperConfig(
-                                   waiters_per_name_max=config.limits.waiters_per_name_max)),
-                               )  # fmt: skip
+                               snapshot_every=config.snapshot_every, keeper=keeper)  # fmt: skip
         self.runtime = Runtime(
             replica, self.store,
             CountingTransport(self.transport, self.metrics, len(config.peers) - 1),
@@ -184,13 +245,24 @@ class Node:
                                      reachable_window_s=2 * config.election_timeout_s,
                                      waiters_per_name_max=config.limits.waiters_per_name_max,
                                      )  # fmt: skip
-        self._leases = EmbeddedLeases(self._service, dict(config.peers), config.cluster_token)
+        self._service.on_limit.append(
+            lambda limit: self.metrics.limit_refusals.labels(limit=limit).inc()
+        )
+        self._leases = EmbeddedLeases(self._service, dict(config.peers), config.cluster_token,
+                                      ssl_context=client_ssl)  # fmt: skip
         Instrumentation(self.metrics, time.monotonic).attach(self.runtime)
         limiter = Limiter(config.limits, self.metrics)
         app = create_app(self._service, peers=dict(config.peers), metrics=self.metrics,
-                         cluster_token=config.cluster_token, limiter=limiter)  # fmt: skip
+                         cluster_token=config.cluster_token, ssl_context=client_ssl,
+                         auth=auth, limiter=limiter)  # fmt: skip
+        authenticator = None
+        if tls is not None and tls.mutual:
+            app.middlewares.append(peer_certificate_middleware)
+            authenticator = certificate_member(frozenset(config.peers))
         app.router.add_get(WS_PATH, websocket_handler(config.node_id, config.cluster_token,
-                                                      self._deliver))  # fmt: skip
+                                                      self._deliver, members=config.peers,
+                                                      metrics=self.metrics,
+                                                      authenticator=authenticator))  # fmt: skip
         self._app = app
         stack.push_async_callback(self.transport.stop)
         await self.transport.start()
@@ -210,11 +282,21 @@ class Node:
             await self._runner.setup()
             host, port = config.bind()
             try:
-                await web.TCPSite(self._runner, host, port, reuse_address=True).start()
+                await web.TCPSite(self._runner, host, port, reuse_address=True,
+                                  ssl_context=tls.server if tls is not None else None).start()
             except OSError as error:
                 raise ListenError(error.errno, listen_failure(host, port, error)) from error
         log.info("node_started", node=config.node_id, url=self.url,
                  chosen_index=self.runtime.replica.status().chosen_index)  # fmt: skip
+
+    def reload_tls(self) -> bool:
+        """SIGHUP: load the certificate, key and CA files again (``NodeTls.reload``); new
+        handshakes use them. False when there is nothing to reload or the files are not
+        usable (logged; the previous certificates stay)."""
+        if self.tls is None:
+            log.info("tls_reload_skipped", reason="no TLS certificate configured")
+            return False
+        return self.tls.reload()
 
     def _deliver(self, src: str, messages: list[Message]) -> None:
         if self.runtime is not None and self.runtime.failure is None:

@@ -51,6 +51,11 @@ def _service(request: web.Request) -> Leasing:
     return request.app[SERVICE]
 
 
+def _principal(request: web.Request) -> str:
+    principal: str = request.get(PRINCIPAL, "")
+    return principal
+
+
 def _consistent(request: web.Request) -> bool:
     return wire.query_bool(request, "consistent", True)
 
@@ -64,13 +69,15 @@ async def acquire(request: web.Request, name: str) -> web.StreamResponse:
     view = await _service(request).acquire(
         name, holder=body.holder, ttl=body.ttl, wait=body.wait, value=body.value,
         lock_delay=body.lock_delay, request_id=wire.request_id_of(request, body.request_id),
+        principal=_principal(request),
     )  # fmt: skip
     return json_response(view.as_lease())
 
 
 async def renew(request: web.Request, name: str) -> web.StreamResponse:
     body = await wire.read_body(request, wire.RenewBody)
-    view = await _service(request).renew(name, holder=body.holder, token=body.token)
+    view = await _service(request).renew(name, holder=body.holder, token=body.token,
+                                         principal=_principal(request))  # fmt: skip
     return json_response(view.as_lease())
 
 
@@ -78,7 +85,7 @@ async def release(request: web.Request, name: str) -> web.StreamResponse:
     body = await wire.read_body(request, wire.ReleaseBody)
     await _service(request).release(
         name, holder=body.holder, token=body.token,
-        request_id=wire.request_id_of(request, body.request_id),
+        request_id=wire.request_id_of(request, body.request_id), principal=_principal(request),
     )  # fmt: skip
     return json_response({"released": True})
 
@@ -108,7 +115,7 @@ async def campaign(request: web.Request, name: str) -> web.StreamResponse:
     request[WAIT_S] = body.wait
     view = await _service(request).acquire(
         name, holder=body.candidate, ttl=body.ttl, wait=body.wait, value=body.value,
-        request_id=wire.request_id_of(request, body.request_id),
+        request_id=wire.request_id_of(request, body.request_id), principal=_principal(request),
     )  # fmt: skip
     return json_response(view.as_leader())
 
@@ -117,14 +124,15 @@ async def proclaim(request: web.Request, name: str) -> web.StreamResponse:
     body = await wire.read_body(request, wire.ProclaimBody)
     view = await _service(request).proclaim(
         name, holder=body.candidate, token=body.token, value=body.value,
-        request_id=wire.request_id_of(request, body.request_id),
+        request_id=wire.request_id_of(request, body.request_id), principal=_principal(request),
     )  # fmt: skip
     return json_response(view.as_leader())
 
 
 async def election_renew(request: web.Request, name: str) -> web.StreamResponse:
     body = await wire.read_body(request, wire.ElectionRenewBody)
-    view = await _service(request).renew(name, holder=body.candidate, token=body.token)
+    view = await _service(request).renew(name, holder=body.candidate, token=body.token,
+                                         principal=_principal(request))  # fmt: skip
     return json_response(view.as_leader())
 
 
@@ -132,7 +140,7 @@ async def resign(request: web.Request, name: str) -> web.StreamResponse:
     body = await wire.read_body(request, wire.ResignBody)
     await _service(request).release(
         name, holder=body.candidate, token=body.token,
-        request_id=wire.request_id_of(request, body.request_id),
+        request_id=wire.request_id_of(request, body.request_id), principal=_principal(request),
     )  # fmt: skip
     return json_response({"released": True})
 
@@ -252,9 +260,7 @@ def dispatcher(collection: str, actions: dict[tuple[str, str | None], Action]
     """One handler for ``/v1/{collection}/{tail:.+}``: split ``name:verb``, route on both."""
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
-        name, colon, verb = request.match_info["tail"].rpartition(":")
-        if not colon:
-            name, verb = verb, ""
+        name, verb = split_tail(request.match_info["tail"])
         key = verb or None
         allowed = {method for method, action_verb in actions if action_verb == key}
         if not allowed:
@@ -267,6 +273,39 @@ def dispatcher(collection: str, actions: dict[tuple[str, str | None], Action]
         return await action(request, wire.check_name(name))
 
     return dispatch
+
+
+def split_tail(tail: str) -> tuple[str, str]:
+    """``a/b:acquire`` -> (``a/b``, ``acquire``); ``a/b`` -> (``a/b``, ``""``)."""
+    name, colon, verb = tail.rpartition(":")
+    return (name, verb) if colon else (verb, "")
+
+
+COLLECTIONS = {"leases": LEASE_ACTIONS, "elections": ELECTION_ACTIONS}
+PLAIN_PATHS = ("/v1/leases", "/v1/cluster", "/healthz", "/readyz", "/metrics")
+"""The routes of ``add_routes`` that take no name."""
+
+
+def route_of(request: web.Request) -> tuple[str | None, str | None]:
+    """(``METHOD template``, name) of a matched request, e.g. (``POST
+    /v1/leases/{name}:acquire``, ``a/b``); name None for routes without one; (None, None)
+    when no route matches (the router or the dispatcher answers 404 or 405). For access
+    rules (``api.server.auth``), which must know the route before the handler runs."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return None, None
+    canonical = resource.canonical  # with the mount prefix when mounted: compare the end
+    method = "GET" if request.method == "HEAD" else request.method
+    for collection, actions in COLLECTIONS.items():
+        if canonical.endswith(f"/v1/{collection}/{{tail}}"):
+            name, verb = split_tail(request.match_info["tail"])
+            if (method, verb or None) not in actions:
+                return None, None
+            return f"{method} /v1/{collection}/{{name}}" + (f":{verb}" if verb else ""), name
+    for path in PLAIN_PATHS:
+        if canonical.endswith(path):
+            return f"{method} {path}", None
+    return f"{method} {canonical}", None
 
 
 # -- cluster and operations ----------------------------------------------------------------

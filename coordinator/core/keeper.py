@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import assert_never
 
+from paxlock.coordinator.core import admission
 from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
 from paxlock.coordinator.core.deadlines import Deadlines
 from paxlock.coordinator.core.keeper_effects import (
@@ -26,10 +27,12 @@ from paxlock.coordinator.core.keeper_effects import (
     Propose,
     Reply,
     RequestKey,
+    TooMany,
     Unavailable,
 )
 from paxlock.coordinator.core.lease_commands import (
     Acquire,
+    ClientCommand,
     Expire,
     Expired,
     Lease,
@@ -50,7 +53,7 @@ from paxlock.coordinator.core.waiters import Waiter, Waiters
 
 __all__ = [  # the effect types are re-exported: callers need only this module
     "AcquireRequest", "KeeperConfig", "KeeperReady", "LeaseKeeper",
-    "Propose", "Reply", "RequestKey", "Unavailable",
+    "Propose", "Reply", "RequestKey", "TooMany", "Unavailable",
 ]
 
 
@@ -146,6 +149,9 @@ class LeaseKeeper:
         replayed = self.machine.replay(command)
         if replayed is not None:
             return self._ready(replies=[self._reply(key, replayed, now)])
+        too_many = self.admit(command)
+        if too_many is not None:
+            return self._ready(replies=[Reply(key, too_many)])
         ready = KeeperReady()
         if command.request_id is not None \
                 and self._waiters.supersede(request, now, ready.replies):  # fmt: skip
@@ -161,6 +167,10 @@ class LeaseKeeper:
             self._waiters.park(request, now + request.wait_s)
         return self._ready(ready.proposals, ready.replies)
 
+    def admit(self, command: ClientCommand) -> TooMany | None:
+        """The limits of ``admission``, for a request about to be proposed (not a replay)."""
+        return admission.refusal(self.machine, self.config, command)
+
     def release_requested(self, release: Release, now: float) -> KeeperReady:
         """Direct handoff in one log round: when the holder asks to release a name that has
         waiters, the first waiter's Acquire is proposed right behind the Release (the next
@@ -171,7 +181,7 @@ class LeaseKeeper:
         waiter = self._waiters.first(name)
         if waiter is None or name in self._reserved or self._waiters.handing_off(name):
             return self._ready()
-        if not self._renewable(name, release.holder, release.token):
+        if not self._renewable(name, release.holder, release.token, release.principal):
             return self._ready()
         if waiter.deadline <= now:
             return self._ready()
@@ -186,12 +196,17 @@ class LeaseKeeper:
         self._waiters.cancel(key)
         return self._ready()
 
-    def renew(
-        self, name: str, holder: str, token: int, key: RequestKey, now: float
-    ) -> KeeperReady:
-        """Check holder and token now; the reply waits for one confirmation round."""
+    def renew(self, name: str, holder: str, token: int, key: RequestKey, now: float,
+              principal: str = "") -> KeeperReady:  # fmt: skip
+        """Check holder, token and owner now; the reply waits for one confirmation round.
+        (The owner is checked once: a grant's owner never changes, and the round re-checks
+        holder and token.)"""
         if not self._renewable(name, holder, token):
             return self._ready(replies=[Reply(key, self._not_holder(name))])
+        if not self._renewable(name, holder, token, principal):
+            forbidden = Refused("forbidden", name,
+                                message=f"the lease on {name} belongs to another principal")
+            return self._ready(replies=[Reply(key, forbidden)])
         if not self._renewals.add(key, name, holder, token):
             return self._ready(replies=[Reply(key, Unavailable("too many renewals"))])
         return self._ready()
@@ -356,13 +371,17 @@ class LeaseKeeper:
             and name not in self._reserved
         )
 
-    def _renewable(self, name: str, holder: str, token: int) -> bool:
+    def _renewable(self, name: str, holder: str, token: int, principal: str | None = None
+                   ) -> bool:  # fmt: skip
+        """Holder and token name the current grant, whose timer runs; with ``principal``,
+        also owned by it."""
         lease = self.machine.get(name)
         timer = self._timers.get((_Kind.EXPIRE, name))
         return (
             lease is not None
             and lease.holder == holder
             and lease.token == token
+            and (principal is None or lease.owner == principal)
             and timer is not None
             and timer.token == token
             and not timer.proposed  # its Expire is already on the way to the log

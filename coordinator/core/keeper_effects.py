@@ -39,6 +39,12 @@ class KeeperConfig:
     """An ``Expire``/``Unblock`` not applied this long after it was proposed is proposed
     again (a duplicate is a harmless stale no-op in the state machine)."""
     confirm_timeout_s: float = 1.0
+    holds_per_principal_max: int = 10_000
+    holds_max: int = 100_000
+    value_bytes_max: int = 64 * 1024 * 1024
+    """Admission limits (``keeper.admission``): checked by the primary before it proposes,
+    never when a command is applied, so members started with different limits cannot
+    diverge."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,15 @@ class AcquireRequest:
 class Unavailable:
     """Answered 503: no longer primary, or a bound was hit; the client retries."""
 
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TooMany:
+    """Answered 429: admitting the request would pass ``limit`` (``holds_per_principal``,
+    ``holds``, ``value_bytes``). Decided before proposing: nothing enters the log."""
+
+    limit: str
     reason: str
 
 
@@ -85,7 +100,7 @@ class Propose:
 @dataclass(frozen=True, slots=True)
 class Reply:
     to: RequestKey
-    outcome: Result | Unavailable | NotPrimary | Recovering | ReadConfirmed
+    outcome: Result | Unavailable | TooMany | NotPrimary | Recovering | ReadConfirmed
     expires_in_s: float | None = None
 
 

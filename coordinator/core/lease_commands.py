@@ -5,6 +5,10 @@ msgspec structs: hashable, comparable by value (a retry *is* an equal command) a
 from one union type. Results are typed too; the HTTP layer maps them to status codes
 (``Lease`` → 200, ``Refused`` → 409 or 400).
 
+Client commands carry the ``principal`` that sent them (the name its bearer token maps to
+under ``--auth``, DESIGN.md §8; ``""`` without it, and in entries written before principals
+existed, which therefore decode unchanged). A grant records it as the lease's ``owner``.
+
 Durations are seconds as floats. Integer durations are widened to ``float`` on construction
 so that two equal commands always encode to the same bytes (snapshots must be byte-exact).
 """
@@ -46,6 +50,7 @@ class Acquire(msgspec.Struct, frozen=True, tag="acquire"):
     value: str | None = None
     lock_delay_s: float = 0.0
     request_id: str | None = None
+    principal: str = ""
 
     def __post_init__(self) -> None:
         _widen(self, "ttl_s", "lock_delay_s")
@@ -58,6 +63,7 @@ class Release(msgspec.Struct, frozen=True, tag="release"):
     holder: str
     token: int
     request_id: str | None = None
+    principal: str = ""
 
 
 class Proclaim(msgspec.Struct, frozen=True, tag="proclaim"):
@@ -68,6 +74,7 @@ class Proclaim(msgspec.Struct, frozen=True, tag="proclaim"):
     token: int
     value: str | None
     request_id: str | None = None
+    principal: str = ""
 
 
 class Expire(msgspec.Struct, frozen=True, tag="expire"):
@@ -128,6 +135,8 @@ class Lease(msgspec.Struct, frozen=True, tag="lease"):
     ttl_s: float
     value: str | None
     lock_delay_s: float
+    owner: str = ""
+    """The principal that took the grant: only it may renew, release or proclaim it."""
 
     def __post_init__(self) -> None:
         _widen(self, "ttl_s", "lock_delay_s")
@@ -156,7 +165,9 @@ class Unblocked(msgspec.Struct, frozen=True, tag="unblocked"):
     """The cluster revision, unchanged: an unblock changes no lease object (see ``leases``)."""
 
 
-ErrorCode: TypeAlias = Literal["held", "not_holder", "bad_request", "request_expired"]
+ErrorCode: TypeAlias = Literal[
+    "held", "not_holder", "bad_request", "request_expired", "forbidden"
+]
 
 
 class Refused(msgspec.Struct, frozen=True, tag="refused"):
@@ -168,6 +179,7 @@ class Refused(msgspec.Struct, frozen=True, tag="refused"):
     ``token`` are the current grant's, None when the name is free). ``bad_request``: the
     command is malformed, or reuses a request id of a *different* command.
     ``request_expired``: a retry whose first result is no longer remembered.
+    ``forbidden``: holder and token name the current grant, but another principal owns it.
     """
 
     code: ErrorCode
@@ -240,6 +252,8 @@ def invalid_reason(command: LeaseCommand) -> str | None:
         return "name must match [A-Za-z0-9._/-]{1,256}"
     if isinstance(command, Expire | Unblock):
         return None
+    if len(command.principal) > HOLDER_CHARS_MAX:
+        return f"principal must have at most {HOLDER_CHARS_MAX} characters"
     if not 0 < len(command.holder) <= HOLDER_CHARS_MAX:
         return f"holder must have 1 to {HOLDER_CHARS_MAX} characters"
     if command.request_id is not None and not (
@@ -251,7 +265,11 @@ def invalid_reason(command: LeaseCommand) -> str | None:
             return "ttl must be a positive finite number of seconds"
         if not _duration_ok(command.lock_delay_s, positive=False):
             return "lock_delay must be a non-negative finite number of seconds"
-    if isinstance(command, Acquire | Proclaim) and command.value is not None:
-        if len(command.value.encode("utf-8", "surrogatepass")) > VALUE_BYTES_MAX:
-            return f"value must be at most {VALUE_BYTES_MAX} bytes"
+    if isinstance(command, Acquire | Proclaim) and value_bytes(command.value) > VALUE_BYTES_MAX:
+        return f"value must be at most {VALUE_BYTES_MAX} bytes"
     return None
+
+
+def value_bytes(value: str | None) -> int:
+    """The size a value counts for, against ``VALUE_BYTES_MAX`` and the total-bytes limit."""
+    return 0 if value is None else len(value.encode("utf-8", "surrogatepass"))

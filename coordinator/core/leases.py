@@ -8,13 +8,20 @@ every node agrees on *when* in the log a lease ended. Decisions written down her
   tokens strictly increase across the cluster. ``Unblock`` does *not* raise it: the end of a
   lock-delay changes no lease object (the name was already free of any holder since the
   expiry, which did raise it), so observers are not woken by a change they cannot see.
-- **Idempotency window.** A client command with a ``request_id`` has its first result
-  remembered under ``(holder, request_id)``; applying an equal command again returns that
-  result unchanged, whatever happened since. The window is FIFO, bounded both per holder
-  (the holder's oldest entry goes first) and in total (the cluster's oldest entry goes
-  first); hits do not refresh an entry, so eviction depends only on the command sequence and
-  is the same on every node. A different command under a remembered key is refused with
-  ``bad_request`` rather than answered with another command's result.
+- **Idempotency window** (``window``). A client command with a ``request_id`` has its first
+  result remembered under ``(principal, holder, request_id)``; applying an equal command
+  again returns that result unchanged, whatever happened since. One principal's flood evicts
+  its own results, never another principal's. A different command under a remembered key is
+  refused with ``bad_request`` rather than answered with another command's result. (Without
+  ``--auth`` every client is the one principal ``""``: the total bound is then shared.)
+- **Ownership.** A grant records the principal that took it (``Lease.owner``). A Release or
+  Proclaim whose holder and token name the current grant but whose principal is another is
+  ``forbidden``; one that names no current grant stays ``not_holder`` (so a holder that
+  lost its lease learns that, whoever holds the name now).
+- **Counts for the limits.** Holds per owner and the total bytes of values are kept up to
+  date here, but no limit is enforced here: the primary's keeper checks them when it admits
+  a request, before proposing. A limit in ``apply`` would make replicas started with
+  different flags diverge; at admission a flag changes only what one primary accepts.
 - **Not reentrant.** An acquire by the current holder that is not a replay is ``held``.
 - **Lock-delay** follows an expiry only, never a release, and answers acquires ``held``.
 - **Office.** The machine keeps the ballot of the latest applied ``Office`` entry (the
@@ -29,8 +36,6 @@ every node agrees on *when* in the log a lease ended. Decisions written down her
 from __future__ import annotations
 
 import builtins
-import hashlib
-from collections import deque
 from typing import assert_never
 
 import msgspec
@@ -57,28 +62,14 @@ from paxlock.coordinator.core.lease_commands import (
     Unblocked,
     Verification,
     invalid_reason,
+    value_bytes,
 )
+from paxlock.coordinator.core.window import WINDOW_PER_HOLDER, WINDOW_TOTAL, Remembered, Window
 
-WINDOW_PER_HOLDER = 1024
-"""Results remembered per holder. The SDK gives every mutating call its own request id, so a
-busy holder spends one entry per call: this must cover every call it can make while one of
-its calls backs off and retries across a failover (a few seconds), or the retry conflicts
-with its own first attempt."""
-WINDOW_TOTAL = 65_536
-EXPIRED_TOTAL = 262_144
-"""Fingerprints of evicted window entries kept (8 bytes each: 2 MiB at most)."""
-SNAPSHOT_VERSION = 2
-SNAPSHOT_VERSIONS_READ = (1, 2)
-"""Version 1 predates office entries: it restores with the zero office ballot."""
-
-
-class Remembered(msgspec.Struct, frozen=True, array_like=True):
-    """One entry of the idempotency window: the first result of a client command."""
-
-    holder: str
-    request_id: str
-    command: ClientCommand
-    result: Result
+SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSIONS_READ = (1, 2, 3)
+"""Version 1 predates office entries: it restores with the zero office ballot. Version 2
+predates principals: its leases, commands and window decode with the principal ``""``."""
 
 
 class _Snapshot(msgspec.Struct, frozen=True, array_like=True):
@@ -92,12 +83,6 @@ class _Snapshot(msgspec.Struct, frozen=True, array_like=True):
     window: tuple[Remembered, ...]
     office: Ballot = ZERO_BALLOT
     expired: tuple[bytes, ...] = ()
-
-
-def fingerprint(holder: str, request_id: str) -> bytes:
-    """What the machine keeps of an evicted idempotency entry."""
-    key = f"{len(holder)}:{holder}{request_id}".encode("utf-8", "surrogatepass")
-    return hashlib.blake2b(key, digest_size=8).digest()
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -114,20 +99,25 @@ class LeaseMachine:
         window_total: int = WINDOW_TOTAL,
     ) -> None:
         """The window sizes must be equal on every node (they are part of the snapshot)."""
-        assert 0 < window_per_holder <= window_total
-        self.window_per_holder = window_per_holder
-        self.window_total = window_total
+        self._window = Window(window_per_holder, window_total)
         self._revision = 0
         self._last_token = 0
         self._office = ZERO_BALLOT
         self._leases: dict[str, Lease] = {}
         self._blocks: dict[str, Block] = {}
-        self._window: dict[tuple[str, str], Remembered] = {}
-        self._window_by_holder: dict[str, deque[str]] = {}
-        self._expired: dict[bytes, None] = {}
-        """Fingerprints of evicted entries, oldest first."""
+        self._holds_by_owner: dict[str, int] = {}
+        self._value_bytes = 0
+        """Bytes of the values of current leases (``value_bytes``), for the limits."""
 
     # -- queries ------------------------------------------------------------------------------
+
+    @property
+    def window_per_holder(self) -> int:
+        return self._window.per_holder
+
+    @property
+    def window_total(self) -> int:
+        return self._window.total
 
     @property
     def revision(self) -> int:
@@ -153,6 +143,17 @@ class LeaseMachine:
         """Every name in lock-delay, sorted by name."""
         return [self._blocks[n] for n in sorted(self._blocks)]
 
+    def holds(self) -> int:
+        return len(self._leases)
+
+    def holds_of(self, principal: str) -> int:
+        """Current leases owned by ``principal``."""
+        return self._holds_by_owner.get(principal, 0)
+
+    def value_bytes(self) -> int:
+        """Total bytes of the values of current leases."""
+        return self._value_bytes
+
     def verify(self, name: str, token: int) -> Verification:
         lease = self._leases.get(name)
         current = None if lease is None else lease.token
@@ -166,9 +167,9 @@ class LeaseMachine:
         """
         if command.request_id is None:
             return None
-        entry = self._window.get((command.holder, command.request_id))
+        entry = self._window.get(command)
         if entry is None:
-            if fingerprint(command.holder, command.request_id) in self._expired:
+            if self._window.evicted(command):
                 return Refused("request_expired", command.name,
                                message="the result of this request_id is no longer kept: "
                                        "read the current state before acting again")  # fmt: skip
@@ -202,7 +203,7 @@ class LeaseMachine:
                     return replayed
                 result = self._apply_client(command)
                 if command.request_id is not None:
-                    self._remember(command, command.request_id, result)
+                    self._window.remember(command, result)
                 return result
             case Expire():
                 return self._expire(command)
@@ -250,32 +251,38 @@ class LeaseMachine:
             command.ttl_s,
             command.value,
             command.lock_delay_s,
+            command.principal,
         )
-        self._leases[command.name] = lease
+        self._put(lease)
         self._check_name(command.name)
         return lease
 
-    def _matching(self, name: str, holder: str, token: int) -> Lease | Refused:
+    def _matching(self, command: Release | Proclaim) -> Lease | Refused:
+        name = command.name
         lease = self._leases.get(name)
         if lease is None:
             return Refused("not_holder", name)
-        if lease.holder != holder or lease.token != token:
+        if lease.holder != command.holder or lease.token != command.token:
             return Refused("not_holder", name, lease.holder, lease.token)
+        if lease.owner != command.principal:
+            return Refused("forbidden", name, message=f"the lease on {name} belongs to "
+                           "another principal")  # fmt: skip
         return lease
 
     def _release(self, command: Release) -> Released | Refused:
-        lease = self._matching(command.name, command.holder, command.token)
+        lease = self._matching(command)
         if isinstance(lease, Refused):
             return lease
-        del self._leases[command.name]
+        self._drop(command.name)
         return Released(command.name, lease.token, self._bump())
 
     def _proclaim(self, command: Proclaim) -> Lease | Refused:
-        lease = self._matching(command.name, command.holder, command.token)
+        lease = self._matching(command)
         if isinstance(lease, Refused):
             return lease
         updated = msgspec.structs.replace(lease, value=command.value, revision=self._bump())
-        self._leases[command.name] = updated
+        self._drop(command.name)
+        self._put(updated)
         self._check_name(command.name)
         return updated
 
@@ -283,7 +290,7 @@ class LeaseMachine:
         lease = self._leases.get(command.name)
         if lease is None or lease.token != command.token:
             return Ignored(command.name, command.token)
-        del self._leases[command.name]
+        self._drop(command.name)
         revision = self._bump()
         blocked = lease.lock_delay_s > 0
         if blocked:
@@ -300,6 +307,25 @@ class LeaseMachine:
         del self._blocks[command.name]
         return Unblocked(command.name, command.token, self._revision)
 
+    def _put(self, lease: Lease) -> None:
+        """Add a lease, and count it for its owner and its value's bytes."""
+        assert lease.name not in self._leases
+        self._leases[lease.name] = lease
+        self._holds_by_owner[lease.owner] = self._holds_by_owner.get(lease.owner, 0) + 1
+        self._value_bytes += value_bytes(lease.value)
+
+    def _drop(self, name: str) -> Lease:
+        """Remove a lease, and its counts."""
+        lease = self._leases.pop(name)
+        left = self._holds_by_owner[lease.owner] - 1
+        assert left >= 0 and self._value_bytes >= value_bytes(lease.value)
+        if left:
+            self._holds_by_owner[lease.owner] = left
+        else:
+            del self._holds_by_owner[lease.owner]
+        self._value_bytes -= value_bytes(lease.value)
+        return lease
+
     def _bump(self) -> int:
         before = self._revision
         self._revision += 1
@@ -311,33 +337,6 @@ class LeaseMachine:
         assert not (name in self._leases and name in self._blocks), name
         lease = self._leases.get(name)
         assert lease is None or lease.token <= lease.revision <= self._revision, lease
-
-    # -- idempotency window ---------------------------------------------------------------
-
-    def _remember(self, command: ClientCommand, request_id: str, result: Result) -> None:
-        key = (command.holder, request_id)
-        assert key not in self._window, "a remembered request is replayed, never re-applied"
-        mine = self._window_by_holder.setdefault(command.holder, deque())
-        if len(mine) >= self.window_per_holder:
-            self._forget((command.holder, mine[0]))
-        if len(self._window) >= self.window_total:
-            self._forget(next(iter(self._window)))
-        self._window[key] = Remembered(command.holder, request_id, command, result)
-        self._window_by_holder.setdefault(command.holder, deque()).append(request_id)
-        assert len(self._window) <= self.window_total
-
-    def _forget(self, key: tuple[str, str]) -> None:
-        """Evict ``key``, which is always its holder's oldest entry (FIFO in both bounds)."""
-        holder, request_id = key
-        del self._window[key]
-        if len(self._expired) >= EXPIRED_TOTAL:
-            del self._expired[next(iter(self._expired))]
-        self._expired[fingerprint(holder, request_id)] = None
-        mine = self._window_by_holder[holder]
-        assert mine[0] == request_id, "window eviction is FIFO per holder"
-        mine.popleft()
-        if not mine:
-            del self._window_by_holder[holder]
 
     # -- snapshots ------------------------------------------------------------------------
 
@@ -352,9 +351,9 @@ class LeaseMachine:
                 self.window_total,
                 tuple(self.list()),
                 tuple(self.blocks()),
-                tuple(self._window.values()),
+                self._window.entries(),
                 self._office,
-                tuple(self._expired),
+                self._window.expired(),
             )
         )
 
@@ -367,14 +366,11 @@ class LeaseMachine:
         machine._revision = snap.revision
         machine._last_token = snap.last_token
         machine._office = snap.office
-        machine._expired = dict.fromkeys(snap.expired)
-        machine._leases = {lease.name: lease for lease in snap.leases}
+        for lease in snap.leases:
+            machine._put(lease)
         machine._blocks = {block.name: block for block in snap.blocks}
-        for entry in snap.window:
-            machine._window[(entry.holder, entry.request_id)] = entry
-            machine._window_by_holder.setdefault(entry.holder, deque()).append(
-                entry.request_id
-            )
+        machine._window = Window.restore(snap.window_per_holder, snap.window_total,
+                                         snap.window, snap.expired)  # fmt: skip
         machine._check_restored(snap)
         return machine
 
@@ -382,8 +378,7 @@ class LeaseMachine:
         """Paired assertions: what ``apply`` checks before writing, checked again on reading."""
         assert len(self._leases) == len(snap.leases), "one lease per name"
         assert len(self._blocks) == len(snap.blocks), "one block per name"
-        assert len(self._window) == len(snap.window) <= self.window_total
-        assert all(len(q) <= self.window_per_holder for q in self._window_by_holder.values())
+        assert len(self._window) == len(snap.window), "one window entry per key"
         assert self._last_token <= self._revision
         for name in [*self._leases, *self._blocks]:
             self._check_name(name)

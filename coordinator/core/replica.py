@@ -191,12 +191,15 @@ class LeaseReplica:
         match op:
             case AcquireOp(command=command, wait_s=wait_s):
                 self._run(keeper.acquire(AcquireRequest(key, command, wait_s), now), now, out)
-            case RenewOp(name=name, holder=holder, token=token):
-                self._run(keeper.renew(name, holder, token, key, now), now, out)
+            case RenewOp(name=name, holder=holder, token=token, principal=principal):
+                self._run(keeper.renew(name, holder, token, key, now, principal), now, out)
             case ReleaseOp(command=command) | ProclaimOp(command=command):
                 replayed = self.machine.replay(command)
+                too_many = keeper.admit(command) if replayed is None else None
                 if replayed is not None:  # a retry of an applied command: its first answer
                     out.replies.append(Reply(key, replayed))
+                elif too_many is not None:
+                    out.replies.append(Reply(key, too_many))
                 else:
                     self._propose(command, key, now, out)
                     if isinstance(op, ReleaseOp):  # the direct handoff, one log round

@@ -17,6 +17,7 @@ from paxlock.coordinator.core.keeper_effects import (
     Recovering,
     Reply,
     RequestKey,
+    TooMany,
     Unavailable,
 )
 from paxlock.coordinator.core.lease_commands import (
@@ -33,7 +34,7 @@ from paxlock.coordinator.core.ready import CoreEvent
 __all__ = [
     "AcquireOp", "Applied", "Contact", "LeftOffice", "NotPrimary", "ProclaimOp", "ReadOp",
     "ReadConfirmed", "Recovering", "ReleaseOp", "Renewed", "RenewOp", "ReplicaEvent", "ReplicaReady",
-    "Reply", "RequestKey", "ReplicaStatus", "RequestOp", "TookOffice", "Unavailable",
+    "Reply", "RequestKey", "ReplicaStatus", "RequestOp", "TookOffice", "TooMany", "Unavailable",
 ]
 
 
@@ -52,6 +53,9 @@ class RenewOp:
     name: str
     holder: str
     token: int
+    principal: str = ""
+    """Who asks: only the lease's owner may renew it (renewals write no log entry, so the
+    keeper checks it)."""
 
 
 @dataclass(frozen=True, slots=True)

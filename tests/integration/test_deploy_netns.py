@@ -17,6 +17,7 @@ removed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -32,6 +33,8 @@ from typing import Any
 
 import pytest
 
+from paxlock.api.cli.serve import SETTINGS
+
 yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read deploy/ (test extras)")
 
 STATEFULSET = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "statefulset.yaml"
@@ -46,14 +49,17 @@ pytestmark = [
 ]
 
 CLIENT = """\
-import json, sys, urllib.error, urllib.request
-method, url, body, token = sys.argv[1:5]
+import json, ssl, sys, urllib.error, urllib.request
+method, url, body, token, ca, bearer = sys.argv[1:7]
 request = urllib.request.Request(url, method=method, data=body.encode() or None,
                                  headers={"Content-Type": "application/json"})
 if token:
     request.add_header("X-Paxlock-Cluster-Token", token)
+if bearer:
+    request.add_header("Authorization", "Bearer " + bearer)
+context = ssl.create_default_context(cafile=ca) if ca else None
 try:
-    with urllib.request.urlopen(request, timeout=2) as response:
+    with urllib.request.urlopen(request, timeout=2, context=context) as response:
         status, raw = response.status, response.read()
 except urllib.error.HTTPError as error:
     status, raw = error.code, error.read()
@@ -81,6 +87,8 @@ class Hosts:
     names: list[str] = field(default_factory=list)
     namespaces: list[str] = field(default_factory=list)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ca: str = ""
+    bearer: str = ""
     had_etc_netns: bool = field(default_factory=Path("/etc/netns").exists)
 
     @property
@@ -129,11 +137,12 @@ class Hosts:
 
     def request(self, index: int, method: str, url: str, body: Any = None,
                 token: str = "") -> tuple[int, Any]:  # fmt: skip
-        """One HTTP request made from inside host ``index``'s namespace."""
+        """One HTTP request made from inside host ``index``'s namespace, as a client that
+        trusts the cluster's CA and holds a bearer token (when the cluster uses them)."""
         assert IP is not None
         done = subprocess.run(
             [IP, "netns", "exec", self.ns(index), sys.executable, "-c", CLIENT, method, url,
-             "" if body is None else json.dumps(body), token],
+             "" if body is None else json.dumps(body), token, self.ca, self.bearer],
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
@@ -179,8 +188,8 @@ def hosts(tmp_path: Path) -> Iterator[Hosts]:
         made.close()
 
 
-def pod_env(container: dict[str, Any], pod: str, token: str) -> dict[str, str]:
-    """The container's environment as the kubelet builds it: field refs, secrets, $(VAR)."""
+def pod_env(container: dict[str, Any], pod: str) -> dict[str, str]:
+    """The container's environment as the kubelet builds it: field refs and $(VAR)."""
     env: dict[str, str] = {}
     for item in container["env"]:
         if "value" in item:
@@ -188,9 +197,41 @@ def pod_env(container: dict[str, Any], pod: str, token: str) -> dict[str, str]:
                                        item["value"])  # fmt: skip
         elif item["valueFrom"].get("fieldRef", {}).get("fieldPath") == "metadata.name":
             env[item["name"]] = pod
-        elif "secretKeyRef" in item["valueFrom"]:
-            env[item["name"]] = token
     return env
+
+
+def mount_secrets(env: dict[str, str], root: Path, files: dict[str, bytes]) -> None:
+    """The pod's Secret volumes: each file a setting names, made under ``root`` at the same
+    path (mode 0600), and the setting pointed at it."""
+    for name, content in files.items():
+        path = root / env[name].lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        path.chmod(0o600)
+        env[name] = str(path)
+
+
+def cluster_secrets(hosts: Hosts, pods: list[str], peer_host: str,
+                    token: str) -> dict[str, bytes]:  # fmt: skip
+    """The three Secrets of the StatefulSet: the token, one certificate for every pod (its
+    peer name, and its address, which the test's client uses), and an auth file whose one
+    principal is admin. The client side (CA, bearer token) is kept on ``hosts``."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert(*(f"{pod}.{peer_host}" for pod in pods),
+                         *(hosts.address(i) for i in range(len(pods))))  # fmt: skip
+    hosts.ca = str(hosts.root / "client-ca.crt")
+    ca.cert_pem.write_to_path(hosts.ca)
+    hosts.bearer = secrets.token_hex(16)
+    digest = hashlib.sha256(hosts.bearer.encode()).hexdigest()
+    return {
+        "PAXLOCK_CLUSTER_TOKEN_FILE": token.encode() + b"\n",
+        "PAXLOCK_TLS_CERT": b"".join(pem.bytes() for pem in cert.cert_chain_pems),
+        "PAXLOCK_TLS_KEY": cert.private_key_pem.bytes(),
+        "PAXLOCK_TLS_CA": ca.cert_pem.bytes(),
+        "PAXLOCK_AUTH": (f'[principals.ops]\ntoken_sha256 = "{digest}"\n'
+                         'roles = [{ prefix = "", role = "admin" }]\n').encode(),
+    }
 
 
 def test_a_cluster_of_three_hosts_survives_losing_the_primary_host(hosts: Hosts,
@@ -203,15 +244,29 @@ def test_a_cluster_of_three_hosts_survives_losing_the_primary_host(hosts: Hosts,
     if not (bin_dir / "paxlock").exists():
         pytest.skip("no paxlock script beside the interpreter (package not installed)")
     hosts.build(pods, spec["serviceName"])
-    token = secrets.token_hex(16)
+    files = cluster_secrets(hosts, pods, spec["serviceName"], secrets.token_hex(16))
+    # TODO(issue 12): until the TLS and the auth work are merged, the pods run without what
+    # is missing (plain HTTP, no --auth); once both are, these two branches are dead.
+    unmerged: set[str] = set()
+    if "tls_cert" not in SETTINGS:
+        hosts.ca = ""
+        unmerged |= {"PAXLOCK_TLS_CERT", "PAXLOCK_TLS_KEY", "PAXLOCK_TLS_CA"}
+    if "auth" not in SETTINGS:
+        hosts.bearer = ""
+        unmerged.add("PAXLOCK_AUTH")
+    files = {name: content for name, content in files.items() if name not in unmerged}
+    scheme = "https" if hosts.ca else "http"
     port = 0
     for index, pod in enumerate(pods):
-        env = pod_env(container, pod, token)
+        env = pod_env(container, pod)
         port = int(env["PAXLOCK_LISTEN"].rpartition(":")[2])
         env["PAXLOCK_DATA_DIR"] = str(hosts.root / pod / "data")  # the pod's volume
         env["PATH"] = f"{bin_dir}:/usr/bin:/bin"  # the image's `paxlock`
+        env = {k: v.replace("https://", f"{scheme}://") for k, v in env.items()
+               if k not in unmerged}
+        mount_secrets(env, hosts.root / pod, files)
         hosts.start(index, pod, container["command"] + container["args"], env)
-    url = {pod: f"http://{hosts.address(i)}:{port}" for i, pod in enumerate(pods)}
+    url = {pod: f"{scheme}://{hosts.address(i)}:{port}" for i, pod in enumerate(pods)}
 
     def agreed_primary(indexes: list[int]) -> str | None:
         views = [hosts.request(i, "GET", url[pods[i]] + "/v1/cluster") for i in indexes]
@@ -233,11 +288,11 @@ def test_a_cluster_of_three_hosts_survives_losing_the_primary_host(hosts: Hosts,
         view = wait_for(all_reachable, 10, "every member reachable from the first host",
                         interval_s=0.2)  # fmt: skip
         assert {m["id"]: m["url"] for m in view["members"]} == {
-            pod: f"http://{pod}.{spec['serviceName']}:{port}" for pod in pods}  # fmt: skip
+            pod: f"{scheme}://{pod}.{spec['serviceName']}:{port}" for pod in pods}  # fmt: skip
 
-        # Peers must show the cluster token from the Secret.
+        # Peers must show the cluster token from the Secret (and, with TLS, a certificate).
         status, body = hosts.request(1, "GET", url[pods[0]] + "/internal/ws")
-        assert status == 401, body
+        assert status in (401, 403), body
 
         status, lease = hosts.request(1, "POST", url[pods[1]] + "/v1/leases/netns:acquire",
                                       {"holder": "before", "ttl": 60})  # fmt: skip

@@ -30,6 +30,7 @@ from aiohttp import web
 
 from paxlock.api.cli.main import build_parser
 from paxlock.api.server.routes import add_routes
+from paxlock.api.cli.cluster_token import TOKEN_ENV
 from paxlock.api.cli.serve import ENV_PREFIX, SETTINGS, node_config, resolve
 from paxlock.coordinator.metrics import Metrics
 
@@ -37,7 +38,13 @@ yaml = pytest.importorskip("yaml", reason="PyYAML is needed to read deploy/ (tes
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-SETTING_ENV = {ENV_PREFIX + name.upper() for name in SETTINGS}
+SECRET_SETTINGS = {"cluster_token_file": "cluster_token", "tls_cert": "tls_cert",
+                   "tls_key": "tls_key", "tls_ca": "tls_ca", "auth": "auth_file"}
+"""The settings that name a secret's file, and the NodeConfig field each one fills."""
+PENDING = set(SECRET_SETTINGS) - set(SETTINGS)
+"""Settings of issue 12's TLS and auth work that deploy/ already uses: empty once merged.
+TODO(issue 12): until then their flags and variables are checked by name only."""
+SETTING_ENV = {ENV_PREFIX + name.upper() for name in set(SETTINGS) | PENDING} | {TOKEN_ENV}
 PAXLOCK_TOKEN = re.compile(r"\bpaxlock_[a-z0-9_]+\b")
 PLACEHOLDER_TOKEN = "t0ken-for-tests"
 
@@ -80,6 +87,42 @@ def settings_of(environ: Mapping[str, str], argv: list[str] | None = None) -> di
     args = build_parser().parse_args(["serve", *(argv or [])])
     settings: dict[str, Any] = resolve(args, environ)
     return settings
+
+
+@pytest.fixture(scope="module")
+def secret_material(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """What each secret file holds, real enough for any check a setting makes: a token, a
+    certificate and key from a CA made here (trustme), and an auth file of the issue's shape."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    digest = "0" * 64
+    return {
+        "cluster_token_file": PLACEHOLDER_TOKEN.encode() + b"\n",
+        "tls_cert": b"".join(pem.bytes() for pem in cert.cert_chain_pems),
+        "tls_key": cert.private_key_pem.bytes(), "tls_ca": ca.cert_pem.bytes(),
+        "auth": f'[principals.ops]\ntoken_sha256 = "{digest}"\nroles = [{{ prefix = "", '
+                f'role = "admin" }}]\n'.encode(),
+    }  # fmt: skip
+
+
+def checked_config(settings: dict[str, Any], root: Path, material: Mapping[str, bytes]) -> Any:
+    """``node_config`` of a deployed member's settings, with each secret file it names made
+    under ``root`` (same path, fresh content, mode 0600) and the store never opened. Checks
+    that every secret reached its NodeConfig field."""
+    settings["data_dir"] = "/nonexistent/data"
+    for key in set(SECRET_SETTINGS) & set(settings):
+        path = root / str(settings[key]).lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(material[key])
+        path.chmod(0o600)
+        settings[key] = str(path)
+    config = node_config(settings)
+    assert config.cluster_token == PLACEHOLDER_TOKEN
+    for key, field in SECRET_SETTINGS.items():
+        if key in settings and field != "cluster_token":
+            assert str(getattr(config, field)) == settings[key], field
+    return config
 
 
 def check_paxlock_env(names: Any, where: str) -> None:
@@ -240,7 +283,18 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
-def test_compose_runs_three_members_each_with_its_own_volume() -> None:
+def compose_mounts(service: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """target -> (source, options) of a compose service's short-syntax volumes."""
+    mounts = {}
+    for mount in service["volumes"]:
+        source, target, *options = mount.split(":")
+        mounts[target] = (source, ",".join(options))
+    return mounts
+
+
+def test_compose_runs_three_members_each_with_its_own_volume(
+    tmp_path: Path, secret_material: dict[str, bytes],
+) -> None:
     spec = compose()
     services = spec["services"]
     assert len(services) == 3, "a 3-member cluster"
@@ -252,23 +306,34 @@ def test_compose_runs_three_members_each_with_its_own_volume() -> None:
         assert service["command"] == ["serve"]
         env = {key: str(value) for key, value in service["environment"].items()}
         check_paxlock_env(env, f"compose service {name}")
-        assert env["PAXLOCK_ID"] == name and env["PAXLOCK_CLUSTER_TOKEN"] == PLACEHOLDER_TOKEN
+        assert env["PAXLOCK_ID"] == name and TOKEN_ENV not in env, "the token is a file"
         port = int(env["PAXLOCK_LISTEN"].rpartition(":")[2])
         assert all(mapping.endswith(f":{port}") for mapping in service["ports"])
-        assert env["PAXLOCK_ADVERTISE"] == f"http://{name}:{port}"
+        assert env["PAXLOCK_ADVERTISE"] == f"https://{name}:{port}"
         for peer in env["PAXLOCK_PEER"].split(","):
             peer_id, _, url = peer.partition("=")
             assert peer_id in services and peer_id != name
-            assert url == f"http://{peer_id}:{port}", "peers are reached by service name"
-        (mount,) = service["volumes"]
-        volume, _, target = mount.partition(":")
-        assert target == volume_dir and volume in spec["volumes"]
-        assert Path(env["PAXLOCK_DATA_DIR"]).is_relative_to(target)
+            assert url == f"https://{peer_id}:{port}", "peers are reached by service name"
+        mounts = compose_mounts(service)
+        volume, _ = mounts[volume_dir]
+        assert volume in spec["volumes"]
+        assert Path(env["PAXLOCK_DATA_DIR"]).is_relative_to(volume_dir)
         volumes_used.append(volume)
+        # The token is a compose secret; the certificates (this member's own) and the auth
+        # file are read-only bind mounts from deploy/secrets/.
+        (secret,) = service["secrets"]
+        assert spec["secrets"][secret]["file"] == "./secrets/cluster-token"
+        assert env[TOKEN_ENV + "_FILE"] == f"/run/secrets/{secret}"
+        for key in ("tls_cert", "tls_key", "tls_ca", "auth"):
+            path = Path(env[ENV_PREFIX + key.upper()])
+            target = next(t for t in mounts if path.is_relative_to(t))
+            source, options = mounts[target]
+            assert options == "ro" and source.startswith("./secrets/"), mounts[target]
+            if key.startswith("tls"):
+                assert source == f"./secrets/{name}", "each member its own certificate"
         settings = settings_of(env)
-        settings["data_dir"] = "/nonexistent/data"  # never opened: the config is only checked
-        config = node_config(settings)
-        assert set(config.peers) == set(services) and config.cluster_token == PLACEHOLDER_TOKEN
+        config = checked_config(settings, tmp_path / name, secret_material)
+        assert set(config.peers) == set(services)
     assert len(set(volumes_used)) == 3, "never share a store between members"
 
 
@@ -314,7 +379,9 @@ def run_pod_script(container: Mapping[str, Any], env: Mapping[str, str],
     return dict(line.split("=", 1) for line in out.splitlines())
 
 
-def test_kubernetes_statefulset_services_and_budget_fit_together(tmp_path: Path) -> None:
+def test_kubernetes_statefulset_services_and_budget_fit_together(
+    tmp_path: Path, secret_material: dict[str, bytes],
+) -> None:
     found = manifests()
     (sts,) = [d for d in found.values() if d["kind"] == "StatefulSet"]
     spec = sts["spec"]
@@ -345,16 +412,37 @@ def test_kubernetes_statefulset_services_and_budget_fit_together(tmp_path: Path)
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         get = container[probe]["httpGet"]
-        assert get["path"] in routes() and get["port"] in ports
+        assert get["path"] in routes() and get["port"] in ports and get["scheme"] == "HTTPS"
     annotations = spec["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scheme"] == "https"
     assert annotations["prometheus.io/path"] in routes()
     assert int(annotations["prometheus.io/port"]) in ports.values()
 
     env_items = {item["name"]: item for item in container["env"]}
     check_paxlock_env(env_items, "StatefulSet env")
-    secret = env_items["PAXLOCK_CLUSTER_TOKEN"]["valueFrom"]["secretKeyRef"]
-    assert secret["name"] and secret["key"]
-    assert "value" not in env_items["PAXLOCK_CLUSTER_TOKEN"]
+    assert TOKEN_ENV not in env_items, "the token is a file, not a value in the pod spec"
+    # Each secret setting names a file of a Secret mounted read-only: the token, the TLS
+    # certificates (one Secret, kubernetes.io/tls keys plus ca.crt) and the auth file.
+    volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
+    secret_mounts = {m["mountPath"]: volumes[m["name"]]["secret"]
+                     for m in container["volumeMounts"] if "secret" in volumes.get(m["name"], {})}
+    secret_names = {}
+    for key in SECRET_SETTINGS:
+        path = Path(env_items[ENV_PREFIX + key.upper()]["value"])
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent))
+        assert mount.get("readOnly") is True, mount
+        source = secret_mounts[str(path.parent)]
+        assert {item["path"]: item["key"] for item in source["items"]}[path.name] == path.name
+        assert source["defaultMode"] & 0o077 == 0o040, "no one but the pod's group reads it"
+        secret_names[key] = source["secretName"]
+    assert secret_names == {"cluster_token_file": "paxlock-cluster-token", "auth": "paxlock-auth",
+                            "tls_cert": "paxlock-tls", "tls_key": "paxlock-tls",
+                            "tls_ca": "paxlock-tls"}  # fmt: skip
+    assert {Path(env_items[ENV_PREFIX + k.upper()]["value"]).name for k in SECRET_SETTINGS
+            if k.startswith("tls")} == {"tls.crt", "tls.key", "ca.crt"}  # fmt: skip
+    header = (DEPLOY / "k8s" / "statefulset.yaml").read_text().split("\napiVersion")[0]
+    for name in set(secret_names.values()):
+        assert f"kubectl create secret generic {name} " in header, f"how to make {name}"
     uid = int(spec["template"]["spec"]["securityContext"]["runAsUser"])
     assert str(uid) in (DEPLOY / "Dockerfile").read_text(), "the image's user"
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
@@ -372,17 +460,14 @@ def test_kubernetes_statefulset_services_and_budget_fit_together(tmp_path: Path)
         members = dict(item.split("=", 1) for item in env["PAXLOCK_PEER"].split(","))
         assert list(members) == pods, "one entry per pod, named after it"
         for member, url in members.items():
-            assert url == f"http://{member}.{spec['serviceName']}:{port}"
+            assert url == f"https://{member}.{spec['serviceName']}:{port}"
         assert env["PAXLOCK_ADVERTISE"] == members[pod]
         started = run_pod_script(container, env, tmp_path)
         assert started["ARGS"] == "serve"
         assert started["PAXLOCK_PEER"].split(",") == [f"{m}={u}" for m, u in members.items()
                                                      if m != pod]  # fmt: skip
-        settings = settings_of(started)
-        settings["data_dir"] = "/nonexistent/data"
-        config = node_config(settings)
+        config = checked_config(settings_of(started), tmp_path / pod, secret_material)
         assert config.node_id == pod and set(config.peers) == set(pods)
-        assert config.cluster_token == PLACEHOLDER_TOKEN
 
 
 # -- systemd ---------------------------------------------------------------------------------
@@ -392,7 +477,8 @@ def unit() -> list[tuple[str, str, str]]:
     """(section, key, value) in order; systemd allows a key more than once."""
     entries: list[tuple[str, str, str]] = []
     section = ""
-    for line in (DEPLOY / "systemd" / "paxlock.service").read_text().splitlines():
+    text = (DEPLOY / "systemd" / "paxlock.service").read_text()
+    for line in re.sub(r"\\\n\s*", " ", text).splitlines():  # continuation lines joined
         line = line.strip()
         if not line or line.startswith(("#", ";")):
             continue
@@ -419,38 +505,50 @@ def test_systemd_unit_is_hardened() -> None:
     assert service["StateDirectory"] == "paxlock" and service["RestartPreventExitStatus"] == "2"
 
 
-def test_systemd_unit_and_example_config_use_real_settings(serve_flags: set[str],
-                                                           tmp_path: Path) -> None:  # fmt: skip
+def test_systemd_unit_and_example_config_use_real_settings(
+    serve_flags: set[str], tmp_path: Path, secret_material: dict[str, bytes],
+) -> None:
     service = {key: value for section, key, value in unit() if section == "Service"}
     argv = shlex.split(service["ExecStart"])
     assert Path(argv[0]).name == "paxlock" and argv[1] == "serve"
     flags = [word.partition("=")[0] for word in argv[2:] if word.startswith("--")]
-    assert set(flags) <= serve_flags, set(flags) - serve_flags
+    pending = {"--" + name.replace("_", "-") for name in PENDING}
+    assert set(flags) <= serve_flags | pending, set(flags) - serve_flags
     options = dict(zip(argv[2::2], argv[3::2]))
     assert options["--config"] == f"%E/{service['ConfigurationDirectory']}/paxlock.toml"
     assert options["--data-dir"] == f"%S/{service['StateDirectory']}"
-    env_file = Path(service["EnvironmentFile"].lstrip("-"))
-    assert env_file.parent.name == service["ConfigurationDirectory"]
-    example_env = {line.partition("=")[0]: line.partition("=")[2] for line in
-                   (DEPLOY / "systemd" / "paxlock.env.example").read_text().splitlines()
-                   if line and not line.startswith("#")}  # fmt: skip
-    check_paxlock_env(example_env, "paxlock.env.example")
-    assert set(example_env) == {"PAXLOCK_CLUSTER_TOKEN"}
+    assert "EnvironmentFile" not in service, "no secret in the environment: credentials"
     environment = dict(item.split("=", 1) for item in service["Environment"].split())
     check_paxlock_env(environment, "Environment=")
+
+    # Every secret is a credential from /etc/paxlock, given by its file in the credentials
+    # directory: LoadCredential=NAME:PATH, then --flag ${CREDENTIALS_DIRECTORY}/NAME.
+    credentials = dict(value.split(":", 1) for section, key, value in unit()
+                       if key == "LoadCredential")  # fmt: skip
+    assert all(source.startswith("/etc/paxlock/") for source in credentials.values())
+    assert credentials["cluster-token"] == "/etc/paxlock/cluster-token"
+    given = {flag: value.removeprefix("${CREDENTIALS_DIRECTORY}/") for flag, value in
+             options.items() if value.startswith("${CREDENTIALS_DIRECTORY}/")}  # fmt: skip
+    secret_flags = {"--" + key.replace("_", "-") for key in SECRET_SETTINGS}
+    assert set(given) == secret_flags and set(given.values()) == set(credentials)
 
     toml_path = DEPLOY / "systemd" / "paxlock.toml"
     table = tomllib.loads(toml_path.read_text())
     assert {key.replace("-", "_") for key in table} <= set(SETTINGS)
-    assert "cluster_token" not in table, "secrets go to the 0600 environment file"
-    exec_argv = [o.replace("%E", str(DEPLOY.parent)).replace("%S", str(tmp_path)) for o in argv[2:]]
+    assert not set(table) & {"cluster_token", *SECRET_SETTINGS}, "secrets are credentials"
+    credentials_dir = "/run/credentials/paxlock.service"
+    exec_argv = [o.replace("%E", str(DEPLOY.parent)).replace("%S", str(tmp_path))
+                 .replace("${CREDENTIALS_DIRECTORY}", credentials_dir)
+                 for i, o in enumerate(argv[2:], 2)
+                 if o not in pending and argv[i - 1] not in pending]  # not parsed before merge
     exec_argv[exec_argv.index("--config") + 1] = str(toml_path)
-    settings = settings_of(example_env, exec_argv)
-    config = node_config(settings)
+    settings = settings_of({}, exec_argv)
+    data_dir = str(tmp_path / service["StateDirectory"])
+    assert settings["data_dir"] == data_dir
+    config = checked_config(settings, tmp_path, secret_material)
     assert config.node_id == table["id"] and len(config.peers) in (3, 5)
-    assert config.data_dir == str(tmp_path / service["StateDirectory"])
-    assert config.cluster_token == example_env["PAXLOCK_CLUSTER_TOKEN"]
     for member, url in config.peers.items():
+        assert urlsplit(url).scheme == "https", member
         assert urlsplit(url).port == int(table["listen"].rpartition(":")[2]), member
 
 

@@ -74,9 +74,20 @@ def test_a_host_that_configures_logging_gets_the_node_events(tmp_path: Path, hos
     assert wanted in done.stdout and "holding nightly-job" in done.stdout, done.stdout
 
 
-async def test_embedded_members_serve_leases_whichever_is_primary(tmp_path: Path) -> None:
+@pytest.mark.parametrize("auth", [False, True], ids=["open", "auth"])
+async def test_embedded_members_serve_leases_whichever_is_primary(
+    tmp_path: Path, auth: bool,
+) -> None:
+    """Under ``--auth`` too: a member's call sent on to the primary shows the cluster token,
+    which the primary takes for the embedding program (without it: 401)."""
     peers = {f"n{i}": f"http://127.0.0.1:{free_port()}" for i in (1, 2, 3)}
-    nodes = [Node(NodeConfig(n, peers, tmp_path / n)) for n in peers]
+    options: dict[str, Any] = {}
+    if auth:
+        auth_file = tmp_path / "auth.toml"
+        auth_file.write_text('[principals.ops]\ntoken_sha256 = "' + "0" * 64 + '"\n'
+                             'roles = [{ prefix = "", role = "admin" }]\n')  # fmt: skip
+        options = {"auth_file": auth_file, "cluster_token": "t" * 32}
+    nodes = [Node(NodeConfig(n, peers, tmp_path / n, **options)) for n in peers]
     for node in nodes:
         await node.start()
     try:

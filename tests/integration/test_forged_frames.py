@@ -1,56 +1,216 @@
-"""A forged peer frame sent to every member of a real cluster (issue 12's table): the frame
-that bricked a cluster for good — an Accept at a ballot whose successor round cannot be
-encoded, durably promised by every node — is now dropped where it is decoded, and the cluster
-keeps serving and electing."""
+"""Each forged frame of issue 12's table, replayed against a real 3-member cluster, which
+must come out unharmed (``peer_attack.assert_unharmed``: every member alive, a primary,
+acquire and release served, fencing tokens increasing, every replica the same).
+
+Which protection holds where:
+
+- **With a cluster token**, an attacker without it is refused at the ``/internal/ws``
+  handshake (401, counted in ``paxlock_peer_refused_total{reason="token"}``): no frame of
+  the table reaches a member, whatever node id it names. This holds for all of them,
+  including the one nothing else could stop: an Accept at the primary's ballot *claiming to
+  be the primary*.
+- **Without a token**, the node id in the handshake is a claim (any member but the target
+  itself is accepted), so the frames reach the decoder: a ballot at 2^64-1, a slot at 2^63
+  and three million PreVotes in one frame break a bound and are dropped there, counted in
+  ``paxlock_peer_frames_dropped_total{reason="invalid"}``. A Heartbeat at Ballot(10**12)
+  is within the bounds: the core's own rules keep the replicas consistent (it costs an
+  election, no more). An Accept at the primary's ballot claiming the primary is, without a
+  token, indistinguishable from the primary's own: only the token (or mutual TLS) stops it,
+  so it is replayed with a token only (without one it still forges a grant and stops the
+  primary with "one ballot carries one value per slot", as in the issue).
+  Chosen(ci+1, forged) to one follower and a CatchupReply with a forged snapshot, named as
+  coming from the other follower, are for the core to refuse (accepted only from the known
+  primary, or as an answer): marked xfail until that change ("needs sec-core"). So is a
+  Prepare at the highest round the decoder admits (2^62), found by the fuzzer: promised by
+  every member, it leaves no round a successor can encode, and after the next failover no
+  primary is ever elected. (Those cases and the 2^64-1 one are followed by a failover:
+  the damage of a ballot shows at the next election.)
+"""
 
 from __future__ import annotations
 
-import asyncio
+import runpy
 import signal
 import sys
-import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
 import msgspec
+import pytest
 
-from paxlock.api.server.peer import NODE_HEADER, WS_PATH
-from paxlock.coordinator.core.ballot import Ballot
-from paxlock.coordinator.core.messages import NOOP, Accept
+from paxlock.coordinator.core.ballot import ROUND_MAX, Ballot
+from paxlock.coordinator.core.lease_commands import Acquire
+from paxlock.coordinator.core.leases import LeaseMachine
+from paxlock.coordinator.core.messages import (
+    NOOP,
+    Accept,
+    Batch,
+    CatchupReply,
+    Chosen,
+    Heartbeat,
+    Message,
+    Prepare,
+    PreVote,
+    Snapshot,
+)
+from paxlock.coordinator.core.proposal import Proposal, encode_proposal
 
 harness = sys.modules["paxlock_test_harness"]  # registered by tests/conftest.py
-http = harness.http
-try_http = harness.try_http
+attack = SimpleNamespace(**runpy.run_path(str(Path(__file__).with_name("peer_attack.py"))))
+
+TOKEN = "forged-frames-cluster-token"
+Send = tuple[str, str, list[Message]]
+"""(target member, node id claimed, messages of one frame)."""
 
 
-async def send_frame(url: str, frame: bytes, claimed: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(url + WS_PATH, headers={NODE_HEADER: claimed}) as ws:
-            await ws.send_bytes(frame)
-            await ws.close()
+class Scene:
+    """What a forger reads from ``/v1/cluster`` before it forges: the primary, its ballot,
+    the chosen index, and the followers."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.primary = cluster.wait_ready()
+        view = cluster.cluster_view(self.primary)
+        round_, _, node = view["ballot"].partition(".")
+        self.ballot = Ballot(int(round_), node)
+        self.ci = view["chosen_index"]
+        self.f1: str
+        self.f2: str
+        self.f1, self.f2 = (n for n in sorted(cluster.members) if n != self.primary)
+        self.members = sorted(cluster.members)
+
+    def peer_of(self, target: str) -> str:
+        """A member id ``target`` accepts as a claim: a follower, never ``target`` itself."""
+        return self.f2 if target == self.f1 else self.f1
 
 
-def write_succeeds(cluster: Any, nodes: list[str], name: str, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    body = {"holder": "after", "ttl": 30, "request_id": f"forged-{name}"}
-    while time.monotonic() < deadline:
-        for node in nodes:
-            answer = try_http("POST", f"{cluster.url(node)}/v1/leases/{name}:acquire", body)
-            if answer is not None and answer[0] == 200:
-                return True
-    return False
+def forged_batch() -> Batch:
+    """A grant of a name that a probe holds, to mallory: a split or a double grant."""
+    command = Acquire("probe/before", "mallory", 600.0)
+    return Batch((encode_proposal(Proposal("n9/forged", 1, command)),))
 
 
-def test_a_ballot_at_the_integer_limit_sent_to_every_node_harms_nothing(cluster: Any) -> None:
-    primary = cluster.wait_ready()
-    frame = msgspec.msgpack.encode([Accept(Ballot(2**64 - 1, "zz"), 1, NOOP, 0)])
+def forged_snapshot() -> bytes:
+    machine = LeaseMachine()
+    machine.apply(Acquire("forged", "mallory", 600.0))
+    return machine.snapshot()
+
+
+CASES: dict[str, Callable[[Scene], list[Send]]] = {
+    "accept at ballot 2^64-1 to every member": lambda s: [
+        (t, s.peer_of(t), [Accept(Ballot(2**64 - 1, "zz"), 1, NOOP, 0)]) for t in s.members],
+    "accept at slot 2^63": lambda s: [
+        (t, s.primary, [Accept(s.ballot, 2**63, forged_batch(), s.ci)]) for t in (s.f1, s.f2)],
+    "3M prevotes in one frame": lambda s: [(s.primary, s.f1, [PreVote(1)] * 3_000_000)],
+    "heartbeat at Ballot(10**12)": lambda s: [
+        (t, s.peer_of(t), [Heartbeat(Ballot(10**12, s.peer_of(t)), s.ci, 1)])
+        for t in s.members],
+    "accept at the primary's ballot claiming the primary": lambda s: [
+        (t, s.primary, [Accept(s.ballot, s.ci + 1, forged_batch(), s.ci)]) for t in (s.f1, s.f2)],
+    "chosen(ci+1, forged) to one follower": lambda s: [
+        (s.f1, s.f2, [Chosen(s.ci + 1, forged_batch())])],
+    "catchup reply with a forged snapshot": lambda s: [
+        (s.f1, s.f2, [CatchupReply((), 10**6, Snapshot(10**6, forged_snapshot()))])],
+    "prepare at the highest round admitted": lambda s: [
+        (t, s.peer_of(t), [Prepare(Ballot(ROUND_MAX, "n9"), 0)]) for t in s.members],
+}  # fmt: skip
+DROPPED = ("accept at ballot 2^64-1 to every member", "accept at slot 2^63",
+           "3M prevotes in one frame")  # fmt: skip
+TOKEN_ONLY = ("accept at the primary's ballot claiming the primary",)
+NEEDS_CORE = ("chosen(ci+1, forged) to one follower", "catchup reply with a forged snapshot",
+              "prepare at the highest round admitted")  # fmt: skip
+
+
+def replay(cluster: Any, sends: list[Send], token: str | None = None) -> list[int | None]:
+    return [attack.send_frames(cluster.url(target), [msgspec.msgpack.encode(messages)],
+                               claimed=claimed, token=token)
+            for target, claimed, messages in sends]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def token_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with attack.cluster_with_token(tmp_path_factory.mktemp("token"), TOKEN) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def open_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One token-less cluster for the cases it survives; each xfail case gets its own."""
+    with harness.running_cluster(tmp_path_factory.mktemp("open")) as cluster:
+        yield cluster
+
+
+def test_without_the_token_every_forged_frame_is_refused_at_the_handshake(
+    token_cluster: Any,
+) -> None:
+    cluster = token_cluster
+    token = attack.assert_unharmed(cluster, "before")
+    scene = Scene(cluster)
+    sends = [send for case in CASES.values() for send in case(scene)]
+    assert replay(cluster, sends) == [401] * len(sends)
+    assert replay(cluster, sends[:1], token="guessed") == [401]
+    token = attack.assert_unharmed(cluster, "after", token)
     for node in cluster.members:
-        asyncio.run(send_frame(cluster.url(node), frame, claimed=primary))
-    nodes = list(cluster.members)
-    assert write_succeeds(cluster, nodes, "forged/first", 10.0), cluster.logs()
-    # and the cluster can still elect: the brick showed only at the next election
-    cluster.members[primary].process.send_signal(signal.SIGKILL)
-    cluster.members[primary].process.wait(timeout=10)
-    survivors = [n for n in nodes if n != primary]
-    assert write_succeeds(cluster, survivors, "forged/second", 15.0), cluster.logs()
+        sent = sum(target == node for target, _, _ in sends) + (node == sends[0][0])
+        assert cluster.metric(node, "paxlock_peer_refused_total", '{reason="token"}') == sent
+    # and a member that names itself, or a stranger, is refused even with the token
+    assert replay(cluster, [(scene.f1, scene.f1, [PreVote(1)]), (scene.f1, "n9", [PreVote(1)])],
+                  token=TOKEN) == [403, 403]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c not in NEEDS_CORE + TOKEN_ONLY])
+def test_a_forged_frame_from_a_claimed_member_harms_nothing(open_cluster: Any, case: str) -> None:
+    cluster = open_cluster
+    tag = f"case{list(CASES).index(case)}"
+    token = attack.assert_unharmed(cluster, f"{tag}-before")
+    sends = CASES[case](Scene(cluster))
+    dropped = {n: cluster.metric(n, "paxlock_peer_frames_dropped_total", '{reason="invalid"}')
+               for n in cluster.members}  # fmt: skip
+    assert replay(cluster, sends) == [None] * len(sends)
+    attack.assert_unharmed(cluster, f"{tag}-after", token)
+    if case in DROPPED:
+        for node in cluster.members:
+            now = cluster.metric(node, "paxlock_peer_frames_dropped_total", '{reason="invalid"}')
+            assert now == dropped[node] + sum(target == node for target, _, _ in sends)
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=False, reason="needs sec-core"))
+    for c in NEEDS_CORE])  # fmt: skip
+def test_a_forged_frame_the_core_must_refuse_harms_nothing(cluster: Any, case: str) -> None:
+    token = attack.assert_unharmed(cluster, "before")
+    sends = CASES[case](Scene(cluster))
+    assert replay(cluster, sends) == [None] * len(sends)
+    token = attack.assert_unharmed(cluster, "after", token)
+    elect_again(cluster, token)
+
+
+def test_after_a_ballot_at_the_integer_limit_the_cluster_still_elects(cluster: Any) -> None:
+    scene = Scene(cluster)
+    assert replay(cluster, CASES["accept at ballot 2^64-1 to every member"](scene)) == [None] * 3
+    elect_again(cluster, attack.assert_unharmed(cluster, "first"))
     assert "peer_bad_frame" in cluster.logs()
+
+
+def elect_again(cluster: Any, token: int) -> None:
+    """A ballot's damage shows at the next election (the 2^64-1 brick did): kill the
+    primary, and the two survivors must elect one of them and serve; the killed member then
+    rejoins and every replica must be the same again."""
+    primary = cluster.wait_ready()
+    cluster.kill(primary, signal.SIGKILL)
+    survivors = [n for n in cluster.members if n != primary]
+    harness.wait_for(lambda: _a_survivor_grants(cluster, survivors, token), 15.0,
+                     "a grant by the survivors")  # fmt: skip
+    cluster.start(primary)
+    attack.assert_unharmed(cluster, "elected-again", token)
+
+
+def _a_survivor_grants(cluster: Any, survivors: list[str], token: int) -> bool:
+    for node in survivors:
+        answer = harness.try_http("POST", f"{cluster.url(node)}/v1/leases/probe/survivors:acquire",
+                                  {"holder": "after", "ttl": 30, "request_id": "survivors"})  # fmt: skip
+        if answer is not None and answer[0] == 200:
+            assert answer[2]["token"] > token, (answer, token)
+            return True
+    return False

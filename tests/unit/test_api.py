@@ -71,7 +71,7 @@ class FakeLeasing:
 
     async def acquire(self, name: str, *, holder: str, ttl: float, wait: float = 0.0,
                       value: str | None = None, lock_delay: float = 0.0,
-                      request_id: str | None = None) -> LeaseView:  # fmt: skip
+                      request_id: str | None = None, principal: str = "") -> LeaseView:  # fmt: skip
         self._enter("acquire", name=name, holder=holder, ttl=ttl, wait=wait, value=value,
                     lock_delay=lock_delay, request_id=request_id)  # fmt: skip
         held = self._held(name)
@@ -81,18 +81,19 @@ class FakeLeasing:
         return await self._change(name, holder=holder, token=self.revision + 1, ttl=ttl,
                                   expires_in=ttl, value=value, lock_delay=lock_delay)  # fmt: skip
 
-    async def renew(self, name: str, *, holder: str, token: int) -> LeaseView:
+    async def renew(self, name: str, *, holder: str, token: int,
+                    principal: str = "") -> LeaseView:  # fmt: skip
         self._enter("renew", name=name, holder=holder, token=token)
         return self._holder_check(name, holder, token)
 
     async def release(self, name: str, *, holder: str, token: int,
-                      request_id: str | None = None) -> None:  # fmt: skip
+                      request_id: str | None = None, principal: str = "") -> None:  # fmt: skip
         self._enter("release", name=name, holder=holder, token=token, request_id=request_id)
         self._holder_check(name, holder, token)
         await self._change(name, holder=None, token=None, ttl=None, expires_in=None, value=None)
 
     async def proclaim(self, name: str, *, holder: str, token: int, value: str | None,
-                       request_id: str | None = None) -> LeaseView:  # fmt: skip
+                       request_id: str | None = None, principal: str = "") -> LeaseView:  # fmt: skip
         self._enter("proclaim", name=name, holder=holder, token=token, value=value)
         self._holder_check(name, holder, token)
         return await self._change(name, value=value)
