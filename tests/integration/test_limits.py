@@ -9,6 +9,7 @@ cut off. Clients that must count as different IPs connect from other loopback ad
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import socket
 import sys
@@ -107,6 +108,31 @@ async def test_a_client_over_its_rate_is_refused_while_another_ip_is_served(node
         status, _, _ = await call(greedy, "GET", f"{node.url}/healthz")  # not /v1/: not counted
         assert status == 200
     assert refusals(node, "rate") == 1
+
+
+async def test_with_auth_the_rate_is_counted_by_principal_not_by_ip(nodes: Factory,
+                                                                    tmp_path: Path) -> None:  # fmt: skip
+    """Two principals on one IP: one over its rate is refused, the other is served."""
+    auth = tmp_path / "auth.toml"
+    auth.write_text("".join(
+        f'[principals.{name}]\ntoken_sha256 = "{hashlib.sha256(name.encode()).hexdigest()}"\n'
+        f'roles = [{{ prefix = "", role = "lock" }}]\n\n' for name in ("greedy", "other")
+    ))  # fmt: skip
+    (node,) = await nodes(1, limits=Limits(rate_per_s=0.5, rate_burst=3), auth_file=auth)
+    async with client() as session:
+        def call_as(principal: str) -> Any:
+            return session.get(f"{node.url}/v1/cluster",
+                               headers={"Authorization": f"Bearer {principal}"})  # fmt: skip
+
+        for _ in range(3):
+            async with call_as("greedy") as response:
+                assert response.status == 200
+        async with call_as("greedy") as response:
+            body = await response.json()
+            assert_too_many(response.status, response.headers, body, "rate")
+            assert "greedy" in body["message"]
+        async with call_as("other") as response:
+            assert response.status == 200
 
 
 async def test_retry_after_is_spread_over_refused_clients(nodes: Factory) -> None:
