@@ -110,8 +110,9 @@ async def test_a_client_over_its_rate_is_refused_while_another_ip_is_served(node
     assert refusals(node, "rate") == 1
 
 
-async def test_with_auth_the_rate_is_counted_by_principal_not_by_ip(nodes: Factory,
-                                                                    tmp_path: Path) -> None:  # fmt: skip
+async def test_with_auth_the_rate_is_counted_by_principal_not_by_ip(
+    nodes: Factory, tmp_path: Path,
+) -> None:
     """Two principals on one IP: one over its rate is refused, the other is served."""
     auth = tmp_path / "auth.toml"
     auth.write_text("".join(
