@@ -2,7 +2,11 @@
 
 Unless pinned, a seed picks its own cluster shape so that one sweep covers them all: even
 seeds run 3 nodes and odd seeds 5, the learning strategy rotates through ``broadcast``,
-``primary`` and ``set:2``, and every other group of six seeds runs the election with pre-vote.
+``primary`` and ``set:2``, every other group of six seeds runs the election with pre-vote,
+and every other group of three seeds sends snapshots in about ``SMALL_SNAPSHOT_CHUNKS``
+chunks each and believes slots only ``SMALL_SLOTS_AHEAD_MARGIN`` past the
+``4 * in_flight_slots_max`` window, so that multi-chunk transfers and lagging acceptors that
+drop Accepts happen under every fault.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from dataclasses import dataclass, replace
 from paxlock.coordinator.simulation.sim import Result, SimConfig, Simulation
 
 LEARN_MODES = ("broadcast", "primary", "set:2")
+SMALL_SNAPSHOT_CHUNKS = 3
+SMALL_SLOTS_AHEAD_MARGIN = 0
 
 
 def config_for(seed: int, steps: int, nodes: int | None = None,
@@ -23,7 +29,9 @@ def config_for(seed: int, steps: int, nodes: int | None = None,
         nodes=nodes if nodes is not None else (3 if seed % 2 == 0 else 5),
         learn_mode=learn_mode or LEARN_MODES[(seed // 2) % len(LEARN_MODES)],
         prevote=(seed // 6) % 2 == 1,
-    )
+        **({"snapshot_chunks": SMALL_SNAPSHOT_CHUNKS,
+            "slots_ahead_margin": SMALL_SLOTS_AHEAD_MARGIN} if (seed // 3) % 2 == 1 else {}),
+    )  # fmt: skip
 
 
 def run_seed(seed: int, steps: int, nodes: int | None = None, learn_mode: str | None = None,
