@@ -47,7 +47,7 @@ def chosen_believed(config: CoreConfig, members: tuple[str, ...], src: str, msg:
                     accepted: AcceptedEntry | None) -> bool:  # fmt: skip
     """Learning from another learner (the notes' methods 2 and 3): "the assumption of
     non-Byzantine failures makes it easy for one learner to find out from another learner
-    that a value has been accepted". ``members`` are in the node's (sorted) order. A Chosen is believed on its sender's word alone — the
+    that a value has been accepted". A Chosen is believed on its sender's word alone — the
     one message that makes a node learn from a single peer (a quorum of Accepteds takes a
     majority of acceptors; catch-up answers a request this node made) — so it is believed
     only from a *distinguished learner of its ballot*: one that the acceptors of
@@ -73,7 +73,7 @@ def chosen_believed(config: CoreConfig, members: tuple[str, ...], src: str, msg:
     accepted by a minority stays in their logs while another value is chosen at a higher
     ballot — so one misdirected Chosen could teach a value never chosen, which requirement
     (c) forbids ("a process never learns that a value has been chosen unless it actually
-    has been")."""
+    has been"). ``members`` are in the node's (sorted) order."""
     if src == config.node_id:
         return True
     mode, ballot = config.learn_mode, msg.ballot

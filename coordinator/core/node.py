@@ -221,15 +221,6 @@ class Node:
         self._ask_if_due(now, out)
         return self._finish(out, now)
 
-    def _plausible(self, slot: int) -> bool:
-        """Whether ``slot`` lies within ``admission.slots_ahead_max`` of the log this node
-        knows: its chosen prefix, or the slots it proposed itself as primary."""
-        known = max(self.learner.chosen_index, self.proposer.next_slot - 1)
-        return slot <= known + slots_ahead_max(self.config)
-
-    def _drop(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
-
     def request_confirmation(self, now: float) -> tuple[int | None, Ready]:
         """Start a confirmation round now; its ``Confirmed`` event carries the returned seq.
         None when this node is not primary."""
@@ -329,8 +320,9 @@ class Node:
 
     def _on_chosen(self, src: str, msg: Chosen, out: Ready) -> None:
         accepted = self.acceptor.accepted.get(msg.slot)
-        if not chosen_believed(self.config, self.members, src, msg, primary_hint=self.primary_hint,
-                               promised=self.acceptor.promised, accepted=accepted):
+        if not chosen_believed(self.config, self.members, src, msg,
+                               primary_hint=self.primary_hint, promised=self.acceptor.promised,
+                               accepted=accepted):  # fmt: skip
             self._drop(UNFOLLOWED_CHOSEN)
             return
         self._learned(msg.slot, msg.value, out)
@@ -459,6 +451,17 @@ class Node:
         self.learner.forget_through(slot)
         self.acceptor.compact(slot)
         self.proposer.forget_through(slot)
+
+    # -- admission (``core.admission``) --------------------------------------------------------
+
+    def _plausible(self, slot: int) -> bool:
+        """Whether ``slot`` lies within ``admission.slots_ahead_max`` of the log this node
+        knows: its chosen prefix, or the slots it proposed itself as primary."""
+        known = max(self.learner.chosen_index, self.proposer.next_slot - 1)
+        return slot <= known + slots_ahead_max(self.config)
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
     # -- output ------------------------------------------------------------------------------
 

@@ -23,15 +23,17 @@ SMALL_SLOTS_AHEAD_MARGIN = 0
 
 def config_for(seed: int, steps: int, nodes: int | None = None,
                learn_mode: str | None = None) -> SimConfig:  # fmt: skip
-    return replace(
+    config = replace(
         SimConfig(),
         steps=steps,
         nodes=nodes if nodes is not None else (3 if seed % 2 == 0 else 5),
         learn_mode=learn_mode or LEARN_MODES[(seed // 2) % len(LEARN_MODES)],
         prevote=(seed // 6) % 2 == 1,
-        **({"snapshot_chunks": SMALL_SNAPSHOT_CHUNKS,
-            "slots_ahead_margin": SMALL_SLOTS_AHEAD_MARGIN} if (seed // 3) % 2 == 1 else {}),
-    )  # fmt: skip
+    )
+    if (seed // 3) % 2 == 1:
+        config = replace(config, snapshot_chunks=SMALL_SNAPSHOT_CHUNKS,
+                         slots_ahead_margin=SMALL_SLOTS_AHEAD_MARGIN)  # fmt: skip
+    return config
 
 
 def run_seed(seed: int, steps: int, nodes: int | None = None, learn_mode: str | None = None,
@@ -54,6 +56,9 @@ class Summary:
     violations: int = 0
     compactions: int = 0
     installs: int = 0
+    chunked_installs: int = 0
+    dropped: int = 0
+    """Peer messages the nodes dropped unused (``Node.dropped``, every reason)."""
     failed: list[Result] | None = None
 
     def add(self, result: Result) -> None:
@@ -62,6 +67,8 @@ class Summary:
         self.decisions += result.decisions
         self.compactions += result.compactions
         self.installs += result.installs
+        self.chunked_installs += result.chunked_installs
+        self.dropped += sum(result.dropped.values())
         if result.violations:
             self.violations += len(result.violations)
             self.failed = (self.failed or []) + [result]
@@ -69,7 +76,8 @@ class Summary:
     def line(self) -> str:
         return (f"seeds={self.seeds} steps={self.steps} decisions={self.decisions} "
                 f"violations={self.violations} compactions={self.compactions} "
-                f"snapshot_installs={self.installs}")  # fmt: skip
+                f"snapshot_installs={self.installs} chunked={self.chunked_installs} "
+                f"peer_drops={self.dropped}")  # fmt: skip
 
 
 def run_many(seeds: Iterable[int], steps: int, nodes: int | None = None,

@@ -45,7 +45,8 @@ def test_catchup_a_lagging_node_fetches_chosen_slots_in_batches_after_a_heartbea
     """DESIGN §2: "a node that is behind fetches chosen slots". The primary's heartbeat shows
     n3 it is 10 slots behind; one retry interval later (ordinary learning did not fill the
     gap) it asks the primary, which answers at most ``catchup_entries_max`` per reply; n3
-    asks again at once, on each reply, until it has everything, and applies each slot once, in order."""
+    asks again on each reply until it has everything, and applies each slot once, in
+    order."""
     net = lagging_cluster(fifo_net, 10, catchup_entries_max=4)
     mark = len(net.sent)
     net.now += 0.1  # the primary's next heartbeat is due

@@ -219,7 +219,7 @@ def test_a_snapshot_reply_installs_before_the_entries_it_carries(fifo_net) -> No
     assert ready.installed == (4, data) and ready.learned == entries(5, 5)
     # more is missing: it asks again at once, for the slot after what it has
     assert net.nodes["n3"].catchup_target == ("n1", 6)
-    assert [e.msg for e in net.tick("n3").messages] == [CatchupRequest(6)]
+    assert [e.msg for e in ready.messages] == [CatchupRequest(6)]
     net.deliver()
     assert net.learned["n3"] == entries(5, 6)
 
