@@ -16,9 +16,10 @@ nobody asked for, a late duplicate, a chunk of another offset — is dropped (``
 ``CoreConfig.snapshot_chunk_bytes``: the receiver asks for the next one only once the
 previous one arrived (pull is the backpressure: one chunk in flight per transfer, whatever
 the link), names the snapshot by its digest, and checks size and digest before installing.
-A sender whose snapshot changed meanwhile (it compacted again) starts its new one at offset
-0, and so does a retry that reaches a member with another snapshot; a lost chunk is asked
-for again by the ordinary retry.
+A sender that compacted again meanwhile still serves the snapshot under way (``Served``
+keeps the one before its latest); one that no longer has it, or a retry that reaches a member
+with another snapshot, starts its own at offset 0, and the receiver starts afresh. A lost
+chunk is asked for again by the ordinary retry.
 """
 
 from __future__ import annotations
