@@ -6,6 +6,7 @@ counts); these rules judge what a well-formed message claims against what this n
 
 - ``NON_MEMBER``: the sender is not a configured member.
 - ``IMPLAUSIBLE_SLOT``: an Accept, Accepted or Chosen far past the log (``slots_ahead_max``).
+- ``IMPLAUSIBLE_ROUND``: a ballot round far above any this node knows (``ROUNDS_AHEAD_MAX``).
 - ``UNFOLLOWED_CHOSEN``: a Chosen from no learner this node has reason to believe
   (``chosen_believed``).
 - ``UNSOLICITED`` and ``CORRUPT``: a catch-up reply that answers nothing this node asked,
@@ -17,13 +18,40 @@ from __future__ import annotations
 from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.catchup import CORRUPT, UNSOLICITED
 from paxlock.coordinator.core.config import CoreConfig
-from paxlock.coordinator.core.messages import AcceptedEntry, Chosen
+from paxlock.coordinator.core.messages import (
+    Accept, Accepted, AcceptedEntry, Chosen, Handover, Heartbeat, HeartbeatAck, Message, Nack,
+    PreVote, PreVoteReply, Prepare, Promise,
+)  # fmt: skip
 
 NON_MEMBER = "non_member"
 IMPLAUSIBLE_SLOT = "implausible_slot"
+IMPLAUSIBLE_ROUND = "implausible_round"
 UNFOLLOWED_CHOSEN = "unfollowed_chosen"
-DROP_REASONS = (NON_MEMBER, IMPLAUSIBLE_SLOT, UNFOLLOWED_CHOSEN, UNSOLICITED, CORRUPT)
+DROP_REASONS = (NON_MEMBER, IMPLAUSIBLE_SLOT, IMPLAUSIBLE_ROUND, UNFOLLOWED_CHOSEN, UNSOLICITED, CORRUPT)
 """Why ``Node.receive`` drops a peer message: the keys of ``Node.dropped``."""
+
+
+ROUNDS_AHEAD_MAX = 2**32
+"""How far above the highest round this node knows (promised, or its own ballot) a message's
+round may lie. Decoding bounds rounds absolutely (``ROUND_MAX``), but any absolute bound is a
+brick: a member that promised a Prepare at the bound can never promise its successor, which
+no decoder admits, so no primary is ever elected again (the fuzzer found it at 2**62). A
+relative bound leaves no such cliff: honest rounds grow by one per election attempt (four
+billion elections before this bound is ever met), while a forger must get a round promised —
+one fsync — for every 2**32 it climbs."""
+
+
+def message_round(msg: Message) -> int:
+    """The highest ballot round ``msg`` carries (0 for messages without one)."""
+    match msg:
+        case Prepare() | Promise() | Accept() | Accepted() | Chosen() | Heartbeat() \
+                | HeartbeatAck() | Handover():
+            return msg.ballot.round
+        case Nack():
+            return max(msg.ballot.round, msg.promised.round)
+        case PreVote() | PreVoteReply():
+            return msg.round
+    return 0
 
 
 def slots_ahead_max(config: CoreConfig) -> int:

@@ -12,10 +12,13 @@ from typing import Any
 from paxlock.coordinator.core.acceptor import Acceptor
 from paxlock.coordinator.core.ballot import Ballot, NodeId
 from paxlock.coordinator.core.admission import (
+    IMPLAUSIBLE_ROUND,
     IMPLAUSIBLE_SLOT,
     NON_MEMBER,
+    ROUNDS_AHEAD_MAX,
     UNFOLLOWED_CHOSEN,
     chosen_believed,
+    message_round,
     slots_ahead_max,
 )
 from paxlock.coordinator.core.catchup import CatchUp, Served, serve
@@ -151,6 +154,9 @@ class Node:
         out = Ready()
         if src not in self.members:
             self._drop(NON_MEMBER)
+            return self._finish(out, now)
+        if message_round(msg) > self._round_known() + ROUNDS_AHEAD_MAX:
+            self._drop(IMPLAUSIBLE_ROUND)
             return self._finish(out, now)
         self.heard.on_message(src, msg, now)
         match msg:
@@ -459,6 +465,10 @@ class Node:
         knows: its chosen prefix, or the slots it proposed itself as primary."""
         known = max(self.learner.chosen_index, self.proposer.next_slot - 1)
         return slot <= known + slots_ahead_max(self.config)
+
+    def _round_known(self) -> int:
+        """The highest round this node knows of its own: promised, or proposed under."""
+        return max(self.acceptor.promised.round, self.proposer.ballot.round)
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from paxlock.coordinator.core.admission import slots_ahead_max
-from paxlock.coordinator.core.ballot import Ballot
+from paxlock.coordinator.core.admission import ROUNDS_AHEAD_MAX, slots_ahead_max
+from paxlock.coordinator.core.ballot import ROUND_MAX, Ballot
 from paxlock.coordinator.core.catchup import digest_of
 from paxlock.coordinator.core.config import CoreConfig
 from paxlock.coordinator.core.learner import LearnMode
@@ -23,6 +23,9 @@ from paxlock.coordinator.core.messages import (
     ChosenEntry,
     Envelope,
     Heartbeat,
+    Nack,
+    PreVote,
+    Prepare,
     Snapshot,
     SnapshotChunk,
 )
@@ -61,6 +64,30 @@ def test_a_message_from_a_non_member_is_dropped_before_anything(fifo_net) -> Non
     assert node.dropped == {"non_member": 4}
     assert node.acceptor.promised == B1 and node.chosen_index == 2
     assert "zz" not in {c.member for c in node.heard.contacts()}
+
+
+# -- ballot rounds -------------------------------------------------------------------------
+
+
+def test_a_round_far_above_any_known_is_dropped_and_the_next_election_still_works(
+    fifo_net,
+) -> None:
+    """The fuzzer's brick: a Prepare at ROUND_MAX (2**62, the highest round decoding admits)
+    promised by every member left no round a successor could encode, and no primary was
+    ever elected again. A round more than ROUNDS_AHEAD_MAX above what a node knows is
+    dropped; one within it is promised as before, and its successor can be elected."""
+    net = primary_cluster(fifo_net)
+    node = net.nodes["n2"]
+    for msg in (Prepare(Ballot(ROUND_MAX, "n3"), 0), Heartbeat(Ballot(ROUND_MAX, "n3"), 2, 1),
+                PreVote(ROUND_MAX), Nack(B1, Ballot(ROUND_MAX, "n3")),
+                Accept(Ballot(2 + ROUNDS_AHEAD_MAX, "n3"), 3, FORGED, 2)):  # fmt: skip
+        assert unchanged(node.receive("n3", msg, net.now))
+    assert node.dropped == {"implausible_round": 5}
+    assert node.acceptor.promised == B1
+    within = Ballot(1 + ROUNDS_AHEAD_MAX, "n3")
+    node.receive("n3", Prepare(within, 0), net.now)
+    assert node.acceptor.promised == within
+    assert node.dropped == {"implausible_round": 5}
 
 
 # -- Chosen ------------------------------------------------------------------------------
