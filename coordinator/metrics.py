@@ -131,10 +131,6 @@ class Metrics:
         self.waiters = Gauge(
             "paxlock_lease_waiters", "Acquires parked at this node waiting for a name.", registry=r
         )
-        self.limit_refusals = Counter(
-            "paxlock_limit_refusals", "Requests refused 429 at a limit, by the limit's name.",
-            ["limit"], registry=r,
-        )  # fmt: skip
 
         # -- peers -----------------------------------------------------------------------------
         self.peer_messages_sent = Counter(
@@ -186,6 +182,20 @@ class Metrics:
             "Requests this node proxied to the primary, by outcome: ok (any answer), "
             "unreachable (connection or timeout), refused (already forwarded or no primary).",
             ["outcome"], registry=r,
+        )  # fmt: skip
+
+        # -- limits ----------------------------------------------------------------------------
+        self.limit_refusals = Counter(
+            "paxlock_limit_refusals",
+            "Requests answered 429 too_many, and connections closed, because a limit was "
+            "reached, by limit: holds_per_principal, holds, value_bytes, rate, "
+            "waiters_per_name, streams (429s); header_timeout, body_timeout, slow_reader "
+            "(connections closed).",
+            ["limit"], registry=r,
+        )  # fmt: skip
+        self.streams_open = Gauge(
+            "paxlock_streams_open",
+            "Observe requests (long polls and event streams) open at this node.", registry=r,
         )  # fmt: skip
 
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:

@@ -43,7 +43,7 @@ from paxlock.coordinator.errors import NotPrimary, RequestExpired, TooMany
 from paxlock.coordinator.errors import Unavailable
 from paxlock.coordinator.runtime import Runtime
 from paxlock.coordinator.views import LeaseView
-from paxlock.coordinator.watch import Watches
+from paxlock.coordinator.watch import WaitingAcquires, Watches
 
 OFFICE_WAIT_S = 2.0
 """How long a request waits for a new primary to take office before a 503."""
@@ -55,7 +55,7 @@ no one can predict here)."""
 
 class LeaseService:
     def __init__(self, runtime: Runtime, *, learn_mode: str, peer_urls: dict[str, str],
-                 reachable_window_s: float) -> None:  # fmt: skip
+                 reachable_window_s: float, waiters_per_name_max: int = 1000) -> None:  # fmt: skip
         """A member is reachable when this node heard from it, directly or through the
         primary, within ``reachable_window_s`` (twice the election timeout: the window in
         which a primary must hear from a majority to stay primary)."""
@@ -70,6 +70,7 @@ class LeaseService:
         self._waiting: dict[RequestKey, asyncio.Future[Reply]] = {}
         self._in_office = asyncio.Event()
         self.watches = Watches(self._current, self.clock)
+        self.waiting = WaitingAcquires(waiters_per_name_max)
         self.on_limit: list[Callable[[str], None]] = []
         """Called with the limit's name for each request refused at a limit (metrics)."""
         runtime.sinks.append(self._on_ready)
@@ -142,7 +143,8 @@ class LeaseService:
                       value: str | None = None, lock_delay: float = 0.0,
                       request_id: str | None = None, principal: str = "") -> LeaseView:  # fmt: skip
         command = Acquire(name, holder, ttl, value, lock_delay, request_id, principal)
-        return self._lease_or_raise(name, await self._ask(AcquireOp(command, wait)))
+        with self.waiting.waiting(name) if wait > 0 else contextlib.nullcontext():
+            return self._lease_or_raise(name, await self._ask(AcquireOp(command, wait)))
 
     async def renew(self, name: str, *, holder: str, token: int,
                     principal: str = "") -> LeaseView:  # fmt: skip

@@ -1,12 +1,14 @@
-"""Watches on lease names for ``observe`` (long poll and SSE): who waits for a name to change,
-and the revision of each name's last change as this node applied it."""
+"""Who waits on lease names at this node: watches for ``observe`` (long poll and SSE) — who
+waits for a name to change, and the revision of each name's last change as this node applied
+it — and ``WaitingAcquires``, the bound on acquires waiting for one name."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+from paxlock.coordinator.errors import TooMany
 from paxlock.coordinator.views import LeaseView
 
 
@@ -75,3 +77,33 @@ class Watches:
     def watching(self) -> int:
         """Polls waiting right now (bounded by the open requests, never by their history)."""
         return sum(len(watchers) for watchers in self._watchers.values())
+
+
+class WaitingAcquires:
+    """Acquires with ``wait`` > 0 in flight per name, at most ``per_name_max`` each: one more
+    is refused at once (429 ``too_many``, limit ``waiters_per_name``) instead of joining a
+    queue that it, and everyone behind it, would wait through. Counted where the service
+    answers them, so at the primary for requests forwarded by the others; the keeper's own
+    per-name bound (a 503) is set no lower and stays a backstop."""
+
+    def __init__(self, per_name_max: int) -> None:
+        assert per_name_max >= 1
+        self.per_name_max = per_name_max
+        self._counts: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def waiting(self, name: str) -> Iterator[None]:
+        count = self._counts.get(name, 0)
+        if count >= self.per_name_max:
+            raise TooMany(f"{count} acquires already wait for {name} (limit "
+                          f"{self.per_name_max})", limit="waiters_per_name")  # fmt: skip
+        self._counts[name] = count + 1
+        try:
+            yield
+        finally:
+            left = self._counts.pop(name) - 1
+            if left:
+                self._counts[name] = left
+
+    def __len__(self) -> int:
+        return sum(self._counts.values())

@@ -16,6 +16,7 @@ from paxlock.api.cli.cluster_token import (
     CONFIG_REFUSAL, RefuseTokenOnArgv, TokenError, check_peer_credential, cluster_token,
     has_credential, merge_env_token, warn_unauthenticated,
 )  # fmt: skip
+from paxlock.api.server.limits import Limits
 from paxlock.api.server.node import Node, NodeConfig
 
 ENV_PREFIX = "PAXLOCK_"
@@ -47,9 +48,26 @@ SETTINGS = {
     "max_holds_per_principal": (int, "leases one principal may hold (default: 10000)"),
     "max_holds": (int, "leases held in total (default: 100000)"),
     "max_value_bytes": (int, "bytes of lease values in total (default: 67108864)"),
+    # limits (README, Limits): at one, 429 too_many with Retry-After, or the connection closed
+    "rate_limit": (float, "requests/s per principal (per client IP without authentication); "
+                          "0: off (default: 1000)"),
+    "rate_burst": (int, "requests at once above the rate (default: 2000)"),
+    "max_waiters_per_name": (int, "acquires waiting for one name (default: 1000)"),
+    "max_streams": (int, "open observe long polls and event streams per node (default: 10000)"),
+    "header_timeout": (float, "seconds to send a request's header (default: 10)"),
+    "body_timeout": (float, "seconds to send a request's body (default: 30)"),
+    "idle_timeout": (float, "seconds an idle keep-alive connection stays open (default: 75)"),
+    "stream_write_timeout": (float, "seconds an event stream's reader may stall (default: 10)"),
 }
 _LIMITS = {"max_holds_per_principal": "holds_per_principal_max", "max_holds": "holds_max",
            "max_value_bytes": "value_bytes_max"}  # fmt: skip
+LIMIT_SETTINGS = {
+    # setting: api.server.limits.Limits field (the limits at the HTTP edge)
+    "rate_limit": "rate_per_s", "rate_burst": "rate_burst",
+    "max_waiters_per_name": "waiters_per_name_max", "max_streams": "streams_max",
+    "header_timeout": "header_timeout_s", "body_timeout": "body_timeout_s",
+    "idle_timeout": "idle_timeout_s", "stream_write_timeout": "stream_write_timeout_s",
+}  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -180,8 +198,14 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
             raise ConfigError("--auth-metrics needs --auth")
         options["auth_metrics"] = True
     try:
+        limits = Limits(**{field: SETTINGS[name][0](settings[name])
+                           for name, field in LIMIT_SETTINGS.items()
+                           if settings.get(name) is not None})  # fmt: skip
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"--{_limit_flag(str(error))}") from None
+    try:
         return NodeConfig(
-            node_id, peers, settings["data_dir"], listen=listen,
+            node_id, peers, settings["data_dir"], listen=listen, limits=limits,
             cluster_id=str(settings.get("cluster_id") or "paxlock"),
             cluster_token=token,
             learn_mode=str(settings.get("learn_mode") or "primary"),
@@ -190,6 +214,14 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
         )  # fmt: skip
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+def _limit_flag(message: str) -> str:
+    """A ``Limits`` complaint in the words of its flag: ``max-streams must be at least 1``."""
+    for name, field in LIMIT_SETTINGS.items():
+        if message.startswith(field + " "):
+            return name.replace("_", "-") + message[len(field):]
+    return message
 
 
 def run_fast(main: Coroutine[Any, Any, int]) -> int:

@@ -2,14 +2,21 @@
 
 Middlewares, outermost first: HTTP metrics (they see the final status, errors included);
 the JSON error shape; the cluster-token check of ``/internal/``; with ``--auth``, bearer
-tokens and roles (``auth``); forwarding of ``NotPrimary``.
+tokens and roles (``auth``); the limits (request rate by the principal ``auth`` set; every
+429 of the edge counted and its Retry-After spread); forwarding of ``NotPrimary``.
 
 Forwarding: a node that is not the primary proxies the request — same method, path, query
 and body — to the primary over one shared keep-alive ``ClientSession``, and answers with the
 primary's status and body plus ``X-Paxlock-Node`` (itself) and ``X-Paxlock-Primary``. The
 proxied request carries ``X-Paxlock-Forwarded``; a node that receives a forwarded request and
 is not the primary either (a stale hint) answers 503 instead of forwarding again, so a
-request crosses at most one hop and no loop can form. The SDK retries 503s.
+request crosses at most one hop and no loop can form. The SDK retries 503s. The session's
+pool has no cap (aiohttp's default of 100 connections let 100 parked waiters starve every
+other forwarded request): what bounds it is what bounds the requests — the primary's limits
+on waiters and streams, the rate limit. With a cluster token, a forwarded request carries
+``X-Paxlock-Forwarded-Proof`` (an HMAC of the forwarding node's id under the token, not the
+token itself: that would make the primary take it for a member's own call under ``--auth``),
+so that the primary can trust ``X-Paxlock-Forwarded`` and not count its rate twice.
 
 Embedding: ``create_app`` returns a complete ``web.Application``; a host mounts it with
 ``host.add_subapp("/paxlock", app)`` and lists base URLs *with* that prefix in ``peers``
@@ -19,6 +26,8 @@ Embedding: ``create_app`` returns a complete ``web.Application``; a host mounts 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -31,18 +40,20 @@ from yarl import URL
 from paxlock.api.client.transport import did_not_answer
 from paxlock.api.server.auth import Authenticator, auth_middleware
 from paxlock.api.server.errors import error_middleware, error_response
+from paxlock.api.server.limits import LIMITER, Limiter, Limits
 from paxlock.api.server.peer import NODE_HEADER, TOKEN_HEADER, WS_PATH, token_ok
 from paxlock.api.server.routes import (
-    METRICS, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, add_routes, cancel_streams,
-    open_stream,
+    METRICS, PRINCIPAL, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, add_routes,
+    cancel_streams, open_stream,
 )
 from paxlock.api.server.wire import IDEMPOTENCY_HEADER, MAX_BODY_BYTES
-from paxlock.coordinator.errors import NotPrimary, Unavailable
+from paxlock.coordinator.errors import NotPrimary, TooMany, Unavailable
 from paxlock.coordinator.leasing import Leasing
 from paxlock.coordinator.metrics import Metrics
 
 PRIMARY_HEADER = "X-Paxlock-Primary"
 FORWARDED_HEADER = "X-Paxlock-Forwarded"
+FORWARDED_PROOF_HEADER = "X-Paxlock-Forwarded-Proof"
 FORWARD_MARGIN_S = 5.0
 """Proxy timeout beyond the request's own ``wait``/``timeout``: the primary's quorum round."""
 FORWARD_CONNECT_S = 1.0
@@ -55,9 +66,10 @@ class Forwarder:
     """Proxies requests to the primary; owns the shared session (opened in ``cleanup_ctx``)."""
 
     def __init__(self, node_id: str, peers: dict[str, str], metrics: Metrics,
-                 stream_idle_s: float,
-                 ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
+                 stream_idle_s: float, ssl_context: ssl.SSLContext | None = None,
+                 cluster_token: str | None = None) -> None:  # fmt: skip
         self.node_id = node_id
+        self.proof = forwarded_proof(cluster_token, node_id) if cluster_token else None
         self.peers = {peer: url.rstrip("/") for peer, url in peers.items()}
         self.metrics = metrics
         self.stream_idle_s = stream_idle_s
@@ -92,6 +104,8 @@ class Forwarder:
         url = self.peers[primary] + self.local_path(request) + (f"?{query}" if query else "")
         headers = {k: request.headers[k] for k in PASSED_HEADERS if k in request.headers}
         headers[FORWARDED_HEADER] = self.node_id
+        if self.proof is not None:
+            headers[FORWARDED_PROOF_HEADER] = self.proof
         if "text/event-stream" in request.headers.get("Accept", ""):
             timeout = aiohttp.ClientTimeout(connect=FORWARD_CONNECT_S,
                                             sock_read=self.stream_idle_s)  # fmt: skip
@@ -164,6 +178,36 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
 
 
+def forwarded_proof(cluster_token: str, node_id: str) -> str:
+    return hmac.new(cluster_token.encode(), b"paxlock-forwarded:" + node_id.encode(),
+                    hashlib.sha256).hexdigest()  # fmt: skip
+
+
+@web.middleware
+async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The request rate of ``/v1/`` by principal (by client IP without ``--auth``), counted
+    once: not again at the primary for a request a member forwarded. The edge's refusals
+    (rate, streams, waiters per name) are counted and their Retry-After spread here."""
+    limiter = request.app[LIMITER]
+    try:
+        if request.app[FORWARDER].local_path(request).startswith("/v1/") \
+                and not _forwarded_by_member(request):  # fmt: skip
+            limiter.admit(request.get(PRINCIPAL) or f"ip:{request.remote}")
+        return await handler(request)
+    except TooMany as error:
+        raise limiter.spread(error) from None
+
+
+def _forwarded_by_member(request: web.Request) -> bool:
+    """``X-Paxlock-Forwarded`` with its proof under the cluster token (without a token the
+    header proves nothing, and the request is counted here too)."""
+    token, forwarder = request.app.get(CLUSTER_TOKEN), request.headers.get(FORWARDED_HEADER)
+    if not token or not forwarder:
+        return False
+    offered = request.headers.get(FORWARDED_PROOF_HEADER, "")
+    return hmac.compare_digest(offered.encode(), forwarded_proof(token, forwarder).encode())
+
+
 @web.middleware
 async def internal_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """``/internal/`` (peer endpoints) needs ``X-Paxlock-Cluster-Token`` when one is set.
@@ -209,7 +253,8 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
     tls = forwarder.ssl_context
     forwarder.session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=None, connect=FORWARD_CONNECT_S),
-        connector=aiohttp.TCPConnector(ssl=tls) if tls is not None else None,
+        # no pool cap (see the module's docstring)
+        connector=aiohttp.TCPConnector(limit=0, ssl=tls if tls is not None else True),
     )
     try:
         yield
@@ -221,25 +266,28 @@ async def _client_session(app: web.Application) -> AsyncIterator[None]:
 def create_app(service: Leasing, *, peers: dict[str, str], metrics: Metrics,
                cluster_token: str | None = None, sse_heartbeat_s: float = 15.0,
                ssl_context: ssl.SSLContext | None = None,
-               auth: Authenticator | None = None) -> web.Application:  # fmt: skip
+               auth: Authenticator | None = None,
+               limiter: Limiter | None = None) -> web.Application:  # fmt: skip
     """The node's HTTP app. ``peers`` maps node id to base URL, this node included;
     ``ssl_context`` is what forwarding to an ``https://`` primary uses; ``auth`` (from
     ``--auth``) requires bearer tokens on ``/v1``."""
     forwarder = Forwarder(service.node_id, peers, metrics,
                           stream_idle_s=3 * sse_heartbeat_s + FORWARD_MARGIN_S,
-                          ssl_context=ssl_context)  # fmt: skip
+                          ssl_context=ssl_context, cluster_token=cluster_token)  # fmt: skip
     middlewares: list[Middleware] = [
         metrics_middleware, error_middleware, internal_auth_middleware,
     ]  # fmt: skip
     if auth is not None:
         middlewares.append(auth_middleware(auth, forwarder.local_path, cluster_token))
     app = web.Application(
-        client_max_size=MAX_BODY_BYTES, middlewares=[*middlewares, forwarding_middleware]
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[*middlewares, limits_middleware, forwarding_middleware],
     )
     app[SERVICE] = service
     app[METRICS] = metrics
     app[SSE_HEARTBEAT_S] = sse_heartbeat_s
     app[STREAMS] = set()
+    app[LIMITER] = limiter or Limiter(Limits(), metrics)
     app[FORWARDER] = forwarder
     if cluster_token:
         app[CLUSTER_TOKEN] = cluster_token

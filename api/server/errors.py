@@ -11,6 +11,7 @@ precision for the SDK.
 from __future__ import annotations
 
 import math
+from http import HTTPStatus
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +35,7 @@ CODES_BY_STATUS: dict[int, str] = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    431: "bad_request",
     429: "too_many",
     500: "internal",
     503: "unavailable",
@@ -93,6 +95,23 @@ def http_error_response(exc: web.HTTPException, request: web.Request) -> web.Res
     else:
         message = exc.reason
     return error_response(exc.status, code, message, headers=headers)
+
+
+def protocol_error_response(status: int, message: str | None,
+                            exc: BaseException | None) -> web.Response:  # fmt: skip
+    """An error of aiohttp's own protocol layer — its HTTP parser refusing a request (NUL in
+    the path, a header line over 8 KiB, both Content-Length and Transfer-Encoding), or a
+    crash outside the middlewares — in the JSON shape. It runs before any middleware, so
+    ``limits.GuardedRequestHandler.handle_error`` calls it instead of aiohttp's text/plain."""
+    code = CODES_BY_STATUS.get(status, "internal" if status >= 500 else "bad_request")
+    if status >= 500:
+        log.error("http_protocol_error", status=status, error=repr(exc))
+        text = "internal error" if status == 500 else HTTPStatus(status).phrase.lower()
+    else:
+        log.debug("http_request_refused_by_parser", status=status, error=repr(exc))
+        reason = (message or HTTPStatus(status).phrase).split("\n", 1)[0].rstrip(": ")
+        text = f"malformed HTTP request: {reason[:200]}"  # its first line: no raw bytes
+    return error_response(status, code, text)
 
 
 @web.middleware

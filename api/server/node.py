@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from paxlock._logs import get_logger
 from paxlock.api.server.auth import load_auth
 from paxlock.api.server.embedded import EmbeddedLeases
+from paxlock.api.server.limits import GuardedRunner, Limiter, Limits
 from paxlock.api.server.peer import (
     NODE_HEADER, WS_PATH, Authenticator, PeerTransport, websocket_handler,
 )
@@ -77,6 +78,8 @@ class NodeConfig:
     retry_s: float = 0.1
     snapshot_every: int = 5000
     """Snapshot the lease state machine and compact the log every this many slots."""
+    limits: Limits = field(default_factory=Limits)
+    """Limits at the HTTP edge (rates, waiters, streams, read timeouts); README, Limits."""
     serve_http: bool = True
     """False to only build ``Node.app`` for mounting into a host application."""
     tls_cert: str | Path | None = None
@@ -227,6 +230,7 @@ class Node:
         keeper = LeaseKeeper(KeeperConfig(
             holds_per_principal_max=config.holds_per_principal_max,
             holds_max=config.holds_max, value_bytes_max=config.value_bytes_max,
+            waiters_per_name_max=config.limits.waiters_per_name_max,
         ))  # fmt: skip
         replica = LeaseReplica(config.core(), durable, random.Random(),
                                origin=f"{config.node_id}/{os.urandom(4).hex()}",
@@ -238,16 +242,19 @@ class Node:
         )  # fmt: skip
         self._service = LeaseService(self.runtime, learn_mode=config.learn_mode,
                                      peer_urls=dict(config.peers),
-                                     reachable_window_s=2 * config.election_timeout_s)  # fmt: skip
+                                     reachable_window_s=2 * config.election_timeout_s,
+                                     waiters_per_name_max=config.limits.waiters_per_name_max,
+                                     )  # fmt: skip
         self._service.on_limit.append(
             lambda limit: self.metrics.limit_refusals.labels(limit=limit).inc()
         )
         self._leases = EmbeddedLeases(self._service, dict(config.peers), config.cluster_token,
                                       ssl_context=client_ssl)  # fmt: skip
         Instrumentation(self.metrics, time.monotonic).attach(self.runtime)
+        limiter = Limiter(config.limits, self.metrics)
         app = create_app(self._service, peers=dict(config.peers), metrics=self.metrics,
                          cluster_token=config.cluster_token, ssl_context=client_ssl,
-                         auth=auth)  # fmt: skip
+                         auth=auth, limiter=limiter)  # fmt: skip
         authenticator = None
         if tls is not None and tls.mutual:
             app.middlewares.append(peer_certificate_middleware)
@@ -268,7 +275,8 @@ class Node:
             # taken out of the queue instead of being granted a lease it will never hear of.
             # A short shutdown_timeout: peers' WebSockets and parked waits never end by
             # themselves, and a stopping member should be gone quickly (clients retry).
-            self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.25,
+            # GuardedRunner: header/body read timeouts, parser errors as JSON (limits.py).
+            self._runner = GuardedRunner(app, limiter, access_log=None, shutdown_timeout=0.25,
                                          handler_cancellation=True)  # fmt: skip
             stack.push_async_callback(self._runner.cleanup)
             await self._runner.setup()

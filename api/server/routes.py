@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from paxlock.api.server import wire
 from paxlock.api.server.errors import error_response, json_response
+from paxlock.api.server.limits import LIMITER
 from paxlock.coordinator.errors import LeaseError, NotFound
 from paxlock.coordinator.leasing import Leasing
 from paxlock.coordinator.metrics import Metrics
@@ -156,12 +157,14 @@ async def observe(request: web.Request, name: str) -> web.StreamResponse:
     if "text/event-stream" in request.headers.get("Accept", ""):
         with contextlib.suppress(ValueError):  # EventSource resumes with Last-Event-ID
             after = max(after, int(request.headers.get("Last-Event-ID", "")))
-        return await _stream(request, name, after)
+        with request.app[LIMITER].stream(request, events=True):  # --max-streams
+            return await _stream(request, name, after)
     timeout = wire.query_float(
         request, "timeout", wire.OBSERVE_TIMEOUT_S_DEFAULT, 0.0, wire.WAIT_S_MAX
     )
     request[WAIT_S] = timeout
-    view = await _service(request).observe(name, after=after, timeout=timeout)
+    with request.app[LIMITER].stream(request):  # long polls count as streams too
+        view = await _service(request).observe(name, after=after, timeout=timeout)
     if view is None:
         return web.Response(status=204)
     return json_response(view.as_leader())
@@ -198,7 +201,8 @@ async def _stream(request: web.Request, name: str, after: int) -> web.StreamResp
     forwards the whole stream and other errors still get a JSON status. Later errors end the
     stream with an ``event: error``; the client reconnects with ``Last-Event-ID``. Changes
     closer together than one observe round trip arrive as the latest state only (the
-    ``Leasing.observe`` contract). A comment every heartbeat finds dead clients.
+    ``Leasing.observe`` contract). A comment every heartbeat finds dead clients; a reader
+    that does not keep up is cut off (``Limiter.write``), not buffered for.
     """
     service, heartbeat_s = _service(request), request.app[SSE_HEARTBEAT_S]
     view = await service.observe(name, after=after, timeout=0.0)
@@ -208,7 +212,7 @@ async def _stream(request: web.Request, name: str, after: int) -> web.StreamResp
     await response.prepare(request)
     try:
         with open_stream(request):
-            await _pump(response, service, name, after, view, heartbeat_s)
+            await _pump(request, response, service, name, after, view, heartbeat_s)
     except ConnectionResetError:
         pass  # the client went away
     except LeaseError as error:
@@ -218,15 +222,17 @@ async def _stream(request: web.Request, name: str, after: int) -> web.StreamResp
     return response
 
 
-async def _pump(response: web.StreamResponse, service: Leasing, name: str, after: int,
-                view: LeaseView | None, heartbeat_s: float) -> None:  # fmt: skip
+async def _pump(request: web.Request, response: web.StreamResponse, service: Leasing,
+                name: str, after: int, view: LeaseView | None,
+                heartbeat_s: float) -> None:  # fmt: skip
     """Write each change, or a keepalive comment when a heartbeat passes without one."""
+    write = request.app[LIMITER].write
     while True:
         if view is not None:
-            await response.write(_sse_event(view))
+            await write(request, response, _sse_event(view))
             after = view.revision
         else:
-            await response.write(b": keepalive\n\n")
+            await write(request, response, b": keepalive\n\n")
         view = await service.observe(name, after=after, timeout=heartbeat_s)
 
 
