@@ -67,6 +67,8 @@ class Instrumentation:
         self._phase1_started: float | None = None
         self._phase2_started: dict[int, float] = {}
         """Slot -> when this primary proposed it (the step with its first Accept)."""
+        self._dropped: dict[str, int] = {}
+        self._dropped_seen: dict[str, int] = {}
 
     def attach(self, runtime: Runtime) -> None:
         """Gauges read the replica's ``status()``; counters follow every step's effects."""
@@ -86,8 +88,20 @@ class Instrumentation:
 
         runtime.on_flush = flushed
         runtime.sinks.append(self.on_ready)
+        self._dropped = runtime.replica.node.dropped
+
+    def _count_dropped(self) -> None:
+        """The core counts the messages it did not believe (``Node.dropped``, cumulative);
+        the counter follows it by the difference."""
+        for reason, count in self._dropped.items():
+            seen = self._dropped_seen.get(reason, 0)
+            if count != seen:
+                self.metrics.peer_messages_dropped.labels(reason=reason).inc(count - seen)
+                self._dropped_seen[reason] = count
 
     def on_ready(self, ready: ReplicaReady) -> None:
+        if self._dropped:
+            self._count_dropped()
         if ready.installed is not None:
             log.info("snapshot_installed", slot=ready.installed[0])
         self._time_phase2(ready)

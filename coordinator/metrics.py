@@ -152,6 +152,14 @@ class Metrics:
             "or a bound of the peer messages), not_binary.",
             ["reason"], registry=r,
         )  # fmt: skip
+        self.peer_messages_dropped = Counter(
+            "paxlock_peer_messages_dropped",
+            "Well-formed peer messages the core did not believe (core.admission), by reason: "
+            "non_member, implausible_slot, implausible_round, unfollowed_chosen, "
+            "unsolicited_catchup (a catch-up reply nobody asked for), corrupt_snapshot (fails "
+            "its digest).",
+            ["reason"], registry=r,
+        )  # fmt: skip
         self.peer_sender_restarts = Counter(
             "paxlock_peer_sender_restarts",
             "Peer sender tasks restarted after dying of an unexpected error, by peer.",

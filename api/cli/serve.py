@@ -49,8 +49,9 @@ SETTINGS = {
     "max_holds": (int, "leases held in total (default: 100000)"),
     "max_value_bytes": (int, "bytes of lease values in total (default: 67108864)"),
     # limits (README, Limits): at one, 429 too_many with Retry-After, or the connection closed
-    "rate_limit": (float, "requests/s per principal (per client IP without authentication); "
-                          "0: off (default: 1000)"),
+    "rate_limit": (float, "requests/s per principal, 0: off (default: 1000 with "
+                          "authentication, off without; given, it counts by client IP "
+                          "without authentication)"),
     "rate_burst": (int, "requests at once above the rate (default: 2000)"),
     "max_waiters_per_name": (int, "acquires waiting for one name (default: 1000)"),
     "max_streams": (int, "open observe long polls and event streams per node (default: 10000)"),

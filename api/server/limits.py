@@ -2,7 +2,8 @@
 clear answer — 429 ``too_many`` with a jittered ``Retry-After`` — never a slowdown for the
 other clients.
 
-- request rate per principal (``--auth``) or, without it, per client IP: a token bucket each;
+- request rate per principal (``--auth``) or, when a rate is given explicitly, per client IP
+  without it: a token bucket each;
 - open observe streams (long polls and SSE) per node;
 - acquires waiting per name (counted by ``LeaseService``, refused there, counted here);
 - slowloris: a request's header must arrive within ``header_timeout_s`` of its first byte
@@ -34,6 +35,8 @@ from paxlock.coordinator.errors import TooMany
 from paxlock.coordinator.metrics import Metrics
 
 
+RATE_PER_PRINCIPAL_S = 1000.0
+"""The default request rate of one principal under ``--auth`` (per node)."""
 EDGE_LIMITS = frozenset({"rate", "streams", "waiters_per_name"})
 """The 429s this module counts and spreads (``LeaseService`` raises ``waiters_per_name``)."""
 STREAM_SNDBUF_BYTES = 64 * 1024
@@ -44,8 +47,11 @@ STREAM_SNDBUF_BYTES = 64 * 1024
 class Limits:
     """The limits of one node; ``paxlock serve`` has one flag per field (README, Limits)."""
 
-    rate_per_s: float = 1000.0
-    """Requests per second per principal (per client IP without ``--auth``); 0: no limit."""
+    rate_per_s: float | None = None
+    """Requests per second per principal; 0: no limit. None (the default): 1,000/s per
+    principal under ``--auth``, and no limit without it — an IP is no principal (every client
+    behind one NAT, or on one host as in a benchmark, would share one bucket), so a per-IP
+    rate applies only when given explicitly."""
     rate_burst: int = 2000
     """Requests a principal may send at once above its rate (the bucket's size)."""
     waiters_per_name_max: int = 1000
@@ -64,7 +70,7 @@ class Limits:
     """The base of a refusal's Retry-After; each answer draws from [base, 2 x base)."""
 
     def __post_init__(self) -> None:
-        if not self.rate_per_s >= 0:
+        if self.rate_per_s is not None and not self.rate_per_s >= 0:
             raise ValueError(f"rate_per_s must be 0 (off) or above, not {self.rate_per_s}")
         for name in ("rate_burst", "waiters_per_name_max", "streams_max",
                      "stream_buffer_bytes_max"):  # fmt: skip
@@ -119,8 +125,12 @@ class Limiter:
         self.limits = limits
         self.metrics = metrics
         self.rng = rng or random.Random()
-        self.buckets = (TokenBuckets(limits.rate_per_s, limits.rate_burst, clock)
-                        if limits.rate_per_s > 0 else None)  # fmt: skip
+        rate = RATE_PER_PRINCIPAL_S if limits.rate_per_s is None else limits.rate_per_s
+        self.rate_per_s = rate
+        self.buckets = (TokenBuckets(rate, limits.rate_burst, clock)
+                        if rate > 0 else None)  # fmt: skip
+        self.by_ip = limits.rate_per_s is not None
+        """Without ``--auth``, requests are counted by client IP only under an explicit rate."""
         self.streams_open = 0
         metrics.streams_open.set_function(lambda: float(self.streams_open))
 
@@ -139,14 +149,16 @@ class Limiter:
         error.retry_after_s = round(base_s * (1.0 + self.rng.random()), 3)
         return error
 
-    def admit(self, key: str) -> None:
-        """Take one request of ``key`` out of its bucket, or raise ``TooMany`` (limit rate)."""
-        if self.buckets is None:
+    def admit(self, principal: str | None, ip: str | None) -> None:
+        """Take one request out of the bucket of its principal (None without ``--auth``: of
+        its client IP, under an explicit rate), or raise ``TooMany`` (limit rate)."""
+        if self.buckets is None or (principal is None and not self.by_ip):
             return
+        key = principal if principal is not None else f"ip:{ip}"
         wait_s = self.buckets.take(key)
         if wait_s > 0:
             raise TooMany(
-                f"request rate above {self.limits.rate_per_s:g}/s (burst "
+                f"request rate above {self.rate_per_s:g}/s (burst "
                 f"{self.limits.rate_burst}) for {key}", retry_after_s=wait_s, limit="rate",
             )  # fmt: skip
 

@@ -96,7 +96,7 @@ class NodeConfig:
     holds_per_principal_max: int = _KEEPER_DEFAULTS.holds_per_principal_max
     holds_max: int = _KEEPER_DEFAULTS.holds_max
     value_bytes_max: int = _KEEPER_DEFAULTS.value_bytes_max
-    """The limits of ``core.admission`` (checked by the primary before it proposes)."""
+    """The limits of ``core.quotas`` (checked by the primary before it proposes)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

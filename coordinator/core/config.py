@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from paxlock.coordinator.core.learner import LearnMode
-from paxlock.coordinator.core.messages import MEMBERS_MAX
+from paxlock.coordinator.core.messages import CHUNK_BYTES_MAX, MEMBERS_MAX
 
 
 class Rng(Protocol):
@@ -35,6 +35,12 @@ class CoreConfig:
     batch_commands_max: int = 512
     pending_max: int = 10_000
     catchup_entries_max: int = 256
+    snapshot_chunk_bytes: int = 1024 * 1024
+    """A snapshot travels in chunks of at most this many bytes, each fetched only after the
+    previous one arrived (``core.catchup``); catch-up entries are cut at about as many."""
+    slots_ahead_margin: int = 1024
+    """With ``4 * in_flight_slots_max``, how far past what this node knows of the log a slot
+    may be and still be believed (``admission.slots_ahead_max``)."""
 
     def __post_init__(self) -> None:
         if self.node_id not in self.members:
@@ -45,6 +51,10 @@ class CoreConfig:
             raise ValueError(f"at most {MEMBERS_MAX} members, not {len(self.members)}")
         if not 0 < self.heartbeat_s < self.election_timeout_s:
             raise ValueError("heartbeat_s must be positive and below election_timeout_s")
+        if not 1 <= self.snapshot_chunk_bytes <= CHUNK_BYTES_MAX:
+            raise ValueError(f"snapshot_chunk_bytes must be in [1, {CHUNK_BYTES_MAX}]")
+        if self.slots_ahead_margin < 0:
+            raise ValueError("slots_ahead_margin must not be negative")
 
     @property
     def quorum(self) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import assert_never
 
-from paxlock.coordinator.core import admission
+from paxlock.coordinator.core import quotas
 from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
 from paxlock.coordinator.core.deadlines import Deadlines
 from paxlock.coordinator.core.keeper_effects import (
@@ -168,8 +168,8 @@ class LeaseKeeper:
         return self._ready(ready.proposals, ready.replies)
 
     def admit(self, command: ClientCommand) -> TooMany | None:
-        """The limits of ``admission``, for a request about to be proposed (not a replay)."""
-        return admission.refusal(self.machine, self.config, command)
+        """The limits of ``quotas``, for a request about to be proposed (not a replay)."""
+        return quotas.refusal(self.machine, self.config, command)
 
     def release_requested(self, release: Release, now: float) -> KeeperReady:
         """Direct handoff in one log round: when the holder asks to release a name that has

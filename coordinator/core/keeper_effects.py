@@ -42,7 +42,7 @@ class KeeperConfig:
     holds_per_principal_max: int = 10_000
     holds_max: int = 100_000
     value_bytes_max: int = 64 * 1024 * 1024
-    """Admission limits (``keeper.admission``): checked by the primary before it proposes,
+    """Admission limits (``core.quotas``): checked by the primary before it proposes,
     never when a command is applied, so members started with different limits cannot
     diverge."""
 

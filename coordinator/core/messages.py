@@ -12,7 +12,7 @@ from typing import Annotated, TypeAlias
 
 import msgspec
 
-from paxlock.coordinator.core.ballot import ROUND_MAX, Ballot, NodeIdText
+from paxlock.coordinator.core.ballot import ROUND_MAX, ZERO_BALLOT, Ballot, NodeIdText
 
 # --- bounds checked where a peer's frame is decoded (a forged field is a dropped frame) -----
 
@@ -21,6 +21,13 @@ SLOT_MAX = 2**62
 ITEMS_MAX = 65_536
 """Entries of one batch, promise or catch-up reply (the senders' own bounds are far lower)."""
 COMMAND_BYTES_MAX = 1024 * 1024
+CHUNK_BYTES_MAX = 16 * 1024 * 1024
+"""The most snapshot bytes one chunk may carry (senders use ``CoreConfig.snapshot_chunk_bytes``,
+1 MiB by default): far below the peer frame limit, whatever the snapshot's size."""
+SNAPSHOT_BYTES_MAX = 2**40
+"""The largest snapshot a transfer announces (1 TiB): any state a node can hold. Nothing is
+allocated up front: a receiver holds only the chunks it asked for, one at a time."""
+DIGEST_BYTES_MAX = 64
 Slot = Annotated[int, msgspec.Meta(ge=0, le=SLOT_MAX)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=ROUND_MAX)]
 
@@ -103,10 +110,13 @@ class Nack(msgspec.Struct, frozen=True, tag="nack"):
 
 
 class Chosen(msgspec.Struct, frozen=True, tag="chosen"):
-    """From a distinguished learner to every learner (notes, learning methods 2 and 3)."""
+    """From a distinguished learner to every learner (notes, learning methods 2 and 3).
+    ``ballot`` is the one at which the sender saw a majority accept ``value``: who may send
+    it follows from the ballot (``admission.chosen_believed``); without one, nobody."""
 
     slot: Slot
     value: Value
+    ballot: Ballot = ZERO_BALLOT
 
 
 MEMBERS_MAX = 64
@@ -188,21 +198,45 @@ class PreVoteReply(msgspec.Struct, frozen=True, tag="prevote_reply"):
     granted: bool
 
 
+SnapshotBytes = Annotated[int, msgspec.Meta(ge=0, le=SNAPSHOT_BYTES_MAX)]
+Digest = Annotated[bytes, msgspec.Meta(max_length=DIGEST_BYTES_MAX)]
+
+
 class CatchupRequest(msgspec.Struct, frozen=True, tag="catchup_request"):
+    """Chosen slots from ``from_slot`` on, please. While a snapshot arrives in chunks,
+    ``digest`` names it and ``offset`` is the next byte wanted: the sender goes on with that
+    snapshot if it still has it, else starts its current one at offset 0."""
+
     from_slot: Slot
+    digest: Digest = b""
+    offset: SnapshotBytes = 0
+
+
+class SnapshotChunk(msgspec.Struct, frozen=True, array_like=True):
+    """Bytes ``offset`` to ``offset + len(data)`` of the snapshot at ``slot``, ``total`` bytes
+    long; ``digest`` is ``catchup.digest_of`` the whole snapshot (its slot and its data), so
+    the receiver checks what it assembled, and both sides know which snapshot is meant."""
+
+    slot: Slot
+    offset: SnapshotBytes
+    total: SnapshotBytes
+    digest: Digest
+    data: Annotated[bytes, msgspec.Meta(max_length=CHUNK_BYTES_MAX)]
 
 
 class CatchupReply(msgspec.Struct, frozen=True, tag="catchup_reply"):
-    """Chosen slots from the one asked for. When that slot was compacted away, ``snapshot``
-    stands for every slot up to its own, and ``entries`` start right after it.
+    """The answer to a ``CatchupRequest``: chosen slots from the one asked for. When that slot
+    was compacted away, ``chunk`` carries the next piece of the snapshot that stands for every
+    slot up to its own; ``entries`` (right after the snapshot) come with its last chunk only.
 
-    Also sent unasked, with no entries, to a proposer whose Accept fell in a compacted slot:
-    it only shows the proposer how far the log is known chosen (see ``Acceptor.on_accept``).
+    Also sent unasked, with no entries and no chunk, to a proposer whose Accept fell in a
+    compacted slot: it only shows the proposer how far the log is known chosen (see
+    ``Acceptor.on_accept``), as the chosen index on a Heartbeat or an Accept does.
     """
 
     entries: Annotated[tuple[ChosenEntry, ...], msgspec.Meta(max_length=ITEMS_MAX)]
     chosen_index: Slot
-    snapshot: Snapshot | None = None
+    chunk: SnapshotChunk | None = None
 
 
 Message: TypeAlias = (

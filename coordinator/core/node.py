@@ -11,7 +11,17 @@ from typing import Any
 
 from paxlock.coordinator.core.acceptor import Acceptor
 from paxlock.coordinator.core.ballot import Ballot, NodeId
-from paxlock.coordinator.core.catchup import CatchUp, serve
+from paxlock.coordinator.core.admission import (
+    IMPLAUSIBLE_ROUND,
+    IMPLAUSIBLE_SLOT,
+    NON_MEMBER,
+    ROUNDS_AHEAD_MAX,
+    UNFOLLOWED_CHOSEN,
+    chosen_believed,
+    message_round,
+    slots_ahead_max,
+)
+from paxlock.coordinator.core.catchup import CatchUp, Served, serve
 from paxlock.coordinator.core.config import CoreConfig, Rng
 from paxlock.coordinator.core.confirm import Rounds
 from paxlock.coordinator.core.election import Election
@@ -87,6 +97,10 @@ class Node:
         self.catchup = CatchUp(self.id, self.members, config.retry_s)
         self.heard = Heard(self.id, self.members)
         """When each member was last heard from, and its chosen index (``core.heard``)."""
+        self.dropped: dict[str, int] = {}
+        """Peer messages dropped unused, by reason (``admission.DROP_REASONS``): for the
+        runtime to count and export."""
+        self.served = Served()
 
     # -- public entry points -----------------------------------------------------------------
 
@@ -135,13 +149,23 @@ class Node:
         return self._finish(out, now)
 
     def receive(self, src: str, msg: Message, now: float) -> Ready:
+        """One peer message, unless it is dropped (and counted in ``dropped``) by a rule of
+        ``core.admission`` before it changes anything."""
         out = Ready()
+        if src not in self.members:
+            self._drop(NON_MEMBER)
+            return self._finish(out, now)
+        if message_round(msg) > self._round_known() + ROUNDS_AHEAD_MAX:
+            self._drop(IMPLAUSIBLE_ROUND)
+            return self._finish(out, now)
         self.heard.on_message(src, msg, now)
         match msg:
             case Prepare():
                 self._on_prepare(src, msg, now, out)
             case Promise():
                 self._on_promise(src, msg, now, out)
+            case Accept() | Accepted() | Chosen() if not self._plausible(msg.slot):
+                self._drop(IMPLAUSIBLE_SLOT)
             case Accept():
                 self._on_accept(src, msg, now, out)
             case Accepted():
@@ -149,7 +173,7 @@ class Node:
             case Nack() if msg.ballot == self.proposer.ballot:  # a reply to our own ballot
                 self._saw(msg.promised, now, out)
             case Chosen():
-                self._learned(msg.slot, msg.value, out, by_learner=True)
+                self._on_chosen(src, msg, out)
             case Heartbeat():
                 self._on_heartbeat(src, msg, now, out)
             case PreVote():
@@ -158,7 +182,7 @@ class Node:
                 if self.election.on_prevote_reply(src, msg, self.role):
                     self._run_phase1(now, out)
             case HeartbeatAck():
-                self._on_heartbeat_ack(src, msg, out)
+                self._on_heartbeat_ack(src, msg, now, out)
             case Handover():
                 self._on_handover(src, msg, now, out)
             case CatchupRequest():
@@ -200,10 +224,7 @@ class Node:
             case Role.FOLLOWER:
                 if self.election.due(now):
                     self._elect(now, out)
-        if self.catchup.target is not None and now >= self.catchup.due:
-            asked = self.catchup.ask(self.learner.chosen_index, self.primary_hint, now)
-            if asked is not None:
-                self._send(*asked, out)
+        self._ask_if_due(now, out)
         return self._finish(out, now)
 
     def request_confirmation(self, now: float) -> tuple[int | None, Ready]:
@@ -301,17 +322,29 @@ class Node:
 
     def _on_accepted(self, src: str, msg: Accepted, out: Ready) -> None:
         if self.learner.on_accepted(src, msg.slot, msg.ballot, msg.value, out.records):
-            self._after_learning(msg.slot, msg.value, out, by_learner=False)
+            self._after_learning(msg.slot, msg.value, out, ballot=msg.ballot)
 
-    def _learned(self, slot: int, value: Value, out: Ready, *, by_learner: bool) -> None:
+    def _on_chosen(self, src: str, msg: Chosen, out: Ready) -> None:
+        accepted = self.acceptor.accepted.get(msg.slot)
+        if not chosen_believed(self.config, self.members, src, msg,
+                               primary_hint=self.primary_hint, promised=self.acceptor.promised,
+                               accepted=accepted):  # fmt: skip
+            self._drop(UNFOLLOWED_CHOSEN)
+            return
+        self._learned(msg.slot, msg.value, out)
+
+    def _learned(self, slot: int, value: Value, out: Ready) -> None:
+        """Learned from another learner (a Chosen) or by catch-up: nobody is told."""
         if self.learner.learn(slot, value, out.records):
-            self._after_learning(slot, value, out, by_learner=by_learner)
+            self._after_learning(slot, value, out, ballot=None)
 
-    def _after_learning(self, slot: int, value: Value, out: Ready, *, by_learner: bool) -> None:
-        """A learner that saw the quorum itself tells the others (methods 2 and 3)."""
+    def _after_learning(self, slot: int, value: Value, out: Ready, *,
+                        ballot: Ballot | None) -> None:  # fmt: skip
+        """A learner that saw the quorum itself (at ``ballot``) tells the others (methods 2
+        and 3)."""
         self.proposer.on_chosen(slot)
-        if not by_learner and self.config.learn_mode.tells_learners():
-            chosen = Chosen(slot, value)
+        if ballot is not None and self.config.learn_mode.tells_learners():
+            chosen = Chosen(slot, value, ballot)
             for member in self.members:
                 self._send(member, chosen, out)
 
@@ -344,10 +377,12 @@ class Node:
         elif self.role is Role.FOLLOWER:
             self.election.handed_over(msg.target, now)
 
-    def _on_heartbeat_ack(self, src: str, msg: HeartbeatAck, out: Ready) -> None:
+    def _on_heartbeat_ack(self, src: str, msg: HeartbeatAck, now: float, out: Ready) -> None:
         if self.role is not Role.PRIMARY or msg.ballot != self.ballot:
             return
         self._confirmed(self.rounds.on_ack(src, msg.seq), out)
+        if msg.chosen_index is not None:  # a primary behind a follower fetches from it
+            self.catchup.note(src, msg.chosen_index, self.learner.chosen_index, now)
 
     def _confirmed(self, confirmed: Confirmed | None, out: Ready) -> None:
         if confirmed is not None:
@@ -378,17 +413,36 @@ class Node:
     # -- catch-up and snapshots ---------------------------------------------------------------
 
     def _on_catchup_request(self, src: str, msg: CatchupRequest, out: Ready) -> None:
-        reply = serve(msg, self.learner.chosen, self.learner.chosen_index, self.snapshot,
-                      self.config.catchup_entries_max)  # fmt: skip
+        snapshot, digest = self.snapshot, None
+        if snapshot is not None and msg.from_slot <= snapshot.slot:
+            snapshot, digest = self.served.pick(snapshot, msg)
+        reply = serve(msg, self.learner.chosen, self.learner.chosen_index, snapshot,
+                      self.config.catchup_entries_max,
+                      chunk_bytes=self.config.snapshot_chunk_bytes, digest=digest)  # fmt: skip
         self._send(src, reply, out)
 
     def _on_catchup_reply(self, src: str, msg: CatchupReply, now: float, out: Ready) -> None:
-        if msg.snapshot is not None and msg.snapshot.slot > self.learner.chosen_index:
-            self._install(msg.snapshot, out)
-        for entry in msg.entries:
-            self._learned(entry.slot, entry.value, out, by_learner=True)
-        self.learner.deliver(out.learned)
+        """Used only as the answer to the request outstanding (``CatchUp.take``); a reply
+        with no entries and no chunk carries nothing to learn, only the sender's chosen
+        index — a hint, as on a Heartbeat or an Accept — and is noted whoever asked."""
+        if msg.entries or msg.chunk is not None:
+            taken = self.catchup.take(src, msg)
+            if isinstance(taken, str):
+                self._drop(taken)
+                return
+            if taken.snapshot is not None and taken.snapshot.slot > self.learner.chosen_index:
+                self._install(taken.snapshot, out)
+            for entry in taken.entries:
+                self._learned(entry.slot, entry.value, out)
+            self.learner.deliver(out.learned)
         self.catchup.on_reply(src, msg, self.learner.chosen_index, now)
+        self._ask_if_due(now, out)  # the next chunk, or the slots after, at once
+
+    def _ask_if_due(self, now: float, out: Ready) -> None:
+        if self.catchup.target is not None and now >= self.catchup.due:
+            asked = self.catchup.ask(self.learner.chosen_index, self.primary_hint, now)
+            if asked is not None:
+                self._send(*asked, out)
 
     def _install(self, snapshot: Snapshot, out: Ready) -> None:
         """Jump to a peer's snapshot: it stands for every slot up to its own, all chosen."""
@@ -403,6 +457,21 @@ class Node:
         self.learner.forget_through(slot)
         self.acceptor.compact(slot)
         self.proposer.forget_through(slot)
+
+    # -- admission (``core.admission``) --------------------------------------------------------
+
+    def _plausible(self, slot: int) -> bool:
+        """Whether ``slot`` lies within ``admission.slots_ahead_max`` of the log this node
+        knows: its chosen prefix, or the slots it proposed itself as primary."""
+        known = max(self.learner.chosen_index, self.proposer.next_slot - 1)
+        return slot <= known + slots_ahead_max(self.config)
+
+    def _round_known(self) -> int:
+        """The highest round this node knows of its own: promised, or proposed under."""
+        return max(self.acceptor.promised.round, self.proposer.ballot.round)
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
     # -- output ------------------------------------------------------------------------------
 

@@ -90,6 +90,8 @@ class _Node:
 
 
 class LeaseSimulation(Simulation):
+    snapshot_bytes_typical = 1024  # the lease machine's, midway through a run
+
     def __init__(self, config: SimConfig, seed: int, *, clients: int = 5,
                  stop_on_violation: bool = True, trace: bool = False,
                  node_factory: NodeFactory = default_node,

@@ -2,7 +2,11 @@
 
 Unless pinned, a seed picks its own cluster shape so that one sweep covers them all: even
 seeds run 3 nodes and odd seeds 5, the learning strategy rotates through ``broadcast``,
-``primary`` and ``set:2``, and every other group of six seeds runs the election with pre-vote.
+``primary`` and ``set:2``, every other group of six seeds runs the election with pre-vote,
+and every other group of three seeds sends snapshots in about ``SMALL_SNAPSHOT_CHUNKS``
+chunks each and believes slots only ``SMALL_SLOTS_AHEAD_MARGIN`` past the
+``4 * in_flight_slots_max`` window, so that multi-chunk transfers and lagging acceptors that
+drop Accepts happen under every fault.
 """
 
 from __future__ import annotations
@@ -13,17 +17,23 @@ from dataclasses import dataclass, replace
 from paxlock.coordinator.simulation.sim import Result, SimConfig, Simulation
 
 LEARN_MODES = ("broadcast", "primary", "set:2")
+SMALL_SNAPSHOT_CHUNKS = 3
+SMALL_SLOTS_AHEAD_MARGIN = 0
 
 
 def config_for(seed: int, steps: int, nodes: int | None = None,
                learn_mode: str | None = None) -> SimConfig:  # fmt: skip
-    return replace(
+    config = replace(
         SimConfig(),
         steps=steps,
         nodes=nodes if nodes is not None else (3 if seed % 2 == 0 else 5),
         learn_mode=learn_mode or LEARN_MODES[(seed // 2) % len(LEARN_MODES)],
         prevote=(seed // 6) % 2 == 1,
     )
+    if (seed // 3) % 2 == 1:
+        config = replace(config, snapshot_chunks=SMALL_SNAPSHOT_CHUNKS,
+                         slots_ahead_margin=SMALL_SLOTS_AHEAD_MARGIN)  # fmt: skip
+    return config
 
 
 def run_seed(seed: int, steps: int, nodes: int | None = None, learn_mode: str | None = None,
@@ -46,6 +56,9 @@ class Summary:
     violations: int = 0
     compactions: int = 0
     installs: int = 0
+    chunked_installs: int = 0
+    dropped: int = 0
+    """Peer messages the nodes dropped unused (``Node.dropped``, every reason)."""
     failed: list[Result] | None = None
 
     def add(self, result: Result) -> None:
@@ -54,6 +67,8 @@ class Summary:
         self.decisions += result.decisions
         self.compactions += result.compactions
         self.installs += result.installs
+        self.chunked_installs += result.chunked_installs
+        self.dropped += sum(result.dropped.values())
         if result.violations:
             self.violations += len(result.violations)
             self.failed = (self.failed or []) + [result]
@@ -61,7 +76,8 @@ class Summary:
     def line(self) -> str:
         return (f"seeds={self.seeds} steps={self.steps} decisions={self.decisions} "
                 f"violations={self.violations} compactions={self.compactions} "
-                f"snapshot_installs={self.installs}")  # fmt: skip
+                f"snapshot_installs={self.installs} chunked={self.chunked_installs} "
+                f"peer_drops={self.dropped}")  # fmt: skip
 
 
 def run_many(seeds: Iterable[int], steps: int, nodes: int | None = None,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from paxlock.coordinator.core.learner import LearnMode
 from paxlock.coordinator.core.messages import (
@@ -41,6 +41,7 @@ from paxlock.coordinator.core.node import CoreConfig, Node
 from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.ready import DurableState, Ready
 from paxlock.coordinator.simulation.checkers import Checker, Violation
+from paxlock.coordinator.simulation.forger import forge
 from paxlock.coordinator.simulation.machine import HashChain
 from paxlock.coordinator.simulation.network import Network, NetworkFaults
 
@@ -73,6 +74,14 @@ class SimConfig:
     compact_every: tuple[int, int] = (10, 40)
     """A node compacts after applying a seeded number of slots in this range (inclusive)."""
     prevote: bool = False
+    snapshot_chunks: int = 1
+    """Above 1 on some seeds (``runner.config_for``): snapshots then travel in about this
+    many chunks (``Simulation.snapshot_bytes_typical`` cut into as many), under drops,
+    duplicates and crashes. 1: the runtime's chunk size, so each travels whole."""
+    snapshot_chunk_bytes: int = 1024 * 1024
+    slots_ahead_margin: int = 1024
+    forge_every_s: float = 0.0
+    """Mean time between forged peer messages while faults are on (``forger``); 0: none."""
 
     def core(self, node_id: str, members: tuple[str, ...]) -> CoreConfig:
         return CoreConfig(
@@ -80,6 +89,8 @@ class SimConfig:
             election_timeout_s=self.election_timeout_s, heartbeat_s=self.heartbeat_s,
             retry_s=self.retry_s, in_flight_slots_max=self.in_flight_slots_max,
             batch_commands_max=self.batch_commands_max, prevote=self.prevote,
+            snapshot_chunk_bytes=self.snapshot_chunk_bytes,
+            slots_ahead_margin=self.slots_ahead_margin,
         )  # fmt: skip
 
 
@@ -108,6 +119,10 @@ class Result:
     compactions: int = 0
     installs: int = 0
     """Snapshots installed by catch-up (transfers; restores at restart not counted)."""
+    chunked_installs: int = 0
+    """Of those, the ones that travelled in more than one chunk."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Peer messages the nodes dropped unused, by reason (``Node.dropped``), all runs."""
 
 
 def default_node(config: CoreConfig, durable: DurableState, rng: random.Random) -> Node:
@@ -115,6 +130,10 @@ def default_node(config: CoreConfig, durable: DurableState, rng: random.Random) 
 
 
 class Simulation:
+    snapshot_bytes_typical = 24
+    """About how large this simulation's snapshots are (``machine.HashChain``'s: 24 bytes),
+    to turn ``SimConfig.snapshot_chunks`` into a chunk size."""
+
     def __init__(
         self,
         config: SimConfig,
@@ -125,6 +144,9 @@ class Simulation:
         stop_on_violation: bool = True,
         trace: bool = False,
     ) -> None:
+        if config.snapshot_chunks > 1:
+            chunk_bytes = max(1, self.snapshot_bytes_typical // config.snapshot_chunks)
+            config = replace(config, snapshot_chunk_bytes=chunk_bytes)
         self.config = config
         self.seed = seed
         self.node_factory = node_factory
@@ -148,6 +170,10 @@ class Simulation:
         self.learn_messages = 0
         self.compactions = 0
         self.compact_rng = random.Random(f"paxlock-sim/{seed}/compact")
+        self.chunked_installs = 0
+        self.forge_rng = random.Random(f"paxlock-sim/{seed}/forge")
+        self.forged = 0
+        self.dropped: dict[str, int] = {}
 
     # -- event queue -------------------------------------------------------------------------
 
@@ -175,10 +201,17 @@ class Simulation:
 
     def _crash(self, sim_node: SimNode) -> None:
         self._log(f"{sim_node.id} crashes")
+        self._count_drops(sim_node)
         sim_node.node = None
         sim_node.tick_at = float("inf")
         restart_in = self.rng.expovariate(1 / self.config.crash_every_s)
         self._at(self.now + restart_in, ("restart", sim_node.id))
+
+    def _count_drops(self, sim_node: SimNode) -> None:
+        """Add up what an incarnation dropped, before it is gone."""
+        if sim_node.node is not None:
+            for reason, count in sim_node.node.dropped.items():
+                self.dropped[reason] = self.dropped.get(reason, 0) + count
 
     def _compact_interval(self) -> int:
         return self.compact_rng.randint(*self.config.compact_every)
@@ -234,6 +267,7 @@ class Simulation:
                   f"{' from a peer' if transferred else ''}")  # fmt: skip
         sim_node.machine.restore(data)
         sim_node.delivered = slot
+        self.chunked_installs += transferred and len(data) > self.config.snapshot_chunk_bytes
         self.checker.on_install(sim_node.id, sim_node.incarnation, slot, data,
                                 transferred=transferred)  # fmt: skip
 
@@ -283,6 +317,8 @@ class Simulation:
                 self._client_retry()
             case ("fault",):
                 self._fault()
+            case ("forge",):
+                self._forge()
             case ("heal",):
                 self._heal()
             case _:
@@ -335,6 +371,19 @@ class Simulation:
             self._log("network heals")
             self.network.heal()
 
+    def _forge(self) -> None:
+        """A forged or mis-sent message reaches a node (``forger``), as any other would."""
+        if not self.faults_on:
+            return
+        self._at(self.now + self.forge_rng.expovariate(1 / self.config.forge_every_s),
+                 ("forge",))  # fmt: skip
+        envelope = forge(self.forge_rng, {m: n.node for m, n in self.nodes.items()})
+        if envelope is not None:
+            self._log(f"forged {type(envelope.msg).__name__} {envelope.src} -> {envelope.dst}")
+            self.forged += 1
+            for when in self.network.arrivals(envelope.src, envelope.dst, self.now):
+                self._at(when, ("deliver", envelope))
+
     def _heal(self) -> None:
         """The liveness phase begins: no more faults, every node up, every link whole."""
         self._log("faults stop")
@@ -355,6 +404,8 @@ class Simulation:
         self._at(0.0, ("client",))
         self._at(config.client_retry_s, ("client-retry",))
         self._at(self.rng.expovariate(1 / config.crash_every_s), ("fault",))
+        if config.forge_every_s > 0:
+            self._at(self.forge_rng.expovariate(1 / config.forge_every_s), ("forge",))
         heal_step = int(config.steps * (1 - config.liveness_fraction))
         checker = self.checker
         while checker.step < config.steps and self.queue:
@@ -375,9 +426,12 @@ class Simulation:
                 break
         if not checker.violations or not self.stop_on_violation:
             checker.check_liveness({n.id: n.delivered for n in self.nodes.values()})
+        for sim_node in self.nodes.values():
+            self._count_drops(sim_node)
         return Result(
             self.seed, checker.step, checker.decisions, list(checker.violations),
             self.learn_messages, self.now, self.trace, self.compactions, checker.installs,
+            self.chunked_installs, self.dropped,
         )  # fmt: skip
 
     def primaries(self) -> list[str]:

@@ -19,11 +19,11 @@ Which protection holds where:
   so it is replayed with a token only (without one it still forges a grant and stops the
   primary with "one ballot carries one value per slot", as in the issue).
   Chosen(ci+1, forged) to one follower and a CatchupReply with a forged snapshot, named as
-  coming from the other follower, are for the core to refuse (accepted only from the known
-  primary, or as an answer): marked xfail until that change ("needs sec-core"). So is a
-  Prepare at the highest round the decoder admits (2^62), found by the fuzzer: promised by
-  every member, it leaves no round a successor can encode, and after the next failover no
-  primary is ever elected. (Those cases and the 2^64-1 one are followed by a failover:
+  coming from the other follower, are refused by the core (``core.admission``: a Chosen only
+  from the learner this node follows, a reply only as the answer to its own request). So is
+  a Prepare at the highest round the decoder admits (2^62), found by the fuzzer: promised by
+  every member, it left no round a successor could encode, and after the next failover no
+  primary was ever elected; a round far above any a member knows is now dropped. (Those cases and the 2^64-1 one are followed by a failover:
   the damage of a ballot shows at the next election.)
 """
 
@@ -54,7 +54,9 @@ from paxlock.coordinator.core.messages import (
     Prepare,
     PreVote,
     Snapshot,
+    SnapshotChunk,
 )
+from paxlock.coordinator.core.catchup import digest_of
 from paxlock.coordinator.core.proposal import Proposal, encode_proposal
 
 harness = sys.modules["paxlock_test_harness"]  # registered by tests/conftest.py
@@ -91,10 +93,13 @@ def forged_batch() -> Batch:
     return Batch((encode_proposal(Proposal("n9/forged", 1, command)),))
 
 
-def forged_snapshot() -> bytes:
+def forged_chunk() -> SnapshotChunk:
+    """The whole of a forged snapshot at slot 10**6, as one well-formed chunk."""
     machine = LeaseMachine()
     machine.apply(Acquire("forged", "mallory", 600.0))
-    return machine.snapshot()
+    snapshot = Snapshot(10**6, machine.snapshot())
+    return SnapshotChunk(snapshot.slot, 0, len(snapshot.data), digest_of(snapshot),
+                         snapshot.data)  # fmt: skip
 
 
 CASES: dict[str, Callable[[Scene], list[Send]]] = {
@@ -111,15 +116,17 @@ CASES: dict[str, Callable[[Scene], list[Send]]] = {
     "chosen(ci+1, forged) to one follower": lambda s: [
         (s.f1, s.f2, [Chosen(s.ci + 1, forged_batch())])],
     "catchup reply with a forged snapshot": lambda s: [
-        (s.f1, s.f2, [CatchupReply((), 10**6, Snapshot(10**6, forged_snapshot()))])],
+        (s.f1, s.f2, [CatchupReply((), 10**6, forged_chunk())])],
     "prepare at the highest round admitted": lambda s: [
         (t, s.peer_of(t), [Prepare(Ballot(ROUND_MAX, "n9"), 0)]) for t in s.members],
 }  # fmt: skip
 DROPPED = ("accept at ballot 2^64-1 to every member", "accept at slot 2^63",
            "3M prevotes in one frame")  # fmt: skip
 TOKEN_ONLY = ("accept at the primary's ballot claiming the primary",)
-NEEDS_CORE = ("chosen(ci+1, forged) to one follower", "catchup reply with a forged snapshot",
-              "prepare at the highest round admitted")  # fmt: skip
+DROPPED_BY_CORE = {"chosen(ci+1, forged) to one follower": "unfollowed_chosen",
+                   "catchup reply with a forged snapshot": "unsolicited_catchup",
+                   "prepare at the highest round admitted": "implausible_round"}  # fmt: skip
+NEEDS_CORE = tuple(DROPPED_BY_CORE)
 
 
 def replay(cluster: Any, sends: list[Send], token: str | None = None) -> list[int | None]:
@@ -175,13 +182,18 @@ def test_a_forged_frame_from_a_claimed_member_harms_nothing(open_cluster: Any, c
             assert now == dropped[node] + sum(target == node for target, _, _ in sends)
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=False, reason="needs sec-core"))
-    for c in NEEDS_CORE])  # fmt: skip
+@pytest.mark.parametrize("case", NEEDS_CORE)
 def test_a_forged_frame_the_core_must_refuse_harms_nothing(cluster: Any, case: str) -> None:
+    """Dropped by the core's rules (``core.admission``), counted by reason."""
     token = attack.assert_unharmed(cluster, "before")
     sends = CASES[case](Scene(cluster))
+    label = f'{{reason="{DROPPED_BY_CORE[case]}"}}'
     assert replay(cluster, sends) == [None] * len(sends)
+    for target in {target for target, _, _ in sends}:
+        harness.wait_for(
+            lambda: (cluster.metric(target, "paxlock_peer_messages_dropped_total", label) or 0) >= 1,
+            10.0, f"{target} counts the dropped message",
+        )  # fmt: skip
     token = attack.assert_unharmed(cluster, "after", token)
     elect_again(cluster, token)
 

@@ -8,9 +8,10 @@ Two attackers. With a cluster token configured, one without it: every handshake 
 (401, counted), so no frame of any shape reaches a member. Without a token, one naming a
 member (any member id but the target's own is accepted: a claim, not a proof): its frames
 meet the decoder's bounds — every frame that breaks one is dropped and counted — and then
-the core's own checks, which do not yet refuse everything a forger can send within the
-bounds (an unasked CatchupReply with a forged snapshot, seen here, replaced the state of
-every member): that test is marked xfail until the core's change ("needs sec-core").
+the core's own rules (``core.admission``: a catch-up reply only as an answer, a Chosen only
+from the learner a member follows, slots and rounds near what it knows). Before those rules,
+an unasked CatchupReply with a forged snapshot, seen here, replaced the state of every
+member, and a Prepare at round 2^62 left no successor round that could be encoded.
 
 Hypothesis runs derandomized with a bounded number of examples, so the run is the same
 every time and takes seconds.
@@ -185,8 +186,6 @@ def test_fuzzed_frames_that_break_a_bound_are_dropped_and_counted(open_cluster: 
         assert after == before[node] + sent[node], (node, before[node], sent[node], after)
 
 
-@pytest.mark.xfail(strict=False, reason="needs sec-core: an unasked CatchupReply with a "
-                   "forged snapshot, a Chosen from a non-primary, a promise at round 2^62")
 def test_fuzzed_frames_from_a_claimed_member_leave_the_cluster_unharmed(cluster: Any) -> None:
     """Every frame, within the bounds or not, from a member id the target accepts as a claim
     (no token): the bounds drop what breaks them, the core must refuse the rest."""

@@ -18,9 +18,8 @@ from paxlock.coordinator.core.messages import (
     AcceptedEntry,
     AcceptRecord,
     Batch,
-    CatchupReply,
+    CatchupRequest,
     ChosenEntry,
-    Envelope,
     Message,
     Promise,
     PromiseRecord,
@@ -146,17 +145,18 @@ class CompactsPastApplied(Node):
 
 
 class ServesCorruptSnapshots(Node):
-    """Keeps a good snapshot but ships a corrupted copy to nodes that catch up from it."""
+    """Keeps a good snapshot but serves a corrupted copy (digest and all: a bad serializer on
+    the sending side) to nodes that catch up from it."""
 
     def receive(self, src: str, msg: Message, now: float) -> Ready:
-        ready = super().receive(src, msg, now)
-        for i, envelope in enumerate(ready.messages):
-            reply = envelope.msg
-            if isinstance(reply, CatchupReply) and reply.snapshot is not None:
-                bad = Snapshot(reply.snapshot.slot, _flip(reply.snapshot.data))
-                reply = CatchupReply(reply.entries, reply.chosen_index, bad)
-                ready.messages[i] = Envelope(envelope.src, envelope.dst, reply)
-        return ready
+        good = self.snapshot
+        if not isinstance(msg, CatchupRequest) or good is None:
+            return super().receive(src, msg, now)
+        self.snapshot = Snapshot(good.slot, _flip(good.data))
+        try:
+            return super().receive(src, msg, now)
+        finally:
+            self.snapshot = good
 
 
 def node_with(

@@ -17,10 +17,27 @@ def test_lagging_and_crashed_nodes_catch_up_by_snapshot_transfer_in_some_seeds()
     results = [run_seed(seed, STEPS) for seed in SEEDS]
     assert [r.violations for r in results] == [[]] * len(results)
     by_size: dict[int, int] = {3: 0, 5: 0}
+    chunked: dict[int, int] = {3: 0, 5: 0}
     for result in results:
         by_size[config_for(result.seed, STEPS).nodes] += result.installs
+        chunked[config_for(result.seed, STEPS).nodes] += result.chunked_installs
     assert sum(r.compactions for r in results) > 0
     assert by_size[3] > 0 and by_size[5] > 0, by_size
+    # on the seeds with small chunks, snapshots travel in several (under every fault)
+    assert chunked[3] > 0 and chunked[5] > 0, chunked
+    assert all(r.chunked_installs == 0 for r in results
+               if config_for(r.seed, STEPS).snapshot_chunks == 1)  # fmt: skip
+
+
+def test_small_chunk_seeds_pull_every_chunk_and_drop_what_answers_nothing() -> None:
+    """The multi-chunk path runs under drops, duplicates and crashes: duplicated or late
+    chunks arrive, are dropped as answering nothing, and every transfer still completes
+    with a snapshot the ``prefix`` checker accepts."""
+    seeds = [s for s in SEEDS if config_for(s, STEPS).snapshot_chunks > 1]
+    results = [run_seed(seed, STEPS) for seed in seeds]
+    assert [r.violations for r in results] == [[]] * len(results)
+    assert sum(r.chunked_installs for r in results) > 10
+    assert sum(r.dropped.get("unsolicited_catchup", 0) for r in results) > 0
 
 
 def test_a_restarted_node_restores_its_snapshot_and_resumes_after_it() -> None:

@@ -45,7 +45,8 @@ def test_catchup_a_lagging_node_fetches_chosen_slots_in_batches_after_a_heartbea
     """DESIGN §2: "a node that is behind fetches chosen slots". The primary's heartbeat shows
     n3 it is 10 slots behind; one retry interval later (ordinary learning did not fill the
     gap) it asks the primary, which answers at most ``catchup_entries_max`` per reply; n3
-    asks again at once until it has everything, and applies each slot once, in order."""
+    asks again on each reply until it has everything, and applies each slot once, in
+    order."""
     net = lagging_cluster(fifo_net, 10, catchup_entries_max=4)
     mark = len(net.sent)
     net.now += 0.1  # the primary's next heartbeat is due
@@ -59,16 +60,10 @@ def test_catchup_a_lagging_node_fetches_chosen_slots_in_batches_after_a_heartbea
     assert net.deadlines["n3"] == pytest.approx(net.now + RETRY_S)
 
     net.now += RETRY_S
-    requests, replies = [], []
-    for _ in range(10):
-        ready = net.tick("n3")
-        asked = [e for e in ready.messages if isinstance(e.msg, CatchupRequest)]
-        if not asked:
-            break
-        requests += [(e.dst, e.msg.from_slot) for e in asked]
-        delivered = net.deliver()
-        replies += [e.msg for e in delivered if isinstance(e.msg, CatchupReply)]
-        net.now = max(net.now, net.deadlines["n3"])
+    net.tick("n3")
+    net.deliver()
+    requests = [(e.dst, e.msg.from_slot) for e in net.sent_of(CatchupRequest, since=mark)]
+    replies = [e.msg for e in net.sent_of(CatchupReply, since=mark)]
     assert requests == [("n1", 1), ("n1", 5), ("n1", 9)]
     assert [len(r.entries) for r in replies] == [4, 4, 2]
     assert all(r.chosen_index == 10 for r in replies)
@@ -166,3 +161,155 @@ def test_catchup_a_new_primary_that_is_behind_fetches_the_prefix_a_promiser_know
         ("n2", CatchupRequest(1))
     ]
     assert net.learned["n3"] == [*expected(3), ChosenEntry(4, Batch(("z",)))]
+
+
+# -- snapshots in chunks -----------------------------------------------------------------------
+
+DATA = b"the state machine at slot 8, in 41 bytes."  # chunks of 8: six pulls
+
+
+def compacted_cluster(fifo_net, chunk_bytes: int = 8, data: bytes = DATA, **config):
+    """n3 missed slots 1-10; n1 and n2 compacted at 8 (both with ``data``); n3 knows it is
+    behind (a heartbeat) and its first request is due."""
+    net = lagging_cluster(fifo_net, 10, snapshot_chunk_bytes=chunk_bytes, **config)
+    for member in ("n1", "n2"):
+        net.absorb(member, net.nodes[member].compact(8, data, net.now))
+    net.receive(_heartbeat(net, "n3"))
+    net.queue.clear()
+    net.now += RETRY_S
+    return net
+
+
+def _chunks(envelopes) -> list[tuple[int, int]]:
+    return [(e.msg.chunk.offset, len(e.msg.chunk.data)) for e in envelopes
+            if isinstance(e.msg, CatchupReply) and e.msg.chunk is not None]  # fmt: skip
+
+
+def test_a_snapshot_travels_in_chunks_each_pulled_after_the_last_and_installs_once(
+    fifo_net,
+) -> None:
+    """A snapshot larger than a chunk: one chunk in flight at a time (the next is asked for
+    only once the previous one arrived), each at most ``snapshot_chunk_bytes``; assembled,
+    checked and installed once, then the slots after it are applied."""
+    net = compacted_cluster(fifo_net)
+    mark = len(net.sent)
+    ready = net.tick("n3")
+    assert [e.msg for e in ready.messages] == [CatchupRequest(1)]
+    in_flight = []
+    while net.queue:  # one envelope at a time: never more than one chunk on its way
+        in_flight.append(sum(isinstance(e.msg, CatchupReply) for e in net.queue))
+        envelope = net.queue.popleft()
+        net.receive(envelope)
+    assert max(in_flight) == 1
+    replies = net.sent_of(CatchupReply, since=mark)
+    assert _chunks(replies) == [(0, 8), (8, 8), (16, 8), (24, 8), (32, 8), (40, 1)]
+    offsets = [e.msg.offset for e in net.sent_of(CatchupRequest, since=mark)]
+    assert offsets == [0, 8, 16, 24, 32, 40]
+    assert [e.msg.entries for e in replies[:-1]] == [()] * 5  # entries with the last only
+    assert net.installed["n3"] == [(8, DATA)]
+    assert net.disks["n3"].snapshot == DATA
+    assert net.learned["n3"] == expected(10)[8:]
+    assert net.nodes["n3"].dropped == {}
+
+
+def test_a_chunk_out_of_order_is_ignored_and_the_transfer_recovers(fifo_net) -> None:
+    """A late duplicate of an earlier chunk, or a chunk further on than asked, is dropped;
+    the chunk asked for is taken, and the snapshot installs intact."""
+    net = compacted_cluster(fifo_net)
+    net.tick("n3")
+    net.receive(net.queue.popleft())  # n1 answers the first request ...
+    (first,) = list(net.queue)
+    net.queue.clear()
+    net.receive(first)  # ... n3 takes chunk 0 and asks for offset 8
+    (request,) = list(net.queue)
+    assert request.msg.offset == 8
+    node = net.nodes["n3"]
+    skip = CatchupReply((), 10, first.msg.chunk.__class__(
+        8, 16, len(DATA), first.msg.chunk.digest, DATA[16:24]))  # fmt: skip
+    for stray in (first, Envelope("n1", "n3", skip)):
+        ready = net.receive(stray)
+        assert (ready.records, ready.messages, ready.installed) == ([], [], None)
+    assert node.dropped == {"unsolicited_catchup": 2}
+    net.deliver()
+    assert net.installed["n3"] == [(8, DATA)]
+    assert net.learned["n3"] == expected(10)[8:]
+
+
+def test_a_lost_chunk_is_asked_for_again_by_the_retry(fifo_net) -> None:
+    net = compacted_cluster(fifo_net)
+    net.tick("n3")
+    net.receive(net.queue.popleft())
+    net.receive(net.queue.popleft())  # chunk 0 taken; the request for offset 8 ...
+    net.queue.clear()  # ... is lost
+    net.now += RETRY_S
+    (retry,) = [e for e in net.tick("n3").messages if isinstance(e.msg, CatchupRequest)]
+    assert retry.msg.offset == 8 and retry.dst == "n2"  # another member with the same one
+    net.deliver()
+    assert net.installed["n3"] == [(8, DATA)]
+
+
+def test_a_sender_with_another_snapshot_restarts_the_transfer(fifo_net) -> None:
+    """The retry reaches n2, whose snapshot is not the one under way (another slot): it
+    starts its own at offset 0, n3 starts afresh, and installs n2's."""
+    net = compacted_cluster(fifo_net)
+    other = b"n2's state machine at slot 9, 34 bytes"
+    net.absorb("n2", net.nodes["n2"].compact(9, other, net.now))
+    net.tick("n3")
+    net.receive(net.queue.popleft())
+    net.receive(net.queue.popleft())  # chunk 0 of n1's snapshot taken
+    net.queue.clear()
+    net.now += RETRY_S
+    mark = len(net.sent)
+    net.tick("n3")  # the retry goes to n2
+    net.deliver()
+    assert _chunks(net.sent_of(CatchupReply, since=mark))[0] == (0, 8)
+    assert net.installed["n3"] == [(9, other)]
+    assert net.learned["n3"] == expected(10)[9:]
+
+
+def test_a_sender_that_compacts_meanwhile_finishes_the_snapshot_under_way(fifo_net) -> None:
+    """n1 compacts again in the middle of a transfer: it goes on serving the snapshot the
+    transfer began with (else a snapshot slower to send than the interval between
+    compactions would never arrive); n3 installs it, then fetches the newer one."""
+    net = compacted_cluster(fifo_net)
+    net.tick("n3")
+    net.receive(net.queue.popleft())
+    net.receive(net.queue.popleft())  # chunk 0 of the snapshot at 8 taken
+    newer = b"state at 10"
+    net.absorb("n1", net.nodes["n1"].compact(10, newer, net.now))
+    net.deliver()
+    assert net.installed["n3"] == [(8, DATA), (10, newer)]
+    assert net.nodes["n3"].chosen_index == 10
+
+
+def test_a_snapshot_that_does_not_match_its_digest_is_dropped_and_fetched_again(
+    fifo_net,
+) -> None:
+    """Assembled, the bytes must be the announced size and digest; a corrupted chunk makes
+    the whole transfer void (counted), and the retry fetches it anew."""
+    net = compacted_cluster(fifo_net, chunk_bytes=64)
+    net.tick("n3")
+    net.receive(net.queue.popleft())
+    (reply,) = list(net.queue)
+    net.queue.clear()
+    chunk = reply.msg.chunk
+    bad = chunk.__class__(chunk.slot, 0, chunk.total, chunk.digest, b"X" + chunk.data[1:])
+    ready = net.receive(Envelope("n1", "n3", CatchupReply(reply.msg.entries, 10, bad)))
+    assert (ready.records, ready.installed, ready.learned) == ([], None, [])
+    assert net.nodes["n3"].dropped == {"corrupt_snapshot": 1}
+    net.now += RETRY_S
+    net.tick("n3")
+    net.deliver()
+    assert net.installed["n3"] == [(8, DATA)]
+
+
+def test_serving_cuts_entries_at_about_a_chunk_of_bytes() -> None:
+    """Catch-up entries are bounded in bytes too, not only in count: a reply stays near one
+    chunk whatever the commands weigh (at least one entry, so it always progresses)."""
+    from paxlock.coordinator.core.catchup import serve
+
+    chosen = {s: Batch((bytes(100),)) for s in range(1, 11)}
+    reply = serve(CatchupRequest(1), chosen, 10, None, 256, chunk_bytes=250)
+    assert [e.slot for e in reply.entries] == [1, 2, 3]
+    reply = serve(CatchupRequest(1), chosen, 10, None, 256, chunk_bytes=1)
+    assert [e.slot for e in reply.entries] == [1]

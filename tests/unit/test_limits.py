@@ -42,8 +42,25 @@ def test_a_limit_out_of_range_is_refused_naming_it(field: str, bad: float) -> No
 def test_a_rate_of_zero_turns_the_rate_limit_off() -> None:
     limiter = Limiter(Limits(rate_per_s=0, rate_burst=1), Metrics("n1"))
     for _ in range(1000):
-        limiter.admit("ip:127.0.0.1")
+        limiter.admit(None, "127.0.0.1")
+        limiter.admit("alice", "127.0.0.1")
     assert limiter.buckets is None
+
+
+def test_by_default_the_rate_counts_principals_and_no_ip() -> None:
+    """Without --auth an IP is no principal (a NAT, or every benchmark client on one host,
+    would share its bucket): the default rate applies under --auth only, and a rate given
+    explicitly counts by client IP too."""
+    default = Limiter(Limits(rate_burst=1), Metrics("n1"))
+    for _ in range(100):
+        default.admit(None, "127.0.0.1")
+    default.admit("alice", "127.0.0.1")
+    with pytest.raises(TooMany):
+        default.admit("alice", "127.0.0.1")
+    explicit = Limiter(Limits(rate_per_s=1000.0, rate_burst=1), Metrics("n2"))
+    explicit.admit(None, "127.0.0.1")
+    with pytest.raises(TooMany):
+        explicit.admit(None, "127.0.0.1")
 
 
 # -- token buckets ----------------------------------------------------------------------------
@@ -88,11 +105,11 @@ def test_the_buckets_keep_at_most_keys_max_keys_least_recently_used_first() -> N
 def test_refusals_are_counted_by_limit_and_retry_after_is_spread() -> None:
     metrics = Metrics("n1")
     limiter = Limiter(Limits(rate_per_s=1.0, rate_burst=1), metrics, rng=random.Random(7))
-    limiter.admit("k")
+    limiter.admit("k", None)
     draws = []
     for _ in range(50):
         with pytest.raises(TooMany) as refused:
-            limiter.admit("k")
+            limiter.admit("k", None)
         assert refused.value.details == {"limit": "rate"}
         draws.append(limiter.spread(refused.value).retry_after_s)
     assert all(1.0 <= d < 2.0 for d in draws) and len(set(draws)) > 10, draws

@@ -8,7 +8,7 @@ import pytest
 
 from paxlock.coordinator.core.acceptor import Acceptor
 from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
-from paxlock.coordinator.core.catchup import serve
+from paxlock.coordinator.core.catchup import digest_of, serve
 from paxlock.coordinator.core.learner import Learner
 from paxlock.coordinator.core.messages import (
     Accept,
@@ -28,6 +28,7 @@ from paxlock.coordinator.core.messages import (
     PromiseRecord,
     Record,
     Snapshot,
+    SnapshotChunk,
     SnapshotRecord,
 )
 from paxlock.coordinator.core.proposer import Proposer, Role
@@ -45,6 +46,11 @@ def value(slot: int) -> Batch:
 
 def entries(first: int, last: int) -> list[ChosenEntry]:
     return [ChosenEntry(s, value(s)) for s in range(first, last + 1)]
+
+
+def whole(slot: int, data: bytes) -> SnapshotChunk:
+    """A snapshot small enough to travel in one chunk."""
+    return SnapshotChunk(slot, 0, len(data), digest_of(Snapshot(slot, data)), data)
 
 
 def cluster(fifo_net, decisions: int, *, behind: str | None = None, **config):
@@ -181,7 +187,7 @@ def test_a_node_behind_the_compaction_point_catches_up_by_snapshot_transfer(fifo
     assert [e.msg for e in ready.messages] == [CatchupRequest(1)]
     (reply_envelope,) = [e for e in net.deliver() if isinstance(e.msg, CatchupReply)]
     reply = reply_envelope.msg
-    assert reply == CatchupReply(tuple(entries(9, 10)), 10, Snapshot(8, data))
+    assert reply == CatchupReply(tuple(entries(9, 10)), 10, whole(8, data))
     assert net.installed["n3"] == [(8, data)]
     assert net.learned["n3"] == entries(9, 10)
     disk = net.disks["n3"]
@@ -189,9 +195,10 @@ def test_a_node_behind_the_compaction_point_catches_up_by_snapshot_transfer(fifo
     node = net.nodes["n3"]
     assert node.chosen_index == 10 and node.snapshot == Snapshot(8, data)
     assert net.sent_of(CatchupRequest, since=mark) == [Envelope("n3", "n1", CatchupRequest(1))]
-    # a duplicate of the reply installs nothing again and applies nothing twice
+    # a duplicate of the reply answers nothing any more: dropped, counted, nothing applied
     ready = net.receive(reply_envelope)
     assert ready.installed is None and ready.learned == [] and ready.records == []
+    assert node.dropped == {"unsolicited_catchup": 1}
 
 
 def test_a_snapshot_reply_installs_before_the_entries_it_carries(fifo_net) -> None:
@@ -199,6 +206,11 @@ def test_a_snapshot_reply_installs_before_the_entries_it_carries(fifo_net) -> No
     then the chosen slots after it; ``learned`` starts right after the snapshot."""
     net = cluster(fifo_net, 6, behind="n3", catchup_entries_max=1)
     data = compact(net, "n1", 4)
+    net.receive(Envelope("n1", "n3", Heartbeat(B1, 6, 1)))  # shows n3 it is behind
+    net.queue.clear()
+    net.now += RETRY_S
+    assert [e.msg for e in net.tick("n3").messages] == [CatchupRequest(1)]
+    net.queue.clear()
     ready = net.receive(
         Envelope("n1", "n3", serve(CatchupRequest(1), net.nodes["n1"].learner.chosen, 6,
                                    net.nodes["n1"].snapshot, 1))  # fmt: skip
@@ -207,7 +219,7 @@ def test_a_snapshot_reply_installs_before_the_entries_it_carries(fifo_net) -> No
     assert ready.installed == (4, data) and ready.learned == entries(5, 5)
     # more is missing: it asks again at once, for the slot after what it has
     assert net.nodes["n3"].catchup_target == ("n1", 6)
-    assert [e.msg for e in net.tick("n3").messages] == [CatchupRequest(6)]
+    assert [e.msg for e in ready.messages] == [CatchupRequest(6)]
     net.deliver()
     assert net.learned["n3"] == entries(5, 6)
 
@@ -216,9 +228,9 @@ def test_serving_catch_up_sends_the_snapshot_only_for_compacted_slots() -> None:
     chosen = {s: value(s) for s in (5, 6, 7)}
     snap = Snapshot(4, b"s4")
     assert serve(CatchupRequest(2), chosen, 7, snap, 2) == CatchupReply(
-        tuple(entries(5, 6)), 7, snap
+        tuple(entries(5, 6)), 7, whole(4, b"s4")
     )
-    assert serve(CatchupRequest(4), chosen, 7, snap, 10).snapshot == snap
+    assert serve(CatchupRequest(4), chosen, 7, snap, 10).chunk == whole(4, b"s4")
     assert serve(CatchupRequest(6), chosen, 7, snap, 10) == CatchupReply(
         tuple(entries(6, 7)), 7
     )
