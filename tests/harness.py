@@ -17,6 +17,7 @@ import json
 import os
 import re
 import signal
+import random
 import socket
 import subprocess
 import sys
@@ -31,10 +32,34 @@ from typing import Any
 from urllib.parse import urlsplit
 
 
+def _listen_ports() -> range:
+    """Ports for the tests' members to listen on: the 12,000 just below the kernel's
+    ephemeral range. A port picked by binding port 0 comes from that range, and before the
+    member binds it, it can become the source port of one of the many client connections
+    the tests open (a member then failed with "address already in use")."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as file:
+            low = int(file.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(max(1024, low - 12_000), low)
+
+
+LISTEN_PORTS = _listen_ports()
+_ports_rng = random.SystemRandom()  # not the global one: pytest-randomly seeds it alike in every worker
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now on 127.0.0.1, outside the ephemeral range (``LISTEN_PORTS``)."""
+    for _ in range(1000):
+        port = _ports_rng.choice(LISTEN_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {LISTEN_PORTS}")
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str,

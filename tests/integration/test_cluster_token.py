@@ -157,9 +157,7 @@ def test_the_refusal_is_one_line_exit_2_and_insecure_peers_is_a_flag_and_a_varia
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return int(sys.modules["paxlock_test_harness"].free_port())  # outside the ephemeral range
 
 
 def test_loopback_without_a_credential_serves_with_one_loud_warning(tmp_path: Path) -> None:
@@ -196,9 +194,7 @@ def test_loopback_without_a_credential_serves_with_one_loud_warning(tmp_path: Pa
 
 def three_free_ports() -> int:
     for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
+        base = int(sys.modules["paxlock_test_harness"].free_port())  # not an ephemeral port
         if base > 65000:
             continue
         try:

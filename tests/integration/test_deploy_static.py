@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tomllib
@@ -242,9 +241,7 @@ def test_dockerfile_copies_every_package_folder_and_the_context_keeps_them() -> 
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return int(sys.modules["paxlock_test_harness"].free_port())  # outside the ephemeral range
 
 
 def test_the_image_healthcheck_command_probes_a_live_node(tmp_path: Path) -> None:

@@ -22,9 +22,7 @@ harness = sys.modules["paxlock_test_harness"]
 def three_free_ports() -> int:
     """A base port whose next two ports are free too."""
     for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
+        base = int(sys.modules["paxlock_test_harness"].free_port())  # not an ephemeral port
         if base > 65000:
             continue
         sockets = []
