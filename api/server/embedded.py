@@ -17,12 +17,16 @@ import aiohttp
 from paxlock.api.server.peer import TOKEN_HEADER
 from paxlock.coordinator.errors import (
     BadRequest,
+    Forbidden,
     Held,
     LeaseError,
     NotFound,
     NotHolder,
     NotPrimary,
     PayloadTooLarge,
+    RequestExpired,
+    TooMany,
+    Unauthenticated,
     Unavailable,
 )
 from paxlock.coordinator.service import LeaseService
@@ -31,7 +35,8 @@ from paxlock.coordinator.views import LeaseView
 T = TypeVar("T")
 _ERRORS: dict[str, type[LeaseError]] = {
     "bad_request": BadRequest, "not_found": NotFound, "held": Held, "not_holder": NotHolder,
-    "payload_too_large": PayloadTooLarge,
+    "payload_too_large": PayloadTooLarge, "request_expired": RequestExpired,
+    "forbidden": Forbidden, "too_many": TooMany, "unauthenticated": Unauthenticated,
 }  # fmt: skip
 
 

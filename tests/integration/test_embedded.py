@@ -102,6 +102,28 @@ async def test_embedded_members_serve_leases_whichever_is_primary(
             await node.stop()
 
 
+async def test_an_embedded_call_at_a_limit_is_too_many_on_every_member(tmp_path: Path) -> None:
+    """The primary's 429 reaches an embedded caller as ``TooMany`` whichever member it lives
+    in: directly on the primary, through the error body on the others."""
+    from paxlock.coordinator.errors import TooMany
+
+    peers = {f"n{i}": f"http://127.0.0.1:{free_port()}" for i in (1, 2, 3)}
+    nodes = [Node(NodeConfig(n, peers, tmp_path / n, holds_max=1)) for n in peers]
+    for node in nodes:
+        await node.start()
+    try:
+        for node in nodes:
+            await node.wait_ready()
+        await nodes[0].leases.acquire("only/one", holder="w", ttl=30)
+        for node in nodes:
+            with pytest.raises(TooMany) as refused:
+                await node.leases.acquire(f"one/more/{node.config.node_id}", holder="w", ttl=30)
+            assert refused.value.details.get("limit") == "holds"
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
 async def test_mounted_app_serves_the_api_under_a_prefix(tmp_path: Path) -> None:
     from aiohttp import web
 
