@@ -186,9 +186,9 @@ def forwarded_proof(cluster_token: str, node_id: str) -> str:
 @web.middleware
 async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The request rate of ``/v1/`` by principal (by client IP without ``--auth``, when a
-    rate is given explicitly), counted
-    once: not again at the primary for a request a member forwarded. The edge's refusals
-    (rate, streams, waiters per name) are counted and their Retry-After spread here."""
+    rate is given explicitly), counted once: not again at the primary for a request a member
+    forwarded. The edge's refusals (rate, streams, waiters per name) are counted and their
+    Retry-After spread here."""
     limiter = request.app[LIMITER]
     try:
         if request.app[FORWARDER].local_path(request).startswith("/v1/") \
