@@ -12,6 +12,7 @@ import io
 import re
 import runpy
 import ssl
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -22,6 +23,7 @@ import pytest
 
 from paxlock.api.client.sync import Client
 
+HARNESS = sys.modules["paxlock_test_harness"]  # registered by tests/conftest.py
 TLS = runpy.run_path(str(Path(__file__).with_name("test_tls.py")))
 SDK_DOCS = runpy.run_path(str(Path(__file__).with_name("test_sdk_docs.py")))
 TOKEN = "app-token-" + "7" * 32
@@ -104,10 +106,17 @@ def test_without_each_credential_the_secure_cluster_refuses(secure_cluster: Any)
 
     with Client(cluster.urls(), ca_file=pki.ca_file, token=TOKEN, retry_deadline=30) as app:
         app.acquire("secure/held", ttl=30)
-    assert status("/healthz", None) == 200  # open, over TLS
+
+    def healthy() -> bool:  # the acquire needed two members; this one may still be starting
+        with contextlib.suppress(urllib.error.URLError, OSError):
+            return status("/healthz", None) == 200  # open, over TLS
+        return False
+
+    HARNESS.wait_for(healthy, 20.0, f"{url} answering /healthz")
     assert status("/v1/leases/secure/held", None) == 401  # no token
     assert status("/v1/leases/secure/held", "wrong") == 401
-    assert status("/v1/leases/secure/held", READER) == 200  # read role reads
+    HARNESS.wait_for(lambda: status("/v1/leases/secure/held", READER) == 200, 20.0,
+                     "the read role reading (once this member knows the primary)")  # fmt: skip
     assert status("/v1/leases/secure/held:release", READER, "POST") == 403  # but may not write
     with pytest.raises(urllib.error.URLError):  # no CA: the server's certificate is untrusted
         status("/healthz", TOKEN, context=ssl.create_default_context())
