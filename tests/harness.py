@@ -62,6 +62,25 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {LISTEN_PORTS}")
 
 
+def free_ports_in_a_row(count: int = 3) -> int:
+    """A base port whose next ``count - 1`` ports are free too (``paxlock up`` takes a run)."""
+    for _ in range(50):
+        base = free_port()
+        sockets: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                sockets.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise AssertionError(f"no {count} consecutive free ports")
+
+
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str,
              interval_s: float = 0.02) -> Any:  # fmt: skip
     """Poll ``condition`` until it returns something truthy, or fail after ``timeout_s``."""

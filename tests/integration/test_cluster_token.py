@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -193,18 +192,7 @@ def test_loopback_without_a_credential_serves_with_one_loud_warning(tmp_path: Pa
 
 
 def three_free_ports() -> int:
-    for _ in range(50):
-        base = int(sys.modules["paxlock_test_harness"].free_port())  # not an ephemeral port
-        if base > 65000:
-            continue
-        try:
-            for port in (base + 1, base + 2):
-                with socket.socket() as sock:
-                    sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-    raise AssertionError("no three consecutive free ports")
+    return int(sys.modules["paxlock_test_harness"].free_ports_in_a_row(3))
 
 
 def live_processes() -> dict[int, tuple[bytes, bytes]]:

@@ -20,24 +20,7 @@ harness = sys.modules["paxlock_test_harness"]
 
 
 def three_free_ports() -> int:
-    """A base port whose next two ports are free too."""
-    for _ in range(50):
-        base = int(sys.modules["paxlock_test_harness"].free_port())  # not an ephemeral port
-        if base > 65000:
-            continue
-        sockets = []
-        try:
-            for port in (base, base + 1, base + 2):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise AssertionError("no three consecutive free ports")
+    return int(sys.modules["paxlock_test_harness"].free_ports_in_a_row(3))
 
 
 def test_up_serves_leases_on_every_node_and_stops_on_ctrl_c(
