@@ -8,6 +8,7 @@ Phase names follow the notes: 1a ``Prepare``, 1b ``Promise``, 2a ``Accept``, 2b 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, TypeAlias
 
 import msgspec
@@ -28,6 +29,8 @@ SNAPSHOT_BYTES_MAX = 2**40
 """The largest snapshot a transfer announces (1 TiB): any state a node can hold. Nothing is
 allocated up front: a receiver holds only the chunks it asked for, one at a time."""
 DIGEST_BYTES_MAX = 64
+MEMBERS_MAX = 64
+"""The most members a cluster may have: bounds every per-member list on the wire."""
 Slot = Annotated[int, msgspec.Meta(ge=0, le=SLOT_MAX)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=ROUND_MAX)]
 
@@ -48,7 +51,90 @@ class Batch(msgspec.Struct, frozen=True, tag="batch"):
                         msgspec.Meta(max_length=ITEMS_MAX)]
 
 
-Value: TypeAlias = NoOp | Batch
+
+# --- membership (``core.membership``: which configuration governs which slot) -------------
+
+INCARNATION_CHARS_MAX = 64
+URL_CHARS_MAX = 2048
+
+Incarnation = Annotated[str, msgspec.Meta(max_length=INCARNATION_CHARS_MAX)]
+Url = Annotated[str, msgspec.Meta(max_length=URL_CHARS_MAX)]
+
+
+class Member(msgspec.Struct, frozen=True, array_like=True):
+    """One member incarnation. ``incarnation`` is empty only in tests and simulations that
+    build a configuration from bare member ids."""
+
+    id: NodeIdText
+    incarnation: Incarnation
+    url: Url = ""
+
+
+Members = Annotated[tuple[Member, ...], msgspec.Meta(max_length=MEMBERS_MAX)]
+
+
+class Configuration(msgspec.Struct, frozen=True, array_like=True):
+    """Voters and learners, each sorted by id; ``epoch`` is the slot whose ``Reconfigure``
+    made it (0 for the genesis configuration the cluster bootstrapped with)."""
+
+    epoch: Slot
+    voters: Members
+    learners: Members = ()
+
+    @property
+    def voter_ids(self) -> tuple[str, ...]:
+        return tuple(m.id for m in self.voters)
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Every member, voter or learner, sorted."""
+        return tuple(sorted(m.id for m in (*self.voters, *self.learners)))
+
+    def member(self, member_id: str) -> Member | None:
+        for m in (*self.voters, *self.learners):
+            if m.id == member_id:
+                return m
+        return None
+
+    def votes(self, member_id: str, incarnation: str) -> bool:
+        return any(m.id == member_id and m.incarnation == incarnation for m in self.voters)
+
+    def knows(self, member_id: str, incarnation: str) -> bool:
+        m = self.member(member_id)
+        return m is not None and m.incarnation == incarnation
+
+    def is_quorum(self, ids: Iterable[str]) -> bool:
+        """Whether ``ids`` include a majority of the voters."""
+        voters = set(self.voter_ids)
+        return len(voters.intersection(ids)) >= len(voters) // 2 + 1
+
+
+class Reconfigure(msgspec.Struct, frozen=True, tag="reconfigure"):
+    """A slot value: from ``ALPHA`` slots after its own, the configuration is ``voters`` and
+    ``learners``, if it is still valid then (``core.membership``). ``base`` is the epoch of the
+    configuration it was computed from."""
+
+    base: Slot
+    voters: Members
+    learners: Members = ()
+
+    def configuration(self, epoch: int) -> Configuration:
+        return Configuration(epoch, self.voters, self.learners)
+
+
+class ScheduleEntry(msgspec.Struct, frozen=True, array_like=True):
+    first_slot: Slot
+    configuration: Configuration
+
+
+class ScheduleState(msgspec.Struct, frozen=True, array_like=True):
+    """A schedule on the wire (in a Promise) and in snapshots."""
+
+    applied: Slot
+    entries: Annotated[tuple[ScheduleEntry, ...], msgspec.Meta(min_length=1, max_length=4)]
+
+
+Value: TypeAlias = NoOp | Batch | Reconfigure
 NOOP = NoOp()
 
 
@@ -83,6 +169,9 @@ class Promise(msgspec.Struct, frozen=True, tag="promise"):
     accepted: Annotated[tuple[AcceptedEntry, ...], msgspec.Meta(max_length=ITEMS_MAX)]
     chosen_index: Slot = 0
     """The responder's contiguous chosen prefix: slots up to it need no re-proposal."""
+    schedule: ScheduleState | None = None
+    """The responder's configurations after that prefix (``core.membership``): which
+    majorities the new primary needs for the slots after it."""
 
 
 class Accept(msgspec.Struct, frozen=True, tag="accept"):
@@ -119,8 +208,6 @@ class Chosen(msgspec.Struct, frozen=True, tag="chosen"):
     ballot: Ballot = ZERO_BALLOT
 
 
-MEMBERS_MAX = 64
-"""The most members a cluster may have: bounds every per-member list on the wire."""
 AGE_S_MAX = 1e9
 """Ages on the wire are clamped to this (about 31 years): bounded, never infinite."""
 
