@@ -20,6 +20,8 @@ class Rng(Protocol):
 class CoreConfig:
     node_id: str
     members: tuple[str, ...]
+    """The genesis voters when the durable state has no genesis (tests, simulations); a
+    real node gives its stored genesis (``DurableState.genesis``) and may leave this empty."""
     learn_mode: LearnMode = field(default_factory=lambda: LearnMode("broadcast"))
     election: bool = True
     """Off only in tests that drive phase 1 by hand (the notes' dueling proposers)."""
@@ -42,8 +44,12 @@ class CoreConfig:
     """With ``4 * in_flight_slots_max``, how far past what this node knows of the log a slot
     may be and still be believed (``admission.slots_ahead_max``)."""
 
+    incarnation: str = ""
+    """This node's member incarnation (``core.membership``): it votes only while a
+    configuration lists it with this incarnation."""
+
     def __post_init__(self) -> None:
-        if self.node_id not in self.members:
+        if self.members and self.node_id not in self.members:
             raise ValueError(f"node {self.node_id!r} is not among members {self.members}")
         if len(set(self.members)) != len(self.members):
             raise ValueError("member ids must be unique")

@@ -13,6 +13,7 @@ from typing import Any
 from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
 from paxlock.coordinator.core.messages import (
     AcceptedEntry,
+    Configuration,
     AcceptRecord,
     ChosenEntry,
     ChosenRecord,
@@ -109,6 +110,9 @@ class DurableState:
     chosen: dict[int, Value] = field(default_factory=dict)
     snapshot_slot: int = 0
     snapshot: bytes | None = None
+    genesis: Configuration | None = None
+    """The configuration the cluster bootstrapped with (``core.membership``), stored once at
+    bootstrap or join; None in tests that build the genesis from ``CoreConfig.members``."""
 
     def apply(self, record: Record) -> None:
         match record:
@@ -132,4 +136,4 @@ class DurableState:
 
     def copy(self) -> DurableState:
         return DurableState(self.promised, dict(self.accepted), dict(self.chosen),
-                            self.snapshot_slot, self.snapshot)  # fmt: skip
+                            self.snapshot_slot, self.snapshot, self.genesis)  # fmt: skip
