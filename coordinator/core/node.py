@@ -358,8 +358,9 @@ class Node:
             self._send(member, accept, out)
 
     def _on_accept(self, src: str, msg: Accept, now: float, out: Ready) -> None:
-        if not self.votes:
-            return
+        governing = self.schedule.governing(msg.slot)
+        if governing is None or not governing.votes(self.id, self.config.incarnation):
+            return  # not a voter of that slot's configuration, or too far behind to know
         self._saw(msg.ballot, now, out)
         result = self.acceptor.on_accept(msg, out.records)
         if isinstance(result, Nack):
