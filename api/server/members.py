@@ -36,7 +36,7 @@ from paxlock.api.server import wire
 from paxlock.api.server.errors import error_response, json_response
 from paxlock.coordinator.core.membership import MembershipError
 from paxlock.coordinator.core.messages import URL_CHARS_MAX, Configuration, Member
-from paxlock.coordinator.errors import NotPrimary
+from paxlock.coordinator.errors import LeaseError, NotPrimary
 
 STATUS_OF_CODE: dict[str, int] = {
     "conflict": 409,
@@ -49,6 +49,9 @@ STATUS_OF_CODE: dict[str, int] = {
 CHANGE_RETRY_AFTER_S = 1.0
 """What ``change_in_progress`` tells a client to wait: a change takes effect ALPHA slots
 after it is chosen, and the primary fills them with no-ops at once."""
+IDENTITY_TIMEOUT_S = 3.0
+"""How long an add waits for the new member to say who it is (within the forwarding
+timeout of a follower that sent the add on)."""
 MEMBER_ID_PATTERN = r"^[A-Za-z0-9._-]{1,256}$"
 """A new member's id: it becomes a path segment (``/v1/members/{id}:promote``), so no ``/``
 and no ``:``."""
@@ -134,8 +137,9 @@ def identity_fetcher(session: Callable[[], aiohttp.ClientSession | None],
         opened = session()
         if opened is None:
             raise RuntimeError("the app's client session is not open")
-        identity: Identity = await fetch_identity(opened, url, cluster_token=cluster_token,
-                                                  ssl=ssl)  # fmt: skip
+        async with asyncio.timeout(IDENTITY_TIMEOUT_S):
+            identity: Identity = await fetch_identity(opened, url, cluster_token=cluster_token,
+                                                      ssl=ssl)  # fmt: skip
         return identity
 
     return identity_of
@@ -161,10 +165,17 @@ def refusal(error: MembershipError) -> web.Response:
     return error_response(status, error.code, str(error))
 
 
+class MembershipUnsupported(LeaseError):
+    """501: the app serves a service without membership methods (a test double, say)."""
+
+    code = "not_implemented"
+    status = 501
+
+
 def _service(request: web.Request) -> MemberService:
     service = request.app.get(MEMBERSHIP)
     if service is None:
-        raise web.HTTPNotImplemented(text="this node's service does not manage membership")
+        raise MembershipUnsupported("this node's service does not manage membership")
     return service
 
 

@@ -8,6 +8,9 @@ from a fake ``IDENTITY_OF`` (the real one is ``api.server.bootstrap.fetch_identi
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -283,7 +286,8 @@ async def test_a_service_without_membership_answers_501(serve: Serve) -> None:
     assert MEMBERSHIP not in app
     async with TestClient(TestServer(app)) as client:
         status, body, _ = await call(client, "GET", "/v1/members")
-    assert status == 501 and body["message"] == "this node's service does not manage membership"
+    assert (status, body["error"]) == (501, "not_implemented")
+    assert body["message"] == "this node's service does not manage membership"
 
 
 # -- roles (--auth) ------------------------------------------------------------------------
@@ -321,3 +325,34 @@ async def test_changes_need_admin_and_the_list_needs_read_over_every_name(
     ])  # fmt: skip
     assert got == change
     assert len(fake.calls) == (3 if token == ADMIN else 0)
+
+
+# -- the real IDENTITY_OF, over a stand-in for api.server.bootstrap ------------------------
+
+
+async def test_identity_of_asks_fetch_identity_with_the_apps_session_token_and_tls(
+        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from paxlock.api.server import members
+
+    asked: list[tuple[Any, str, Any, Any]] = []
+
+    async def fetch_identity(session: Any, url: str, *, cluster_token: str | None,
+                             ssl: Any) -> Identity:  # fmt: skip
+        asked.append((session, url, cluster_token, ssl))
+        if url.endswith(":9"):
+            await asyncio.Event().wait()  # never answers
+        return N3
+
+    stand_in = types.ModuleType("paxlock.api.server.bootstrap")
+    stand_in.fetch_identity = fetch_identity  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "paxlock.api.server.bootstrap", stand_in)
+    monkeypatch.setattr(members, "IDENTITY_TIMEOUT_S", 0.05)
+    session, tls = object(), object()
+    identity_of = members.identity_fetcher(lambda: session, "tok", tls)  # type: ignore[arg-type,return-value]
+    assert await identity_of("http://h:3") == N3
+    assert asked == [(session, "http://h:3", "tok", tls)]
+    with pytest.raises(TimeoutError):
+        await identity_of("http://h:9")
+    closed = members.identity_fetcher(lambda: None, None, None)
+    with pytest.raises(members.IDENTITY_FAILURES):
+        await closed("http://h:3")
