@@ -48,12 +48,13 @@ from paxlock.coordinator.core.messages import (
 
 RETIRED_KEPT = 8
 ALPHA = 64
-"""How many slots after its own a configuration change takes effect. A protocol constant:
-every member must use the same one (it decides which majority chose each slot)."""
+"""How many slots after its own a configuration change takes effect, by default. Every
+member must use the same one (it decides which majority chose each slot): it is part of
+the genesis configuration (``Configuration.alpha``) and every later one inherits it."""
 
-def genesis(members: Iterable[Member]) -> Configuration:
+def genesis(members: Iterable[Member], alpha: int = ALPHA) -> Configuration:
     """The configuration a cluster bootstraps with: every initial member votes."""
-    return Configuration(0, tuple(sorted(members, key=lambda m: m.id)), ())
+    return Configuration(0, tuple(sorted(members, key=lambda m: m.id)), (), alpha)
 
 
 def cluster_id_of(first: Configuration) -> str:
@@ -144,6 +145,10 @@ class Schedule:
         return cls([(1, first)], 0)
 
     @property
+    def alpha(self) -> int:
+        return self.entries[0][1].alpha
+
+    @property
     def current(self) -> Configuration:
         """The configuration of the next slot to apply."""
         return self.governing(self.applied + 1) or self.entries[0][1]
@@ -162,7 +167,7 @@ class Schedule:
     def governing(self, slot: int) -> Configuration | None:
         """The configuration of ``slot``, or None while the prefix that decides it (up to
         ``slot - ALPHA``) is not all applied here."""
-        if slot > self.applied + ALPHA:
+        if slot > self.applied + self.alpha:
             return None
         found = None
         for first, config in self.entries:
@@ -204,8 +209,8 @@ class Schedule:
         if isinstance(value, Reconfigure):
             first, latest = self.entries[-1]
             if first <= slot and valid_successor(latest, value):
-                made = value.configuration(slot)
-                self.entries.append((slot + ALPHA, made))
+                made = value.configuration(slot, self.alpha)
+                self.entries.append((slot + self.alpha, made))
         while len(self.entries) > 1 and self.entries[1][0] <= self.applied + 1:
             self.retired = [*self.retired[-(RETIRED_KEPT - 1):], self.entries.pop(0)]
         return made

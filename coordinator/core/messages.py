@@ -80,10 +80,18 @@ class Configuration(msgspec.Struct, frozen=True, array_like=True):
     epoch: Slot
     voters: Members
     learners: Members = ()
+    alpha: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] = 64
+    """How many slots after its own a change takes effect (``core.membership``): fixed at
+    bootstrap with the genesis configuration and inherited by every later one, so that
+    every member applies the same rule. The simulator runs with a small one."""
 
     @property
     def voter_ids(self) -> tuple[str, ...]:
         return tuple(m.id for m in self.voters)
+
+    @property
+    def learner_ids(self) -> tuple[str, ...]:
+        return tuple(m.id for m in self.learners)
 
     @property
     def ids(self) -> tuple[str, ...]:
@@ -118,8 +126,8 @@ class Reconfigure(msgspec.Struct, frozen=True, tag="reconfigure"):
     voters: Members
     learners: Members = ()
 
-    def configuration(self, epoch: int) -> Configuration:
-        return Configuration(epoch, self.voters, self.learners)
+    def configuration(self, epoch: int, alpha: int) -> Configuration:
+        return Configuration(epoch, self.voters, self.learners, alpha)
 
 
 class ScheduleEntry(msgspec.Struct, frozen=True, array_like=True):

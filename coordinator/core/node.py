@@ -31,7 +31,6 @@ from paxlock.coordinator.core.election import Election
 from paxlock.coordinator.core.heard import Heard
 from paxlock.coordinator.core.learner import Learner
 from paxlock.coordinator.core.membership import (
-    ALPHA,
     Schedule,
     decode_snapshot,
     encode_snapshot,
@@ -115,7 +114,8 @@ class Node:
         if self.snapshot is not None:
             self._forget_through(self.snapshot.slot)
         self.highest_seen: Ballot = self.acceptor.promised
-        self.rounds = Rounds(self.schedule.is_quorum, self.id)  # confirmation rounds
+        self.rounds = Rounds(lambda ids: self.schedule.is_quorum(ids), self.id)  # (the
+        # schedule is replaced by a snapshot's: rounds ask the node's current one)
         self.election = Election(config, rng, self.rounds)
         self.catchup = CatchUp(self.id, self.members, config.retry_s)
         self.heard = Heard(self.id, self.members)
@@ -177,8 +177,8 @@ class Node:
         """One peer message, unless it is dropped (and counted in ``dropped``) by a rule of
         ``core.admission`` before it changes anything."""
         out = Ready()
-        if src not in self.members:
-            self._drop(NON_MEMBER)
+        if src not in self.members and self.schedule.knows(self.id, self.config.incarnation):
+            self._drop(NON_MEMBER)  # (a node no configuration lists hears the whole cluster)
             return self._finish(out, now)
         if message_round(msg) > self._round_known() + ROUNDS_AHEAD_MAX:
             self._drop(IMPLAUSIBLE_ROUND)
@@ -241,6 +241,16 @@ class Node:
         a member outside every configuration (a store that was lost, a member not yet
         added) neither promises, nor accepts, nor stands for election."""
         return self.schedule.votes(self.id, self.config.incarnation)
+
+    def hears(self, member_id: str, incarnation: str) -> bool:
+        """Whether to take messages from this member incarnation (the edge asks on every
+        peer connection): one that a configuration in effect or pending lists — or any of
+        the cluster's, while this node lists itself in none (a member not yet admitted, or
+        too far behind to know the members that admitted it: it votes for nothing, and it
+        must hear the primary to catch up)."""
+        schedule = self.schedule
+        return schedule.knows(member_id, incarnation) or not schedule.knows(
+            self.id, self.config.incarnation)
 
     def tick(self, now: float) -> Ready:
         out = Ready()
@@ -321,6 +331,9 @@ class Node:
             self._send(member, prepare, out)
 
     def _on_prepare(self, src: str, msg: Prepare, now: float, out: Ready) -> None:
+        # A candidate knows the log chosen up to ``from_slot - 1``: a member behind it
+        # catches up, which may show it that it votes now (a learner promoted meanwhile).
+        self.catchup.note(src, msg.from_slot - 1, self.learner.chosen_index, now)
         if not self.votes:
             return
         higher = msg.ballot > self.acceptor.promised
@@ -350,27 +363,40 @@ class Node:
 
     def _broadcast_accept(self, slot: int, value: Value, out: Ready) -> None:
         """To the voters of the configuration that governs ``slot`` (known: a primary
-        proposes no slot past ``ALPHA`` after its applied prefix)."""
+        proposes no slot past ``alpha`` after its applied prefix)."""
         governing = self.schedule.governing(slot)
-        assert governing is not None, "a slot is proposed only once its configuration is known"
+        if governing is None:  # chosen here since it was proposed: acceptors tell us so
+            assert slot <= self.learner.chosen_index, "proposed before its configuration known"
+            governing = self.schedule.current
         accept = Accept(self.ballot, slot, value, self.learner.chosen_index)
         for member in governing.voter_ids:
             self._send(member, accept, out)
 
     def _on_accept(self, src: str, msg: Accept, now: float, out: Ready) -> None:
-        governing = self.schedule.governing(msg.slot)
-        if governing is None or not governing.votes(self.id, self.config.incarnation):
-            return  # not a voter of that slot's configuration, or too far behind to know
+        """P1a, by a voter of the configuration that governs the slot (``membership``). A
+        slot already chosen here (or compacted) is not accepted again: the proposer is
+        shown how far the log is chosen instead, and catches up."""
+        if not self.votes:
+            return
         self._saw(msg.ballot, now, out)
+        governing = self.schedule.governing(msg.slot)
+        chosen_here = msg.slot <= self.learner.chosen_index
+        if chosen_here or governing is None or not governing.votes(self.id,
+                                                                   self.config.incarnation):
+            if msg.ballot < self.acceptor.promised:  # a deposed proposer learns it is
+                self._send(src, Nack(msg.ballot, self.acceptor.promised), out)
+            elif chosen_here and msg.chosen_index < self.chosen_index and src != self.id:
+                self._send(src, CatchupReply((), self.chosen_index), out)
+            else:  # not a voter in that slot's configuration, or too far behind to know
+                self.catchup.note(src, msg.chosen_index, self.learner.chosen_index, now)
+            return
         result = self.acceptor.on_accept(msg, out.records)
         if isinstance(result, Nack):
             self._send(src, result, out)
             return
         self.election.heard_primary(msg.ballot.node, self.role, now)
         self.catchup.note(src, msg.chosen_index, self.learner.chosen_index, now)
-        if result is None:  # a compacted slot: show the proposer it is behind
-            if msg.chosen_index < self.chosen_index and src != self.id:
-                self._send(src, CatchupReply((), self.chosen_index), out)
+        if result is None:  # a compacted slot (chosen here, so only a broken acceptor's)
             return
         accepted = Accepted(result.ballot, result.slot, result.value)
         for learner in self.config.learn_mode.accepted_targets(msg.ballot.node, self.members):
@@ -615,13 +641,15 @@ class Node:
         pending = self.schedule.pending
         fill_through = pending[0] - 1 if pending is not None else 0
         for slot, value in self.proposer.next_proposals(
-                now, last_slot=self.learner.chosen_index + ALPHA, fill_through=fill_through):
+                now, last_slot=self.learner.chosen_index + self.schedule.alpha,
+                fill_through=fill_through):
             self._broadcast_accept(slot, value, out)
         out.deadline = self._deadline()
         return out
 
     def _deadline(self) -> float:
-        deadlines = [self.election.timer(self.role)]
+        standing = self.role is Role.PRIMARY or self.votes  # a learner never stands
+        deadlines = [self.election.timer(self.role) if standing else float("inf")]
         if self.role is Role.PRIMARY:
             oldest = self.proposer.oldest_in_flight()
             if oldest is not None:

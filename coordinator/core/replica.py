@@ -49,7 +49,7 @@ from paxlock.coordinator.core.lease_commands import (
     Office,
 )
 from paxlock.coordinator.core.leases import LeaseMachine
-from paxlock.coordinator.core.membership import ALPHA, Schedule
+from paxlock.coordinator.core.membership import Schedule
 from paxlock.coordinator.core.messages import Batch, ChosenEntry, Message, Reconfigure
 from paxlock.coordinator.core.node import Node
 from paxlock.coordinator.core.proposal import Proposal, decode_proposal, encode_proposal
@@ -239,6 +239,11 @@ class LeaseReplica:
         """Which configuration governs which slot (``core.membership``)."""
         return self.node.schedule
 
+    def hears(self, member_id: str, incarnation: str) -> bool:
+        """Whether a peer connection from this member incarnation is accepted
+        (``Node.hears``)."""
+        return self.node.hears(member_id, incarnation)
+
     def expires_in(self, name: str, now: float) -> float | None:
         """Seconds left of the lease on ``name`` by the keeper's timer (None off office)."""
         return self.keeper.expires_in(name, now) if self.keeper.in_office else None
@@ -403,7 +408,8 @@ class LeaseReplica:
             out.replies.append(Reply(key, MembershipRefused(
                 "conflict", "another membership change came first; read it and retry")))
         else:
-            out.replies.append(Reply(key, Reconfigured(event.made, event.slot + ALPHA)))
+            first_slot = event.slot + event.made.alpha
+            out.replies.append(Reply(key, Reconfigured(event.made, first_slot)))
 
     # -- the keeper's effects ------------------------------------------------------------
 

@@ -3,7 +3,11 @@
 The checker is omniscient: it sees every durable record, every message sent and every value a
 learner delivers, and keeps the *ground truth* of what is chosen — a value is chosen in a slot
 once a majority of acceptors have (durably) accepted it at one ballot, whatever they accept
-later. Each check is named after the requirement of the notes it enforces:
+later. Which acceptors make a majority is the ground truth too: the configuration that
+governs the slot by ``core.membership``'s rule, folded over the ground-truth chosen log, and
+only the member incarnations it lists count (a store that was lost votes as a new
+incarnation, which no configuration lists until it is added again). Each check is named
+after the requirement of the notes it enforces:
 
 - ``proposed``  (a) only a value that has been proposed may be chosen;
 - ``single``    (b) only a single value is chosen per slot (P2);
@@ -26,7 +30,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from paxlock.coordinator.core.ballot import Ballot
-from paxlock.coordinator.core.messages import Batch, ChosenEntry, Value
+from paxlock.coordinator.core.membership import Schedule
+from paxlock.coordinator.core.messages import Batch, ChosenEntry, Configuration, Value
 from paxlock.coordinator.simulation.machine import INITIAL, fold, snapshot_bytes
 
 ChosenAt = Callable[[int], Value | None]
@@ -68,15 +73,20 @@ class Violation:
 
 @dataclass(slots=True)
 class _Slot:
-    # ballot -> (value, acceptors that durably accepted it), ordered by arrival
-    votes: dict[Ballot, tuple[Value, list[str]]] = field(default_factory=dict)
+    # ballot -> (value, acceptor incarnations that durably accepted it), ordered by arrival
+    votes: dict[Ballot, tuple[Value, list[tuple[str, str]]]] = field(default_factory=dict)
     issued: dict[Ballot, Value] = field(default_factory=dict)
     chosen: list[tuple[Ballot, Value]] = field(default_factory=list)
 
 
 class Checker:
-    def __init__(self, quorum: int, model: StateModel | None = None) -> None:
-        self.quorum = quorum
+    def __init__(self, genesis: Configuration, model: StateModel | None = None) -> None:
+        self.truth = Schedule.starting(genesis)
+        """The configurations of the ground-truth chosen log, applied as far as it is
+        contiguous: which majority chooses each slot."""
+        self.reconfigurations = 0
+        self._undecided: dict[int, None] = {}
+        """Slots with votes whose configuration the ground truth does not know yet."""
         self.model: StateModel = model or HashChainModel()
         self.every_command_retried = True
         """False when clients retry with *new* commands (the lease simulation): a command
@@ -128,8 +138,10 @@ class Checker:
                 self._fail("P2b", f"slot {slot}: {value} issued at {ballot} after "
                                   f"{chosen_value} was chosen at {chosen_ballot}")  # fmt: skip
 
-    def on_accept_record(self, acceptor: str, slot: int, ballot: Ballot, value: Value) -> None:
-        """An acceptor durably accepted (slot, ballot, value)."""
+    def on_accept_record(self, acceptor: str, slot: int, ballot: Ballot, value: Value,
+                         incarnation: str = "") -> None:  # fmt: skip
+        """An acceptor (``incarnation`` of member ``acceptor``) durably accepted (slot,
+        ballot, value)."""
         state = self._slot(slot)
         for chosen_ballot, chosen_value in state.chosen:
             if ballot > chosen_ballot and value != chosen_value:
@@ -139,11 +151,38 @@ class Checker:
         if reported != value:
             self._fail("single", f"slot {slot}: two values accepted at one ballot {ballot}")
             return
-        if acceptor in voters:
+        if (acceptor, incarnation) in voters:
             return
-        voters.append(acceptor)
-        if len(voters) == self.quorum:
+        voters.append((acceptor, incarnation))
+        self._count(slot, state, ballot)
+
+    def _count(self, slot: int, state: _Slot, ballot: Ballot) -> None:
+        """Chosen once the voters of the governing configuration that accepted (slot,
+        ballot) are a majority of it; undecided while that configuration is unknown."""
+        if any(b == ballot for b, _ in state.chosen):
+            return
+        governing = self.truth.governing(slot)
+        if governing is None:
+            self._undecided[slot] = None
+            return
+        value, voters = state.votes[ballot]
+        counted = [member for member, inc in voters if governing.votes(member, inc)]
+        if governing.is_quorum(counted):
             self._on_chosen(slot, state, ballot, value)
+            self._advance()
+
+    def _advance(self) -> None:
+        """Apply the ground truth's contiguous chosen prefix to its schedule, then decide
+        the slots whose configuration that made known."""
+        while (value := self._chosen_value(self.truth.applied + 1)) is not None:
+            if self.truth.apply(self.truth.applied + 1, value) is not None:
+                self.reconfigurations += 1
+        for slot in [s for s in self._undecided if self.truth.governing(s) is not None]:
+            if self._undecided.pop(slot, 0) is not None:
+                continue  # decided meanwhile, by a nested call
+            state = self.slots[slot]
+            for ballot in list(state.votes):
+                self._count(slot, state, ballot)
 
     def _on_chosen(self, slot: int, state: _Slot, ballot: Ballot, value: Value) -> None:
         if not state.chosen:

@@ -44,11 +44,11 @@ from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.keeper import LeaseKeeper
 from paxlock.coordinator.core.keeper_effects import KeeperConfig, Reply, RequestKey
 from paxlock.coordinator.core.leases import LeaseMachine
-from paxlock.coordinator.core.messages import Batch, Envelope, Record, SnapshotRecord
+from paxlock.coordinator.core.messages import Batch, Envelope, Reconfigure, Record, SnapshotRecord
 from paxlock.coordinator.core.node import Node
 from paxlock.coordinator.core.ready import BecamePrimary, Confirmed
 from paxlock.coordinator.core.replica import LeaseReplica
-from paxlock.coordinator.core.replica_io import ReplicaReady
+from paxlock.coordinator.core.replica_io import ReconfigureOp, ReplicaReady
 from paxlock.coordinator.simulation.lease_checks import LeaseChecks, LeaseModel
 from paxlock.coordinator.simulation.lease_clients import (
     MARGIN,
@@ -184,7 +184,7 @@ class LeaseSimulation(Simulation):
         sim_node.tick_at = float("inf")
         seed = f"paxlock-sim/{self.seed}/{sim_node.id}/{sim_node.incarnation}"
         rng = random.Random(seed)
-        config = self.config.core(sim_node.id, self.members)
+        config = self._core_config(sim_node)
         node = self._recording(self.node_factory(config, sim_node.disk.copy(), rng))
         replica = self.replica_factory(
             config, sim_node.disk, rng, origin=f"{sim_node.id}/{sim_node.incarnation}",
@@ -271,6 +271,15 @@ class LeaseSimulation(Simulation):
         self.checks.on_send(envelope)
         super()._send(envelope)
 
+    def _propose_change(self, sim_node: SimNode, change: Reconfigure) -> None:
+        """Through the replica, as ``POST /v1/members`` does (its answer goes nowhere)."""
+        state = self.lease_nodes[sim_node.id]
+        if state.paused:
+            return
+        key = RequestKey(-1 - self.changes)
+        local = state.clock.local(self.now)
+        self._step(sim_node, state.replica.request(key, ReconfigureOp(change), local))
+
     # -- events ------------------------------------------------------------------------------
 
     def _handle(self, event: tuple[object, ...]) -> bool:
@@ -281,7 +290,9 @@ class LeaseSimulation(Simulation):
             checker.liveness_slot = max((s for s, st in checker.slots.items() if st.chosen),
                                         default=0)  # fmt: skip
         match event:
-            case ("deliver", Envelope() as envelope):
+            case ("deliver", Envelope() as envelope, str()):
+                if self._refused(event):
+                    return False
                 return self._arrive(envelope.dst, event)
             case ("lreq", str() as node_id, int()):
                 return self._arrive(node_id, event)
@@ -335,7 +346,7 @@ class LeaseSimulation(Simulation):
             return True
         local = state.clock.local(self.now)
         match event:
-            case ("deliver", Envelope(src=src, msg=msg)):
+            case ("deliver", Envelope(src=src, msg=msg), str()):
                 self._step(sim_node, state.replica.receive(src, msg, local))
             case ("lreq", _, int() as key):
                 request = self.workload.requests.get(RequestKey(key))

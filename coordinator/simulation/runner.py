@@ -6,7 +6,7 @@ seeds run 3 nodes and odd seeds 5, the learning strategy rotates through ``broad
 and every other group of three seeds sends snapshots in about ``SMALL_SNAPSHOT_CHUNKS``
 chunks each and believes slots only ``SMALL_SLOTS_AHEAD_MARGIN`` past the
 ``4 * in_flight_slots_max`` window, so that multi-chunk transfers and lagging acceptors that
-drop Accepts happen under every fault.
+drop Accepts happen under every fault; and three seeds in four reconfigure.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from paxlock.coordinator.simulation.sim import Result, SimConfig, Simulation
 LEARN_MODES = ("broadcast", "primary", "set:2")
 SMALL_SNAPSHOT_CHUNKS = 3
 SMALL_SLOTS_AHEAD_MARGIN = 0
+RECONFIGURE_EVERY_S = 0.1
+"""Three seeds in four change membership about this often (``operator``): members are
+added, promoted and removed, and stores are lost and replaced, under every fault."""
 
 
 def config_for(seed: int, steps: int, nodes: int | None = None,
@@ -33,6 +36,8 @@ def config_for(seed: int, steps: int, nodes: int | None = None,
     if (seed // 3) % 2 == 1:
         config = replace(config, snapshot_chunks=SMALL_SNAPSHOT_CHUNKS,
                          slots_ahead_margin=SMALL_SLOTS_AHEAD_MARGIN)  # fmt: skip
+    if seed % 4 != 3:
+        config = replace(config, reconfigure_every_s=RECONFIGURE_EVERY_S)
     return config
 
 
@@ -59,6 +64,9 @@ class Summary:
     chunked_installs: int = 0
     dropped: int = 0
     """Peer messages the nodes dropped unused (``Node.dropped``, every reason)."""
+    reconfigurations: int = 0
+    """Configuration changes chosen and made (ground truth), every seed."""
+    stores_lost: int = 0
     failed: list[Result] | None = None
 
     def add(self, result: Result) -> None:
@@ -69,6 +77,8 @@ class Summary:
         self.installs += result.installs
         self.chunked_installs += result.chunked_installs
         self.dropped += sum(result.dropped.values())
+        self.reconfigurations += result.reconfigurations
+        self.stores_lost += result.stores_lost
         if result.violations:
             self.violations += len(result.violations)
             self.failed = (self.failed or []) + [result]
@@ -77,7 +87,8 @@ class Summary:
         return (f"seeds={self.seeds} steps={self.steps} decisions={self.decisions} "
                 f"violations={self.violations} compactions={self.compactions} "
                 f"snapshot_installs={self.installs} chunked={self.chunked_installs} "
-                f"peer_drops={self.dropped}")  # fmt: skip
+                f"peer_drops={self.dropped} reconfigurations={self.reconfigurations} "
+                f"stores_lost={self.stores_lost}")  # fmt: skip
 
 
 def run_many(seeds: Iterable[int], steps: int, nodes: int | None = None,

@@ -28,14 +28,16 @@ from dataclasses import dataclass, field, replace
 
 from paxlock.coordinator.core.learner import LearnMode
 from paxlock.coordinator.core.membership import Schedule, decode_snapshot, encode_snapshot, genesis
+from paxlock.coordinator.simulation.operator import choose, may_lose_a_store
 from paxlock.coordinator.core.messages import (
     Accept,
     Accepted,
-    Member,
     AcceptRecord,
     Chosen,
     ChosenRecord,
     Envelope,
+    Member,
+    Reconfigure,
     Record,
     SnapshotRecord,
 )
@@ -84,15 +86,26 @@ class SimConfig:
     slots_ahead_margin: int = 1024
     forge_every_s: float = 0.0
     """Mean time between forged peer messages while faults are on (``forger``); 0: none."""
+    reconfigure_every_s: float = 0.0
+    """Mean time between the operator's membership changes (``operator``); 0: the members
+    are static, every incarnation is ``""`` and no store is ever lost."""
+    spares: int = 2
+    """With reconfiguration: members outside the genesis configuration, up and waiting to
+    be added."""
+    lose_store: float = 0.15
+    """With reconfiguration: the share of fault events that lose a member's store."""
+    alpha: int = 4
+    """With reconfiguration: slots from a change to the slots it governs (a cluster's is
+    ``membership.ALPHA``; small here, so that changes take effect within a run)."""
 
-    def core(self, node_id: str, members: tuple[str, ...]) -> CoreConfig:
+    def core(self, node_id: str, members: tuple[str, ...], incarnation: str = "") -> CoreConfig:
         return CoreConfig(
             node_id, members, LearnMode.parse(self.learn_mode),
             election_timeout_s=self.election_timeout_s, heartbeat_s=self.heartbeat_s,
             retry_s=self.retry_s, in_flight_slots_max=self.in_flight_slots_max,
             batch_commands_max=self.batch_commands_max, prevote=self.prevote,
             snapshot_chunk_bytes=self.snapshot_chunk_bytes,
-            slots_ahead_margin=self.slots_ahead_margin,
+            slots_ahead_margin=self.slots_ahead_margin, incarnation=incarnation,
         )  # fmt: skip
 
 
@@ -107,6 +120,9 @@ class SimNode:
     machine: HashChain = field(default_factory=HashChain)
     compact_at: int = 0
     """Compact once ``delivered`` reaches this slot."""
+    store: int = 0
+    """How many times the store was lost (its incarnation is ``id.store`` with
+    reconfiguration on)."""
 
 
 @dataclass(slots=True)
@@ -125,6 +141,9 @@ class Result:
     """Of those, the ones that travelled in more than one chunk."""
     dropped: dict[str, int] = field(default_factory=dict)
     """Peer messages the nodes dropped unused, by reason (``Node.dropped``), all runs."""
+    reconfigurations: int = 0
+    """Configuration changes chosen and made (the checker's ground truth)."""
+    stores_lost: int = 0
 
 
 def default_node(config: CoreConfig, durable: DurableState, rng: random.Random) -> Node:
@@ -150,9 +169,16 @@ class Simulation:
         stop_on_violation: bool = True,
         trace: bool = False,
     ) -> None:
-        members = tuple(f"n{i + 1}" for i in range(config.nodes))
+        self.reconfiguring = config.reconfigure_every_s > 0
+        spares = config.spares if self.reconfiguring else 0
+        members = tuple(f"n{i + 1}" for i in range(config.nodes + spares))
+        voters = members[:config.nodes]
+        self.genesis = (
+            genesis((Member(m, f"{m}.0") for m in voters), config.alpha) if self.reconfiguring
+            else genesis(Member(m, "") for m in voters)
+        )  # fmt: skip
         if config.snapshot_chunks > 1:  # the machine's bytes, after the schedule's
-            first = Schedule.starting(genesis(Member(m, "") for m in members))
+            first = Schedule.starting(self.genesis)
             typical = len(encode_snapshot(first, bytes(self.snapshot_bytes_typical)))
             chunk_bytes = max(1, typical // config.snapshot_chunks)
             config = replace(config, snapshot_chunk_bytes=chunk_bytes)
@@ -168,11 +194,15 @@ class Simulation:
             random.Random(f"paxlock-sim/{seed}/network"),
             NetworkFaults(config.drop, config.duplicate, config.delay_min_s, config.delay_max_s),
         )
-        self.checker = Checker(len(self.members) // 2 + 1)
+        self.checker = Checker(self.genesis)
         self.now = 0.0
         self.queue: list[tuple[float, int, tuple[object, ...]]] = []
         self.seq = 0
-        self.nodes = {m: SimNode(m, disk_factory()) for m in self.members}
+        self.disk_factory = disk_factory
+        self.nodes = {m: SimNode(m, self._new_disk()) for m in self.members}
+        self.operator_rng = random.Random(f"paxlock-sim/{seed}/operator")
+        self.changes = 0
+        self.stores_lost = 0
         self.faults_on = True
         self.outstanding: dict[bytes, str | None] = {}  # command -> node to send it to
         self.next_command = 0
@@ -203,10 +233,38 @@ class Simulation:
         sim_node.machine = HashChain()
         sim_node.compact_at = sim_node.disk.snapshot_slot + self._compact_interval()
         rng = random.Random(f"paxlock-sim/{self.seed}/{sim_node.id}/{sim_node.incarnation}")
-        config = self.config.core(sim_node.id, self.members)
+        config = self._core_config(sim_node)
         sim_node.node = self.node_factory(config, sim_node.disk.copy(), rng)
         self._log(f"{sim_node.id} starts (incarnation {sim_node.incarnation})")
         self._process(sim_node, sim_node.node.start(self.now))
+
+    def _new_disk(self) -> DurableState:
+        disk = self.disk_factory()
+        if self.reconfiguring:
+            disk.genesis = self.genesis  # as ``paxlock serve --join`` stores it
+        return disk
+
+    def _core_config(self, sim_node: SimNode) -> CoreConfig:
+        if not self.reconfiguring:
+            return self.config.core(sim_node.id, self.members)
+        return self.config.core(sim_node.id, (), self.incarnation(sim_node.id))
+
+    def incarnation(self, node_id: str) -> str:
+        """The member incarnation of ``node_id``'s store now (``""``: static membership)."""
+        return f"{node_id}.{self.nodes[node_id].store}" if self.reconfiguring else ""
+
+    def _refused(self, event: tuple[object, ...]) -> bool:
+        """What the edge does on every peer connection (``api.server.peer``): a message
+        from a member incarnation the receiver's configurations do not list is refused."""
+        _, envelope, incarnation = event
+        assert isinstance(envelope, Envelope) and isinstance(incarnation, str)
+        target = self.nodes[envelope.dst].node
+        if target is None or not self.reconfiguring:
+            return False
+        if target.hears(envelope.src, incarnation):
+            return False
+        self.dropped["unknown_incarnation"] = self.dropped.get("unknown_incarnation", 0) + 1
+        return True
 
     def _crash(self, sim_node: SimNode) -> None:
         self._log(f"{sim_node.id} crashes")
@@ -261,7 +319,8 @@ class Simulation:
         """A record reached the node's disk: the checkers see every durable fact."""
         checker = self.checker
         if isinstance(record, AcceptRecord):
-            checker.on_accept_record(sim_node.id, record.slot, record.ballot, record.value)
+            checker.on_accept_record(sim_node.id, record.slot, record.ballot, record.value,
+                                     self.incarnation(sim_node.id))  # fmt: skip
         elif isinstance(record, ChosenRecord):
             checker.on_learn(sim_node.id, record.slot, record.value)
         elif isinstance(record, SnapshotRecord):
@@ -295,17 +354,18 @@ class Simulation:
             self.checker.on_issue(msg.slot, msg.ballot, msg.value)
         elif isinstance(msg, Accepted | Chosen):
             self.learn_messages += 1
+        incarnation = self.incarnation(envelope.src)
         for when in self.network.arrivals(envelope.src, envelope.dst, self.now):
-            self._at(when, ("deliver", envelope))
+            self._at(when, ("deliver", envelope, incarnation))
 
     # -- events ------------------------------------------------------------------------------
 
     def _handle(self, event: tuple[object, ...]) -> bool:
         """Runs one event; false for an event that turned out to be void (not a step)."""
         match event:
-            case ("deliver", Envelope() as envelope):
+            case ("deliver", Envelope() as envelope, str()):
                 target = self.nodes[envelope.dst]
-                if target.node is None:
+                if target.node is None or self._refused(event):
                     return False
                 self._process(target, target.node.receive(envelope.src, envelope.msg, self.now))
             case ("tick", str() as node_id, int() as incarnation):
@@ -330,6 +390,8 @@ class Simulation:
                 self._forge()
             case ("heal",):
                 self._heal()
+            case ("reconfigure",):
+                self._reconfigure()
             case _:
                 raise AssertionError(f"unknown event {event!r}")
         return True
@@ -370,7 +432,9 @@ class Simulation:
             return
         self._at(self.now + self.rng.expovariate(1 / self.config.crash_every_s), ("fault",))
         kind = self.rng.choice(("crash", "crash", "partition", "heal-network"))
-        if kind == "crash":
+        if self.reconfiguring and self.operator_rng.random() < self.config.lose_store:
+            self._lose_store()
+        elif kind == "crash":
             live = [n for n in self.nodes.values() if n.node is not None]
             if live:
                 self._crash(self.rng.choice(live))
@@ -390,8 +454,63 @@ class Simulation:
         if envelope is not None:
             self._log(f"forged {type(envelope.msg).__name__} {envelope.src} -> {envelope.dst}")
             self.forged += 1
+            incarnation = self.incarnation(envelope.src)
             for when in self.network.arrivals(envelope.src, envelope.dst, self.now):
-                self._at(when, ("deliver", envelope))
+                self._at(when, ("deliver", envelope, incarnation))
+
+    # -- membership (``operator``) -----------------------------------------------------------
+
+    def _reconfigure(self) -> None:
+        """The operator asks the primary for one change (repairs only, once faults stop)."""
+        self._at(self.now + self.operator_rng.expovariate(1 / self.config.reconfigure_every_s),
+                 ("reconfigure",))  # fmt: skip
+        primaries = [self.nodes[p] for p in self.primaries()]
+        if not primaries:
+            return
+        sim_node = self.operator_rng.choice(primaries)
+        assert sim_node.node is not None
+        schedule = sim_node.node.schedule
+        if schedule.pending is not None and self.operator_rng.random() < 0.9:
+            return  # mostly waits for the last change; sometimes proposes one that is void
+        incarnations = {m: self.incarnation(m) for m in self.members}
+        change = choose(self.operator_rng, schedule.latest, incarnations,
+                        repair_only=not self.faults_on)  # fmt: skip
+        if change is not None:
+            self.changes += 1
+            self._log(f"{sim_node.id} proposes voters {[m.id for m in change.voters]} "
+                      f"learners {[m.id for m in change.learners]}")  # fmt: skip
+            self._propose_change(sim_node, change)
+
+    def _propose_change(self, sim_node: SimNode, change: Reconfigure) -> None:
+        assert sim_node.node is not None
+        self._process(sim_node, sim_node.node.reconfigure(change, self.now))
+
+    def _lose_store(self) -> None:
+        """A member's store is lost: it restarts empty, as a new incarnation."""
+        live = [n for n in self.nodes.values() if n.node is not None]
+        primary = next((self.nodes[p] for p in self.primaries()), None)
+        if primary is None or primary.node is None:
+            return  # only while the operator can see the configurations
+        proposer = primary.node.proposer
+        proposed = [f.value for f in proposer.in_flight.values()]
+        if any(isinstance(v, Reconfigure) for v in (*proposed, *proposer.singles)):
+            return  # nor while a change is on its way (it may leave too few voters)
+        incarnations = {m: self.incarnation(m) for m in self.members}
+        if not may_lose_a_store(primary.node.schedule.configurations(), incarnations):
+            return
+        sim_node = self.operator_rng.choice(live)
+        self._crash(sim_node)
+        sim_node.store += 1
+        sim_node.disk = self._new_disk()
+        self.stores_lost += 1
+        self._log(f"{sim_node.id} lost its store: now {self.incarnation(sim_node.id)}")
+
+    def live_members(self) -> dict[str, int]:
+        """How far each member of the final configuration got (every node, when static):
+        a node that no configuration lists needs not catch up."""
+        config = self.checker.truth.latest
+        return {n.id: n.delivered for n in self.nodes.values()
+                if not self.reconfiguring or config.knows(n.id, self.incarnation(n.id))}  # fmt: skip
 
     def _heal(self) -> None:
         """The liveness phase begins: no more faults, every node up, every link whole."""
@@ -415,6 +534,9 @@ class Simulation:
         self._at(self.rng.expovariate(1 / config.crash_every_s), ("fault",))
         if config.forge_every_s > 0:
             self._at(self.forge_rng.expovariate(1 / config.forge_every_s), ("forge",))
+        if self.reconfiguring:
+            self._at(self.operator_rng.expovariate(1 / config.reconfigure_every_s),
+                     ("reconfigure",))  # fmt: skip
         heal_step = int(config.steps * (1 - config.liveness_fraction))
         checker = self.checker
         while checker.step < config.steps and self.queue:
@@ -435,13 +557,13 @@ class Simulation:
                 break
         if not checker.violations or not self.stop_on_violation:
             self._settle_log()
-            checker.check_liveness({n.id: n.delivered for n in self.nodes.values()})
+            checker.check_liveness(self.live_members())
         for sim_node in self.nodes.values():
             self._count_drops(sim_node)
         return Result(
             self.seed, checker.step, checker.decisions, list(checker.violations),
             self.learn_messages, self.now, self.trace, self.compactions, checker.installs,
-            self.chunked_installs, self.dropped,
+            self.chunked_installs, self.dropped, self.checker.reconfigurations, self.stores_lost,
         )  # fmt: skip
 
     def _settle_log(self) -> None:
@@ -449,9 +571,8 @@ class Simulation:
         commands, run on until every command is chosen and every node caught up, or
         ``SETTLE_STEPS_MAX`` more steps pass (an election storm after the heal can take a
         few hundred steps of the fixed budget)."""
-        delivered = self.nodes.values()
         for _ in range(SETTLE_STEPS_MAX):
-            unmet = self.checker.liveness_unmet({n.id: n.delivered for n in delivered})
+            unmet = self.checker.liveness_unmet(self.live_members())
             if not unmet or not self.queue or self.checker.violations:
                 return
             self.now, _, event = heapq.heappop(self.queue)

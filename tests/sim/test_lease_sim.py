@@ -6,6 +6,8 @@ code as it stood before office entries (issue 10's faults 1 and 2)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from typing import Any
 
 import pytest
@@ -45,10 +47,12 @@ def test_no_two_clients_ever_hold_one_name_and_tokens_increase(first: int) -> No
 
 
 def fired(seeds: int = PLANT_SEEDS, **parts: Any) -> dict[str, int]:
+    """How many seeds each check fired on, with static membership (as these planted parts
+    were measured: their faults need no membership change to show)."""
     counts: dict[str, int] = {}
     for seed in range(seeds):
-        result = LeaseSimulation(config_for(seed, STEPS), seed, stop_on_violation=False,
-                                 **parts).run()  # fmt: skip
+        config = replace(config_for(seed, STEPS), reconfigure_every_s=0.0)
+        result = LeaseSimulation(config, seed, stop_on_violation=False, **parts).run()
         for check in {v.check for v in result.violations}:
             counts[check] = counts.get(check, 0) + 1
     return counts
@@ -80,8 +84,10 @@ def test_tokens_check_catches_a_machine_that_reuses_tokens() -> None:
 
 
 def test_deposed_check_catches_a_primary_that_renews_without_a_quorum_round() -> None:
+    """Rare in this workload (about one seed in 100-200: a renewal must reach a primary cut
+    off from a majority after a successor's phase 1), hence the longer seed range."""
     parts = dict(replica_factory=RenewsWithoutARound, node_factory=never_checks_quorum)
-    assert fired(**parts).get("deposed", 0) > 0
+    assert fired(200, **parts).get("deposed", 0) > 0
 
 
 def test_the_correct_parts_fire_nothing_on_the_same_seeds() -> None:
