@@ -44,6 +44,7 @@ from paxlock.coordinator.core.messages import (
     CatchupReply,
     CatchupRequest,
     Chosen,
+    Configuration,
     Envelope,
     Handover,
     Heartbeat,
@@ -240,7 +241,10 @@ class Node:
         """Whether this member incarnation votes in a configuration in effect or pending:
         a member outside every configuration (a store that was lost, a member not yet
         added) neither promises, nor accepts, nor stands for election."""
-        return self.schedule.votes(self.id, self.config.incarnation)
+        return any(self._votes_in(c) for c in self.schedule.configurations())
+
+    def _votes_in(self, configuration: Configuration) -> bool:
+        return configuration.votes(self.id, self.config.incarnation)
 
     def hears(self, member_id: str, incarnation: str) -> bool:
         """Whether to take messages from this member incarnation (the edge asks on every
@@ -254,8 +258,7 @@ class Node:
 
     def tick(self, now: float) -> Ready:
         out = Ready()
-        if self.role is Role.PRIMARY and not self.schedule.current.votes(
-                self.id, self.config.incarnation):  # fmt: skip
+        if self.role is Role.PRIMARY and not self._votes_in(self.schedule.current):
             self._leave_configuration(now, out)
         match self.role:
             case Role.PRIMARY if self.election.quorum_lost(now):  # check quorum
@@ -381,8 +384,7 @@ class Node:
         self._saw(msg.ballot, now, out)
         governing = self.schedule.governing(msg.slot)
         chosen_here = msg.slot <= self.learner.chosen_index
-        if chosen_here or governing is None or not governing.votes(self.id,
-                                                                   self.config.incarnation):
+        if chosen_here or governing is None or not self._votes_in(governing):
             if msg.ballot < self.acceptor.promised:  # a deposed proposer learns it is
                 self._send(src, Nack(msg.ballot, self.acceptor.promised), out)
             elif chosen_here and msg.chosen_index < self.chosen_index and src != self.id:
