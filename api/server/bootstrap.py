@@ -201,8 +201,10 @@ def decide(own: Identity, reports: Mapping[str, Identity | None], *,
         if report is not None and report.member != member_id:
             return Refuse(f"--peer {member_id} answers as member {report.member!r}: "
                           f"check the --peer list")  # fmt: skip
-    clusters = {r.cluster_id: r for _, r in sorted(reports.items())
-                if r is not None and r.cluster_id is not None}  # fmt: skip
+    clusters: dict[str, Identity] = {}
+    for _, report in sorted(reports.items()):
+        if report is not None and report.cluster_id is not None:
+            clusters.setdefault(report.cluster_id, report)
     if len(clusters) > 1:
         named = ", ".join(f"{r.member} reports {c}" for c, r in clusters.items())
         return Refuse(f"members report different cluster ids ({named}): "
