@@ -286,7 +286,15 @@ async def serve(config: NodeConfig, *, unauthenticated: bool = False) -> int:
     loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
     starting = asyncio.ensure_future(node.start())  # waits for the members to bootstrap
     stopping = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    listening = asyncio.ensure_future(node.listening.wait())
+    try:
+        await asyncio.wait({starting, stopping, listening}, return_when=asyncio.FIRST_COMPLETED)
+        if listening.done() and unauthenticated:  # said once it serves: bootstrap may be long
+            warn_unauthenticated(str(config.listen))
+        if not starting.done() and not stopping.done():
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        listening.cancel()
     if not starting.done():  # stopped while bootstrapping: start() unwinds what it opened
         starting.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -295,8 +303,6 @@ async def serve(config: NodeConfig, *, unauthenticated: bool = False) -> int:
     if starting.exception() is not None:
         stopping.cancel()
         starting.result()  # a refusal propagates: one line, exit 2
-    if unauthenticated:
-        warn_unauthenticated(str(config.listen))
     failed = asyncio.ensure_future(node.wait_failed())
     await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()

@@ -74,6 +74,8 @@ class Node:
         """The members known now (id -> URL): the ``--peer`` list while bootstrapping, then
         those of the configurations; updated in place (forwarding and the service read it)."""
         self._genesis: Configuration | None = None
+        self.listening = asyncio.Event()
+        """Set once the HTTP listener is up (before bootstrap waits for the other members)."""
 
     @property
     def schedule(self) -> Schedule | None:
@@ -138,6 +140,7 @@ class Node:
         ))  # fmt: skip
         self._app = app
         await self._listen(stack, app, limiter)
+        self.listening.set()
         if store.cluster_id is None:
             await self._bootstrap(store, client_ssl)
         await self._run(stack, store, client_ssl)
