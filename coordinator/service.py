@@ -27,6 +27,7 @@ from paxlock.coordinator.core.lease_commands import (
     Released,
     Unblocked,
 )
+from paxlock.coordinator.core.messages import Configuration, Member
 from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.replica_io import (
     AcquireOp,
@@ -41,6 +42,7 @@ from paxlock.coordinator.core.replica_io import (
 from paxlock.coordinator.errors import BadRequest, Forbidden, Held, NotFound, NotHolder
 from paxlock.coordinator.errors import NotPrimary, RequestExpired, TooMany
 from paxlock.coordinator.errors import Unavailable
+from paxlock.coordinator.members import Membership
 from paxlock.coordinator.runtime import Runtime
 from paxlock.coordinator.views import LeaseView
 from paxlock.coordinator.watch import WaitingAcquires, Watches
@@ -73,6 +75,14 @@ class LeaseService:
         self.waiting = WaitingAcquires(waiters_per_name_max)
         self.on_limit: list[Callable[[str], None]] = []
         """Called with the limit's name for each request refused at a limit (metrics)."""
+        self.cluster_id: str | None = None
+        """The cluster id (``membership.cluster_id_of``), set by the node once it knows it."""
+        self.members = Membership(
+            self._ask, self.replica.status, lambda: self.replica.schedule,
+            lambda urls: member_views(self.replica.status(), urls, self.clock(),
+                                      self.reachable_window_s),
+            lambda: self.cluster_id,
+        )  # fmt: skip
         runtime.sinks.append(self._on_ready)
 
     @property
@@ -226,6 +236,21 @@ class LeaseService:
         return await self.watches.observe(name, after=after, timeout=timeout)
 
     # -- cluster -------------------------------------------------------------------------------
+
+    # -- membership (``coordinator.members``) ------------------------------------------------
+
+    def membership(self) -> dict[str, Any]:
+        return self.members.view()
+
+    async def add_member(self, member: Member) -> Configuration:
+        """Add ``member`` as a learner (it votes once promoted)."""
+        return await self.members.add(member)
+
+    async def promote_member(self, member_id: str) -> Configuration:
+        return await self.members.promote(member_id)
+
+    async def remove_member(self, member_id: str) -> Configuration:
+        return await self.members.remove(member_id)
 
     def known_primary(self) -> str | None:
         status = self.replica.status()

@@ -122,6 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_ca_argument(status)
     status.set_defaults(handler=run_status)
 
+    from paxlock.api.cli.member_command import add_member_arguments, run_member
+
+    member = commands.add_parser(
+        "member", help="list, add, promote or remove cluster members",
+        description="Change who belongs to a running cluster, one member at a time: 'add' a "
+        "new member as a learner (started with 'paxlock serve --join'), 'promote' it to voter "
+        "once it caught up, 'remove' a member; 'list' shows them. Exit status: 0 done, 1 "
+        "refused by the cluster, 2 usage error, 4 cluster unavailable.",
+    )  # fmt: skip
+    add_member_arguments(member)
+    member.set_defaults(handler=run_member)
+
     retry_deadline_s = RetryPolicy().retry_deadline_s
     lock = commands.add_parser(
         "lock", help="run a command while holding a lease",

@@ -23,6 +23,7 @@ import secrets
 import socket
 from collections.abc import Sequence
 from types import TracebackType
+from urllib.parse import quote
 
 from paxlock.api.client.election import Election
 from paxlock.api.client.errors import NotFound, PaxlockError
@@ -32,7 +33,7 @@ from paxlock.api.client.session import Session
 from paxlock.api.client.transport import (
     RetryPolicy, Transport, client_ssl_context, normalize_endpoints,
 )  # fmt: skip
-from paxlock.api.client.types import Cluster, Lease, Verification
+from paxlock.api.client.types import Cluster, Configuration, Lease, Membership, Verification
 
 __all__ = ["AsyncClient", "default_identity"]
 
@@ -178,6 +179,34 @@ class AsyncClient:
         raw = await self._transport.call("GET", "/v1/cluster", deadline=self._transport.deadline())
         return Cluster.from_json(raw)
 
+    # -- members (DESIGN.md §8; a cluster run with --auth needs an admin token to change) ---
+
+    async def members(self) -> Membership:
+        """Voters and learners as the answering node sees them (the primary when known)."""
+        raw = await self._transport.call("GET", "/v1/members", deadline=self._transport.deadline())
+        return Membership.from_json(raw)
+
+    async def add_member(self, member_id: str, url: str) -> Configuration:
+        """Add the member that answers at ``url`` (started with ``paxlock serve --join``) as
+        a learner; ``Conflict`` when ``url`` answers as another member or cluster, or the
+        id is already a member. It votes only once promoted (``promote_member``)."""
+        raw = await self._transport.call("POST", "/v1/members",
+                                         body={"id": member_id, "url": url},
+                                         deadline=self._transport.deadline())  # fmt: skip
+        return Configuration.from_json(raw)
+
+    async def promote_member(self, member_id: str) -> Configuration:
+        """Make a learner a voter; ``Conflict`` (code ``not_caught_up``) while it lags."""
+        raw = await self._transport.call("POST", _member_path(member_id, "promote"),
+                                         deadline=self._transport.deadline())  # fmt: skip
+        return Configuration.from_json(raw)
+
+    async def remove_member(self, member_id: str) -> Configuration:
+        """Remove a voter or a learner; ``NotFound`` when it is not a member."""
+        raw = await self._transport.call("DELETE", _member_path(member_id),
+                                         deadline=self._transport.deadline())  # fmt: skip
+        return Configuration.from_json(raw)
+
     # -- locks and elections ---------------------------------------------------------------
 
     def lock(self, name: str, *, ttl: float | None = None, wait: float | None = None,
@@ -206,3 +235,9 @@ class AsyncClient:
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.endpoints!r}, identity={self.identity!r})"
+
+
+def _member_path(member_id: str, verb: str | None = None) -> str:
+    """``/v1/members/ID[:verb]``, the id percent-encoded whole (a bad id comes back as the
+    server's own 400 or 404)."""
+    return f"/v1/members/{quote(member_id, safe='')}" + (f":{verb}" if verb else "")

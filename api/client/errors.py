@@ -8,6 +8,8 @@ The hierarchy is small on purpose, so that ``except`` clauses stay obvious::
     ├── NotFound          404 not_found (an unknown route; a missing lease is ``None``)
     ├── LeaseHeld         409 held: ``wait`` elapsed with the name held by someone else
     ├── NotHolder         409 not_holder: the grant named by (holder, token) is not current
+    ├── Conflict          409 of a membership change: ``conflict``, ``not_caught_up``,
+    │                     ``change_in_progress`` (``retry_after_s`` says when to try again)
     ├── LeaseLost         the client's conservative clock gave up on a lease it held
     ├── Unauthenticated   401 unauthenticated: no valid bearer token (``token=``)
     ├── Forbidden         403 forbidden: outside the token's roles, or another's hold
@@ -23,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "BadRequest", "Forbidden", "LeaseHeld", "LeaseLost", "NotFound", "NotHolder",
+    "BadRequest", "Conflict", "Forbidden", "LeaseHeld", "LeaseLost", "NotFound", "NotHolder",
     "PaxlockError", "TooMany", "Unauthenticated", "Unavailable", "error_from_response",
 ]  # fmt: skip
 
@@ -108,6 +110,20 @@ class RequestExpired(PaxlockError):
     code = "request_expired"
 
 
+class Conflict(PaxlockError):
+    """A membership change the cluster refused as it stands (409): the member is already
+    there or not where the change needs it (``conflict``), a learner to promote lags behind
+    (``not_caught_up``), or the previous change has not taken effect yet
+    (``change_in_progress``: try again after ``retry_after_s``)."""
+
+    code = "conflict"
+
+    @property
+    def retry_after_s(self) -> float | None:
+        value = self.details.get("retry_after_s")
+        return float(value) if isinstance(value, int | float) else None
+
+
 class LeaseLost(PaxlockError):
     """Raised by ``lock(..., cancel_on_loss=True)`` (and ``campaign``) when the body was
     cancelled because the lease could no longer be trusted; also by ``check()``."""
@@ -159,14 +175,17 @@ _BY_CODE: dict[str, type[PaxlockError]] = {
     "held": LeaseHeld,
     "not_holder": NotHolder,
     "request_expired": RequestExpired,
+    "conflict": Conflict,
+    "not_caught_up": Conflict,
+    "change_in_progress": Conflict,
     "unavailable": Unavailable,
     "unauthenticated": Unauthenticated,
     "forbidden": Forbidden,
     "too_many": TooMany,
 }
 _BY_STATUS: dict[int, type[PaxlockError]] = {
-    400: BadRequest, 401: Unauthenticated, 403: Forbidden, 404: NotFound, 413: BadRequest,
-    429: TooMany, 503: Unavailable,
+    400: BadRequest, 401: Unauthenticated, 403: Forbidden, 404: NotFound, 409: Conflict,
+    413: BadRequest, 429: TooMany, 503: Unavailable,
 }  # fmt: skip
 
 

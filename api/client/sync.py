@@ -29,7 +29,9 @@ from paxlock.api.client.aio import DEFAULT_MARGIN, DEFAULT_TTL_S, AsyncClient
 from paxlock.api.client.election import OBSERVE_POLL_S, Election
 from paxlock.api.client.errors import LeaseLost
 from paxlock.api.client.holding import HeldLease, Holding, Term, _Held
-from paxlock.api.client.types import Cluster, Leader, Lease, Verification
+from paxlock.api.client.types import (
+    Cluster, Configuration, Leader, Lease, Membership, Verification,
+)  # fmt: skip
 
 __all__ = ["Client", "SyncElection", "SyncHeldLease", "SyncTerm"]
 
@@ -304,6 +306,20 @@ class Client:
 
     def cluster(self) -> Cluster:
         return self._runner.run(self._async.cluster())
+
+    # -- members ----------------------------------------------------------------------------
+
+    def members(self) -> Membership:
+        return self._runner.run(self._async.members())
+
+    def add_member(self, member_id: str, url: str) -> Configuration:
+        return self._runner.run(self._async.add_member(member_id, url))
+
+    def promote_member(self, member_id: str) -> Configuration:
+        return self._runner.run(self._async.promote_member(member_id))
+
+    def remove_member(self, member_id: str) -> Configuration:
+        return self._runner.run(self._async.remove_member(member_id))
 
     def lock(self, name: str, *, ttl: float | None = None, wait: float | None = None,
              value: str | None = None, lock_delay: float = 0.0, margin: float | None = None,

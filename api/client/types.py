@@ -12,7 +12,8 @@ from typing import Any
 
 from paxlock.api.client.errors import PaxlockError
 
-__all__ = ["Cluster", "Leader", "Lease", "Member", "Verification"]
+__all__ = ["Cluster", "Configuration", "Leader", "Lease", "Member", "MemberIncarnation",
+           "MemberStatus", "Membership", "PendingChange", "Verification"]
 
 
 def _obj(raw: Any, what: str) -> dict[str, Any]:
@@ -161,3 +162,96 @@ class Cluster:
             chosen_index=_opt_int(obj, "chosen_index") or 0,
             applied_index=_opt_int(obj, "applied_index") or 0, members=members,
         )  # fmt: skip
+
+
+# -- membership (GET /v1/members and the changes) -------------------------------------------
+
+
+def _ids(raw: Any) -> tuple[str, ...]:
+    return tuple(item for item in raw if isinstance(item, str)) if isinstance(raw, list) else ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemberStatus:
+    """One member of ``GET /v1/members``: a voter or a learner, as the answering node sees it."""
+
+    id: str
+    url: str
+    incarnation: str
+    """The random id its store was made with: a member whose store was lost and recreated
+    has a new one, which no configuration lists until it is removed and added again."""
+    role: str
+    """``voter`` or ``learner`` (follows the log, never counted in a quorum)."""
+    primary: bool
+    reachable: bool
+    chosen_index: int | None
+    lag: int | None
+    """Slots behind the highest chosen index the answering node knows of (None: unknown)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChange:
+    """A configuration chosen but not in effect yet: it governs slots from ``first_slot``."""
+
+    first_slot: int
+    voters: tuple[str, ...]
+    learners: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """``GET /v1/members``: the configuration in effect and the one pending, if any."""
+
+    cluster_id: str | None
+    epoch: int
+    """The slot whose change made the configuration in effect (0: the genesis one)."""
+    members: tuple[MemberStatus, ...]
+    pending: PendingChange | None
+
+    def member(self, member_id: str) -> MemberStatus | None:
+        return next((m for m in self.members if m.id == member_id), None)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Membership:
+        obj = _obj(raw, "membership")
+        members = tuple(
+            MemberStatus(_str(m, "id"), _str(m, "url"), _opt_str(m, "incarnation") or "",
+                         _str(m, "role"), m.get("primary") is True, m.get("reachable") is True,
+                         _opt_int(m, "chosen_index"), _opt_int(m, "lag"))  # fmt: skip
+            for m in (_obj(item, "member") for item in obj.get("members") or [])
+        )
+        pending = None
+        if obj.get("pending") is not None:
+            p = _obj(obj["pending"], "pending change")
+            pending = PendingChange(_int(p, "first_slot"), _ids(p.get("voters")),
+                                    _ids(p.get("learners")))  # fmt: skip
+        return cls(_opt_str(obj, "cluster_id"), _int(obj, "epoch"), members, pending)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberIncarnation:
+    id: str
+    incarnation: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    """What a membership change answers: the configuration it made (in effect
+    ``ALPHA`` = 64 slots after ``epoch``, the slot it was chosen in)."""
+
+    epoch: int
+    voters: tuple[MemberIncarnation, ...]
+    learners: tuple[MemberIncarnation, ...]
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Configuration:
+        obj = _obj(raw, "configuration")
+
+        def members(key: str) -> tuple[MemberIncarnation, ...]:
+            items = obj.get(key) or []
+            return tuple(MemberIncarnation(_str(m, "id"), _opt_str(m, "incarnation") or "",
+                                           _opt_str(m, "url") or "")
+                         for m in (_obj(item, "member") for item in items))  # fmt: skip
+
+        return cls(_int(obj, "epoch"), members("voters"), members("learners"))

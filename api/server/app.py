@@ -41,6 +41,7 @@ from paxlock.api.client.transport import did_not_answer
 from paxlock.api.server.auth import Authenticator, auth_middleware
 from paxlock.api.server.errors import error_middleware, error_response
 from paxlock.api.server.limits import LIMITER, Limiter, Limits
+from paxlock.api.server.members import IDENTITY_OF, MEMBERSHIP, MemberService, identity_fetcher
 from paxlock.api.server.peer import NODE_HEADER, TOKEN_HEADER, WS_PATH, token_ok
 from paxlock.api.server.routes import (
     METRICS, PRINCIPAL, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, add_routes,
@@ -294,6 +295,9 @@ def create_app(service: Leasing, *, peers: dict[str, str], metrics: Metrics,
     app[FORWARDER] = forwarder
     if cluster_token:
         app[CLUSTER_TOKEN] = cluster_token
+    if isinstance(service, MemberService):
+        app[MEMBERSHIP] = service
+    app[IDENTITY_OF] = identity_fetcher(lambda: forwarder.session, cluster_token, ssl_context)
     app.cleanup_ctx.append(_client_session)
     app.on_shutdown.append(cancel_streams)
     app.on_response_prepare.append(_header_stamper(service, forwarder))

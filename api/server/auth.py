@@ -9,8 +9,10 @@ The file (TOML)::
 
 Roles: ``read`` (GET a lease or leader, observe, verify, list) on names under its prefix;
 ``lock`` (acquire, renew, release, campaign, proclaim, resign) under its prefix, and read
-there too; ``admin`` every route and every name (its prefix must be ``""``). ``GET
-/v1/cluster`` needs any valid token (the SDK reads it to find members).
+there too; ``admin`` every route and every name (its prefix must be ``""``): membership
+changes (``POST``/``DELETE`` under ``/v1/members``) need it, while ``GET /v1/members`` needs
+``read`` over every name (prefix ``""``, as a list of everything). ``GET /v1/cluster`` needs
+any valid token (the SDK reads it to find members).
 
 With a file, every ``/v1`` request needs ``Authorization: Bearer TOKEN``: 401 without a
 valid one, 403 outside its roles. ``/healthz`` and ``/readyz`` stay open; ``/metrics`` needs
@@ -66,6 +68,10 @@ RULES: dict[str, Need] = {
     "GET /v1/elections/{name}": "read",
     "GET /v1/elections/{name}:observe": "read",
     "GET /v1/cluster": "token",
+    "GET /v1/members": "read",
+    "POST /v1/members": "admin",
+    "POST /v1/members/{name}:promote": "admin",
+    "DELETE /v1/members/{name}": "admin",
     "GET /healthz": "open",
     "GET /readyz": "open",
     "GET /metrics": "metrics",

@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from paxlock.api.server import wire
 from paxlock.api.server.errors import error_response, json_response
 from paxlock.api.server.limits import LIMITER
+from paxlock.api.server.members import MEMBER_ACTIONS, add_member, list_members
 from paxlock.coordinator.errors import LeaseError, NotFound
 from paxlock.coordinator.leasing import Leasing
 from paxlock.coordinator.metrics import Metrics
@@ -281,8 +282,8 @@ def split_tail(tail: str) -> tuple[str, str]:
     return (name, verb) if colon else (verb, "")
 
 
-COLLECTIONS = {"leases": LEASE_ACTIONS, "elections": ELECTION_ACTIONS}
-PLAIN_PATHS = ("/v1/leases", "/v1/cluster", "/healthz", "/readyz", "/metrics")
+COLLECTIONS = {"leases": LEASE_ACTIONS, "elections": ELECTION_ACTIONS, "members": MEMBER_ACTIONS}
+PLAIN_PATHS = ("/v1/leases", "/v1/members", "/v1/cluster", "/healthz", "/readyz", "/metrics")
 """The routes of ``add_routes`` that take no name."""
 
 
@@ -338,6 +339,9 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/v1/leases", list_leases, allow_head=False)
     router.add_route("*", "/v1/elections/{tail:.+}", dispatcher("elections", ELECTION_ACTIONS))
     router.add_get("/v1/cluster", cluster, allow_head=False)
+    router.add_get("/v1/members", list_members, allow_head=False)
+    router.add_post("/v1/members", add_member)
+    router.add_route("*", "/v1/members/{tail:.+}", dispatcher("members", MEMBER_ACTIONS))
     router.add_get("/healthz", healthz)
     router.add_get("/readyz", readyz)
     router.add_get("/metrics", metrics, allow_head=False)

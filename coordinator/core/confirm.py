@@ -7,14 +7,27 @@ promise from one of the acceptors that acked, so it took office after the ack.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+
 from paxlock.coordinator.core.ready import Confirmed
+
+Quorum = Callable[[Collection[str]], bool]
+"""Whether members ``ids`` hold a majority of every configuration in effect or pending."""
+
+
+def counting(quorum: int) -> Quorum:
+    """A fixed majority of ``quorum`` members (one static configuration)."""
+    return lambda ids: len(ids) >= quorum
 
 
 class Rounds:
-    __slots__ = ("quorum", "seq", "confirmed_seq", "confirmed_sent_at", "_acked", "_sent_at")
+    __slots__ = ("quorum", "node_id", "seq", "confirmed_seq", "confirmed_sent_at", "_acked",
+                 "_sent_at")  # fmt: skip
 
-    def __init__(self, quorum: int) -> None:
-        self.quorum = quorum
+    def __init__(self, quorum: int | Quorum, node_id: str = "") -> None:
+        """``node_id`` is this node: its own round counts as acked by itself."""
+        self.quorum: Quorum = counting(quorum) if isinstance(quorum, int) else quorum
+        self.node_id = node_id
         self.seq = 0
         """The last round sent."""
         self.confirmed_seq = 0
@@ -48,12 +61,11 @@ class Rounds:
 
     def progress(self) -> Confirmed | None:
         """The newly confirmed round, if a majority (this node included) acked a later one."""
-        acked = sorted([self.seq, *self._acked.values()], reverse=True)
-        if len(acked) < self.quorum:
-            return None
-        seq = acked[self.quorum - 1]  # the highest round a majority has acked
-        if seq <= self.confirmed_seq:
-            return None
+        acked = {self.node_id: self.seq, **self._acked}
+        seq = next((s for s in sorted(set(acked.values()), reverse=True)
+                    if self.quorum([m for m, a in acked.items() if a >= s])), None)  # fmt: skip
+        if seq is None or seq <= self.confirmed_seq:
+            return None  # ``seq``: the highest round a majority has acked
         self.confirmed_seq = seq
         self.confirmed_sent_at = self._sent_at[seq]
         for old in [s for s in self._sent_at if s < seq]:

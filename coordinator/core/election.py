@@ -121,7 +121,7 @@ class Election:
         the ``PreVote`` to send to every other member, or None when phase 1 is due at once;
         ``above`` is the highest ballot this node knows of."""
         self.primary_hint = None
-        if not self.config.prevote or self.config.quorum == 1:
+        if not self.config.prevote or self.rounds.quorum([self.node_id]):
             return None
         self.prevote_round = above.round + 1
         self.prevote_grants = [self.node_id]
@@ -140,7 +140,7 @@ class Election:
             return False
         if src not in self.prevote_grants:
             self.prevote_grants.append(src)
-        if len(self.prevote_grants) >= self.config.quorum:
+        if self.rounds.quorum(self.prevote_grants):
             self.prevote_round = None
             return True
         return False

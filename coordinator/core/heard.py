@@ -85,6 +85,11 @@ class Heard:
         self._contacts: dict[str, Contact] = {}
         """One record per other member at most (never this node, never a non-member)."""
 
+    def set_members(self, members: tuple[str, ...]) -> None:
+        """The configuration changed: forget members that left it."""
+        self.members = members
+        self._contacts = {m: c for m, c in self._contacts.items() if m in members}
+
     def on_message(self, src: str, msg: Message, now: float) -> None:
         """Any message from ``src`` shows it alive at ``now``; a heartbeat also brings the
         primary's news of the others."""
@@ -111,7 +116,7 @@ class Heard:
             if chosen is None and known is not None:
                 chosen = known.chosen_index
             self._contacts[member] = Contact(member, heard_at, chosen, src)
-        assert len(self._contacts) < len(self.members) or not self.members, "one per member"
+        assert len(self._contacts) <= len(self.members), "one per member"
 
     def report(self, now: float) -> tuple[HeardFrom, ...]:
         """What a primary's heartbeat relays: its direct records, in member order."""

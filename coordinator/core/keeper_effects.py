@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import NewType
 
 from paxlock.coordinator.core.lease_commands import Acquire, LeaseCommand, Result
+from paxlock.coordinator.core.messages import Configuration
 
 RequestKey = NewType("RequestKey", int)
 """The runtime's handle of a client request waiting for its reply."""
@@ -98,9 +99,27 @@ class Propose:
 
 
 @dataclass(frozen=True, slots=True)
+class Reconfigured:
+    """The change applied: ``configuration`` governs from ``first_slot`` on."""
+
+    configuration: Configuration
+    first_slot: int
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipRefused:
+    """``code``: ``change_in_progress`` (another change is not in effect yet) or
+    ``conflict`` (the configuration changed since the request was built)."""
+
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     to: RequestKey
-    outcome: Result | Unavailable | TooMany | NotPrimary | Recovering | ReadConfirmed
+    outcome: (Result | Unavailable | TooMany | NotPrimary | Recovering | ReadConfirmed
+              | Reconfigured | MembershipRefused)
     expires_in_s: float | None = None
 
 

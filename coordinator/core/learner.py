@@ -13,6 +13,7 @@ The distinguished learner counts itself among the learners it tells, so the coun
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from paxlock.coordinator.core.ballot import Ballot
@@ -58,19 +59,32 @@ class LearnMode:
         return k * (acceptors + learners)
 
 
+SlotQuorum = Callable[[int, Collection[str]], "bool | None"]
+"""Whether acceptors ``ids`` are a majority of the configuration that governs ``slot``;
+None while that configuration is not known here yet (``core.membership``)."""
+
+
+def counting(quorum: int) -> SlotQuorum:
+    """A fixed majority of ``quorum`` acceptors, whatever the slot (one static configuration)."""
+    return lambda slot, ids: len(ids) >= quorum
+
+
 class Learner:
     """Finds out that a proposal has been accepted by a majority of acceptors, and delivers
     chosen values in slot order, each exactly once per incarnation."""
 
-    __slots__ = ("quorum", "chosen", "applied_index", "_votes")
+    __slots__ = ("quorum", "chosen", "applied_index", "_votes", "_deferred")
 
-    def __init__(self, quorum: int, chosen: dict[int, Value], applied_index: int) -> None:
-        self.quorum = quorum
+    def __init__(self, quorum: int | SlotQuorum, chosen: dict[int, Value],
+                 applied_index: int) -> None:  # fmt: skip
+        self.quorum: SlotQuorum = counting(quorum) if isinstance(quorum, int) else quorum
         self.chosen = chosen
         self.applied_index = applied_index
         # slot -> ballot -> (value, acceptors that reported it); ordered dicts only, so that a
         # run does not depend on string hashing.
         self._votes: dict[int, dict[Ballot, tuple[Value, list[str]]]] = {}
+        self._deferred: dict[int, None] = {}
+        """Slots with votes counted before their configuration was known here."""
 
     def on_accepted(
         self, acceptor: str, slot: int, ballot: Ballot, value: Value, records: list[Record]
@@ -84,10 +98,36 @@ class Learner:
         assert reported == value, "one ballot carries one value per slot"
         if acceptor not in voters:
             voters.append(acceptor)
-        if len(voters) < self.quorum:
+        decided = self.quorum(slot, voters)
+        if decided is None:
+            self._deferred[slot] = None
+        if not decided:
             return False
         self.learn(slot, value, records)
         return True
+
+    def recount(self, records: list[Record]) -> list[tuple[int, Ballot, Value]]:
+        """Count again the votes of slots whose configuration was unknown when they came
+        (the applied prefix has moved since): returns what they made chosen."""
+        learned = []
+        for slot in list(self._deferred):
+            by_ballot = self._votes.get(slot)
+            if by_ballot is None or slot in self.chosen or slot <= self.applied_index:
+                del self._deferred[slot]
+                continue
+            for ballot, (value, voters) in by_ballot.items():
+                decided = self.quorum(slot, voters)
+                if decided is None:
+                    break
+                if decided:
+                    self.learn(slot, value, records)
+                    learned.append((slot, ballot, value))
+                    break
+            else:
+                del self._deferred[slot]
+            if slot in self.chosen:
+                self._deferred.pop(slot, None)
+        return learned
 
     def learn(self, slot: int, value: Value, records: list[Record]) -> bool:
         """Record a value known to be chosen (by a quorum, a distinguished learner or
@@ -117,6 +157,7 @@ class Learner:
         self.applied_index = max(self.applied_index, slot)
         self.chosen = {s: v for s, v in self.chosen.items() if s > slot}
         self._votes = {s: v for s, v in self._votes.items() if s > slot}
+        self._deferred = {s: None for s in self._deferred if s > slot}
 
     @property
     def chosen_index(self) -> int:

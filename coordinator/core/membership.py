@@ -43,9 +43,10 @@ from collections.abc import Iterable
 import msgspec
 
 from paxlock.coordinator.core.messages import (
-    MEMBERS_MAX, NOOP, Configuration, Member, Reconfigure, ScheduleEntry, ScheduleState, Value,
+    MEMBERS_MAX, NOOP, Configuration, CoreSnapshot, Member, Reconfigure, ScheduleEntry, ScheduleState, Value,
 )  # fmt: skip
 
+RETIRED_KEPT = 8
 ALPHA = 64
 """How many slots after its own a configuration change takes effect. A protocol constant:
 every member must use the same one (it decides which majority chose each slot)."""
@@ -128,12 +129,15 @@ class Schedule:
     two. Updated by ``apply`` for every chosen slot in order, restored from snapshots.
     """
 
-    __slots__ = ("entries", "applied")
+    __slots__ = ("entries", "applied", "retired")
 
     def __init__(self, entries: list[tuple[int, Configuration]], applied: int = 0) -> None:
         assert entries, "a schedule always has a configuration in effect"
         self.entries = entries
         self.applied = applied
+        self.retired: list[tuple[int, Configuration]] = []
+        """The last few entries that no longer govern a slot after the applied prefix, so
+        that ``at`` can give the schedule of a recent slot."""
 
     @classmethod
     def starting(cls, first: Configuration) -> Schedule:
@@ -203,8 +207,19 @@ class Schedule:
                 made = value.configuration(slot)
                 self.entries.append((slot + ALPHA, made))
         while len(self.entries) > 1 and self.entries[1][0] <= self.applied + 1:
-            self.entries.pop(0)
+            self.retired = [*self.retired[-(RETIRED_KEPT - 1):], self.entries.pop(0)]
         return made
+
+    def at(self, slot: int) -> Schedule:
+        """The schedule as it was when ``slot`` was the applied prefix (a snapshot taken a
+        little behind this node's prefix)."""
+        assert slot <= self.applied, "only a slot already applied"
+        known = [e for e in (*self.retired, *self.entries) if e[1].epoch <= slot]
+        while len(known) > 1 and known[1][0] <= slot + 1:
+            known.pop(0)
+        assert known and (known[0][0] <= slot + 1 or known[0][1].epoch == 0), \
+            "that slot is older than the schedule remembers"
+        return Schedule(known, slot)
 
     def chain(self, from_slot: int, values: dict[int, Value]
               ) -> list[Configuration]:  # fmt: skip
@@ -238,3 +253,19 @@ def phase1_quorum(promised: Iterable[str], chain: Iterable[Configuration]) -> bo
     ``chain`` (``Schedule.chain``)."""
     ids = set(promised)
     return all(config.is_quorum(ids) for config in chain)
+
+
+_SNAPSHOT_DECODER = msgspec.msgpack.Decoder(CoreSnapshot)
+
+
+def encode_snapshot(schedule: Schedule, machine: bytes) -> bytes:
+    """A snapshot's bytes: the schedule at its slot travels and persists with it, so a
+    member that installs it knows the configurations after it."""
+    return msgspec.msgpack.encode(CoreSnapshot(schedule.to_state(), machine))
+
+
+def decode_snapshot(data: bytes) -> tuple[Schedule, bytes]:
+    """The schedule and the state machine's snapshot (``msgspec.ValidationError`` or
+    ``DecodeError`` when the bytes are not a snapshot: a corrupt store or transfer)."""
+    snapshot = _SNAPSHOT_DECODER.decode(data)
+    return Schedule.from_state(snapshot.schedule), snapshot.machine

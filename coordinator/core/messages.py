@@ -134,6 +134,14 @@ class ScheduleState(msgspec.Struct, frozen=True, array_like=True):
     entries: Annotated[tuple[ScheduleEntry, ...], msgspec.Meta(min_length=1, max_length=4)]
 
 
+class CoreSnapshot(msgspec.Struct, frozen=True, array_like=True):
+    """What a snapshot's bytes hold: the schedule at its slot, then the state machine's own
+    snapshot, which the core never reads."""
+
+    schedule: ScheduleState
+    machine: bytes
+
+
 Value: TypeAlias = NoOp | Batch | Reconfigure
 NOOP = NoOp()
 

@@ -7,7 +7,10 @@ practice), drawn only by the election.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
+
+import msgspec
 
 from paxlock.coordinator.core.acceptor import Acceptor
 from paxlock.coordinator.core.ballot import Ballot, NodeId
@@ -21,12 +24,20 @@ from paxlock.coordinator.core.admission import (
     message_round,
     slots_ahead_max,
 )
-from paxlock.coordinator.core.catchup import CatchUp, Served, serve
+from paxlock.coordinator.core.catchup import CORRUPT, CatchUp, Served, serve
 from paxlock.coordinator.core.config import CoreConfig, Rng
 from paxlock.coordinator.core.confirm import Rounds
 from paxlock.coordinator.core.election import Election
 from paxlock.coordinator.core.heard import Heard
 from paxlock.coordinator.core.learner import Learner
+from paxlock.coordinator.core.membership import (
+    ALPHA,
+    Schedule,
+    decode_snapshot,
+    encode_snapshot,
+    genesis,
+    phase1_quorum,
+)
 from paxlock.coordinator.core.messages import (
     Accept,
     Accepted,
@@ -38,12 +49,14 @@ from paxlock.coordinator.core.messages import (
     Handover,
     Heartbeat,
     HeartbeatAck,
+    Member,
     Message,
     Nack,
     Prepare,
     PreVote,
     PreVoteReply,
     Promise,
+    Reconfigure,
     Snapshot,
     SnapshotRecord,
     Value,
@@ -54,6 +67,7 @@ from paxlock.coordinator.core.ready import (
     Confirmed,
     DurableState,
     HandedOver,
+    MembershipChanged,
     Phase1Started,
     Ready,
     Rejection,
@@ -78,21 +92,30 @@ class Node:
         tests substitute deliberately broken roles to prove the checkers catch them."""
         self.config = config
         self.id = config.node_id
-        self.members = tuple(sorted(config.members))
-        self.acceptor = acceptor or Acceptor(durable.promised, dict(durable.accepted))
-        self.learner = learner or Learner(config.quorum, dict(durable.chosen), 0)
-        self.proposer = proposer or Proposer(
-            self.id, config.quorum, config.in_flight_slots_max, config.batch_commands_max,
-            config.pending_max)  # fmt: skip
+        first = durable.genesis or genesis(Member(m, "") for m in config.members)
+        self.schedule = Schedule.starting(first)
+        """Which configuration governs which slot (``core.membership``)."""
         self.snapshot: Snapshot | None = None
         """The latest snapshot (taken or installed): restored first, and served to nodes
-        behind it. None before the first one."""
+        behind it. None before the first one. Its data holds the schedule at its slot and
+        the state machine's own snapshot (``membership.encode_snapshot``)."""
+        self._machine_snapshot = b""
         if durable.snapshot is not None:
             self.snapshot = Snapshot(durable.snapshot_slot, durable.snapshot)
-            self._forget_through(durable.snapshot_slot)
+            self.schedule, self._machine_snapshot = decode_snapshot(durable.snapshot)
+            assert self.schedule.applied == durable.snapshot_slot, "a snapshot's own schedule"
         assert self.snapshot is not None or durable.snapshot_slot == 0, "snapshot data missing"
+        self.members = self.schedule.member_ids()
+        """Every member of a configuration in effect or pending: whom this node talks to."""
+        self.acceptor = acceptor or Acceptor(durable.promised, dict(durable.accepted))
+        self.learner = learner or Learner(self._slot_quorum, dict(durable.chosen), 0)
+        self.proposer = proposer or Proposer(
+            self.id, self._phase1_quorum, config.in_flight_slots_max, config.batch_commands_max,
+            config.pending_max)  # fmt: skip
+        if self.snapshot is not None:
+            self._forget_through(self.snapshot.slot)
         self.highest_seen: Ballot = self.acceptor.promised
-        self.rounds = Rounds(config.quorum)  # confirmation rounds, primary side
+        self.rounds = Rounds(self.schedule.is_quorum, self.id)  # confirmation rounds
         self.election = Election(config, rng, self.rounds)
         self.catchup = CatchUp(self.id, self.members, config.retry_s)
         self.heard = Heard(self.id, self.members)
@@ -131,7 +154,7 @@ class Node:
         deliver the durable chosen log after it; arm the timer."""
         out = Ready()
         if self.snapshot is not None:
-            out.installed = (self.snapshot.slot, self.snapshot.data)
+            out.installed = (self.snapshot.slot, self._machine_snapshot)
         self.election.heard_primary(None, self.role, now)
         return self._finish(out, now)
 
@@ -143,8 +166,10 @@ class Node:
         assert slot <= self.learner.chosen_index, "a snapshot covers applied slots only"
         assert slot >= self.acceptor.snapshot_slot, "the snapshot slot never goes down"
         out = Ready()
-        self.snapshot = Snapshot(slot, data)
-        out.records.append(SnapshotRecord(slot, data))
+        self._machine_snapshot = data
+        wrapped = encode_snapshot(self.schedule.at(slot), data)
+        self.snapshot = Snapshot(slot, wrapped)
+        out.records.append(SnapshotRecord(slot, wrapped))
         self._forget_through(slot)
         return self._finish(out, now)
 
@@ -200,8 +225,28 @@ class Node:
             out.rejected.append(Rejection(command, self.id, False))
         return self._finish(out, now)
 
+    def reconfigure(self, change: Reconfigure, now: float) -> Ready:
+        """Propose a configuration change in a slot of its own. Only the primary proposes;
+        whether it takes effect is decided when it is applied (``membership``: a change not
+        based on the newest configuration, or too soon after the last, changes nothing);
+        ``MembershipChanged`` reports the outcome."""
+        out = Ready()
+        if self.role is Role.PRIMARY:
+            self.proposer.singles.append(change)
+        return self._finish(out, now)
+
+    @property
+    def votes(self) -> bool:
+        """Whether this member incarnation votes in a configuration in effect or pending:
+        a member outside every configuration (a store that was lost, a member not yet
+        added) neither promises, nor accepts, nor stands for election."""
+        return self.schedule.votes(self.id, self.config.incarnation)
+
     def tick(self, now: float) -> Ready:
         out = Ready()
+        if self.role is Role.PRIMARY and not self.schedule.current.votes(
+                self.id, self.config.incarnation):  # fmt: skip
+            self._leave_configuration(now, out)
         match self.role:
             case Role.PRIMARY if self.election.quorum_lost(now):  # check quorum
                 out.events.append(SteppedDown(self.ballot, None))
@@ -213,7 +258,7 @@ class Node:
                 for slot, value in self.proposer.due_retransmits(now, self.config.retry_s):
                     self._broadcast_accept(slot, value, out)
             case Role.CANDIDATE:
-                if self.election.due(now):
+                if self.election.due(now) and self.votes:
                     self._elect(now, out)
                 elif now >= self.proposer.phase1_sent_at + self.config.retry_s:
                     self.proposer.phase1_sent_at = now
@@ -222,7 +267,7 @@ class Node:
                         if member not in self.proposer.promises:
                             self._send(member, prepare, out)
             case Role.FOLLOWER:
-                if self.election.due(now):
+                if self.election.due(now) and self.votes:
                     self._elect(now, out)
         self._ask_if_due(now, out)
         return self._finish(out, now)
@@ -242,7 +287,8 @@ class Node:
         round, which runs phase 1 at once (no election timeout, no pre-vote): the office is
         vacant for about two round trips instead of an election timeout."""
         out = Ready()
-        target = self.rounds.freshest(self.members) if self.role is Role.PRIMARY else None
+        voters = tuple(m for m in self.schedule.current.voter_ids if m != self.id)
+        target = self.rounds.freshest(voters) if self.role is Role.PRIMARY else None
         if target is not None:
             out.events.append(HandedOver(self.ballot, target))
             out.rejected += self.proposer.step_down(target)
@@ -275,6 +321,8 @@ class Node:
             self._send(member, prepare, out)
 
     def _on_prepare(self, src: str, msg: Prepare, now: float, out: Ready) -> None:
+        if not self.votes:
+            return
         higher = msg.ballot > self.acceptor.promised
         if higher and self.election.has_live_primary(src, self.role, now):
             return
@@ -282,7 +330,8 @@ class Node:
         reply = self.acceptor.on_prepare(msg, out.records)
         if isinstance(reply, Promise):
             assert self.chosen_index >= self.acceptor.snapshot_slot, "compacted slots are chosen"
-            reply = Promise(reply.ballot, reply.from_slot, reply.accepted, self.chosen_index)
+            reply = Promise(reply.ballot, reply.from_slot, reply.accepted, self.chosen_index,
+                            self.schedule.to_state())  # fmt: skip
         self._send(src, reply, out)
 
     def _on_promise(self, src: str, msg: Promise, now: float, out: Ready) -> None:
@@ -300,11 +349,18 @@ class Node:
     # -- phase 2 ---------------------------------------------------------------------------
 
     def _broadcast_accept(self, slot: int, value: Value, out: Ready) -> None:
+        """To the voters of the configuration that governs ``slot`` (known: a primary
+        proposes no slot past ``ALPHA`` after its applied prefix)."""
+        governing = self.schedule.governing(slot)
+        assert governing is not None, "a slot is proposed only once its configuration is known"
         accept = Accept(self.ballot, slot, value, self.learner.chosen_index)
-        for member in self.members:
+        for member in governing.voter_ids:
             self._send(member, accept, out)
 
     def _on_accept(self, src: str, msg: Accept, now: float, out: Ready) -> None:
+        governing = self.schedule.governing(msg.slot)
+        if governing is None or not governing.votes(self.id, self.config.incarnation):
+            return  # not a voter of that slot's configuration, or too far behind to know
         self._saw(msg.ballot, now, out)
         result = self.acceptor.on_accept(msg, out.records)
         if isinstance(result, Nack):
@@ -407,8 +463,7 @@ class Node:
         for member in self.members:
             if member != self.id:
                 self._send(member, beat, out)
-        if self.config.quorum == 1:  # a cluster of one confirms itself
-            self._confirmed(self.rounds.progress(), out)
+        self._confirmed(self.rounds.progress(), out)  # a cluster of one confirms itself
 
     # -- catch-up and snapshots ---------------------------------------------------------------
 
@@ -431,10 +486,15 @@ class Node:
                 self._drop(taken)
                 return
             if taken.snapshot is not None and taken.snapshot.slot > self.learner.chosen_index:
-                self._install(taken.snapshot, out)
+                try:
+                    decoded = decode_snapshot(taken.snapshot.data)
+                except msgspec.MsgspecError:
+                    self._drop(CORRUPT)  # its digest matched, its contents are no snapshot
+                    return
+                self._install(taken.snapshot, decoded, out)
             for entry in taken.entries:
                 self._learned(entry.slot, entry.value, out)
-            self.learner.deliver(out.learned)
+            self._deliver(out)
         self.catchup.on_reply(src, msg, self.learner.chosen_index, now)
         self._ask_if_due(now, out)  # the next chunk, or the slots after, at once
 
@@ -444,19 +504,91 @@ class Node:
             if asked is not None:
                 self._send(*asked, out)
 
-    def _install(self, snapshot: Snapshot, out: Ready) -> None:
-        """Jump to a peer's snapshot: it stands for every slot up to its own, all chosen."""
+    def _install(self, snapshot: Snapshot, decoded: tuple[Schedule, bytes], out: Ready) -> None:
+        """Jump to a peer's snapshot: it stands for every slot up to its own, all chosen,
+        and brings the schedule at that slot."""
         assert not out.learned, "the state machine is replaced before anything after it"
         self.snapshot = snapshot
+        self.schedule, self._machine_snapshot = decoded
         out.records.append(SnapshotRecord(snapshot.slot, snapshot.data))
-        out.installed = (snapshot.slot, snapshot.data)
+        out.installed = (snapshot.slot, self._machine_snapshot)
         self._forget_through(snapshot.slot)
+        self._members_changed(out)
 
     def _forget_through(self, slot: int) -> None:
         """Every slot up to ``slot`` is covered by the snapshot: no role keeps or wants it."""
         self.learner.forget_through(slot)
         self.acceptor.compact(slot)
         self.proposer.forget_through(slot)
+
+    # -- membership (``core.membership``) ----------------------------------------------------
+
+    def _deliver(self, out: Ready) -> None:
+        """Hand the chosen prefix to the state machine, each slot through the schedule
+        first; a configuration it makes known lets votes counted earlier decide."""
+        while True:
+            delivered = len(out.learned)
+            self.learner.deliver(out.learned)
+            if len(out.learned) == delivered:
+                return
+            before = self.schedule.configurations()
+            for entry in out.learned[delivered:]:
+                if entry.slot != self.schedule.applied + 1:
+                    continue  # restored with the snapshot it came after (or a broken learner's)
+                made = self.schedule.apply(entry.slot, entry.value)
+                if isinstance(entry.value, Reconfigure):
+                    out.events.append(MembershipChanged(entry.slot, entry.value, made))
+            if self.schedule.configurations() != before:
+                self._members_changed(out)
+            for slot, ballot, value in self.learner.recount(out.records):
+                self._after_learning(slot, value, out, ballot=ballot)
+
+    def _members_changed(self, out: Ready) -> None:
+        self.members = self.schedule.member_ids()
+        self.heard.set_members(self.members)
+        self.catchup.members = self.members
+        if not any(isinstance(e, MembershipChanged) for e in out.events):
+            out.events.append(MembershipChanged(self.schedule.applied, None, None))
+
+    def _slot_quorum(self, slot: int, ids: Collection[str]) -> bool | None:
+        governing = self.schedule.governing(slot)
+        return None if governing is None else governing.is_quorum(ids)
+
+    def _phase1_quorum(self, promises: dict[str, Promise]) -> bool:
+        """Phase 1 is complete once the promises hold a majority of every configuration
+        that may govern a slot the new primary will propose into: from the furthest
+        chosen prefix a promise reports (known chosen: nothing to re-propose there), by
+        that promiser's schedule, then by the values P2c will re-propose (``membership``)."""
+        base = self.schedule
+        for promise in promises.values():
+            if promise.chosen_index > base.applied and promise.schedule is not None:
+                reported = Schedule.from_state(promise.schedule)
+                if reported.applied == promise.chosen_index:
+                    base = reported
+        highest: dict[int, tuple[Ballot, Value]] = {}
+        for promise in promises.values():
+            for entry in promise.accepted:
+                known = highest.get(entry.slot)
+                if entry.slot > base.applied and (known is None or entry.ballot > known[0]):
+                    highest[entry.slot] = (entry.ballot, entry.value)
+        values = {slot: value for slot, (_, value) in highest.items()}
+        return phase1_quorum(promises, base.chain(base.applied + 1, values))
+
+    def _leave_configuration(self, now: float, out: Ready) -> None:
+        """A primary that no configuration in effect lists as a voter hands its office to
+        a voter (or simply steps down when none answered yet)."""
+        voters = tuple(m for m in self.schedule.current.voter_ids if m != self.id)
+        target = self.rounds.freshest(voters)
+        out.rejected += self.proposer.step_down(target)
+        if target is None:
+            out.events.append(SteppedDown(self.ballot, None))
+            self.election.forget_primary(now)
+            return
+        out.events.append(HandedOver(self.ballot, target))
+        self.election.handed_over(target, now)
+        for member in self.members:
+            if member != self.id:
+                self._send(member, Handover(self.ballot, target), out)
 
     # -- admission (``core.admission``) --------------------------------------------------------
 
@@ -479,8 +611,11 @@ class Node:
         out.messages.append(Envelope(self.id, dst, msg))
 
     def _finish(self, out: Ready, now: float) -> Ready:
-        self.learner.deliver(out.learned)
-        for slot, value in self.proposer.next_proposals(now):
+        self._deliver(out)
+        pending = self.schedule.pending
+        fill_through = pending[0] - 1 if pending is not None else 0
+        for slot, value in self.proposer.next_proposals(
+                now, last_slot=self.learner.chosen_index + ALPHA, fill_through=fill_through):
             self._broadcast_accept(slot, value, out)
         out.deadline = self._deadline()
         return out

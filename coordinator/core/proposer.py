@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
 from paxlock.coordinator.core.messages import NOOP, AcceptedEntry, Batch, Promise, Value
 from paxlock.coordinator.core.ready import Rejection
+
+Phase1Quorum = Callable[[dict[str, Promise]], bool]
+"""Whether these promises complete phase 1 (``membership.phase1_quorum``)."""
 
 
 class Role(enum.Enum):
@@ -34,14 +38,16 @@ class Proposer:
     __slots__ = (
         "node_id", "quorum", "in_flight_slots_max", "batch_commands_max", "pending_max",
         "role", "ballot", "from_slot", "next_slot", "promises", "phase1_sent_at",
-        "in_flight", "pending", "recovery",
+        "in_flight", "pending", "recovery", "singles",
     )  # fmt: skip
 
-    def __init__(self, node_id: str, quorum: int, in_flight_slots_max: int,
+    def __init__(self, node_id: str, quorum: int | Phase1Quorum, in_flight_slots_max: int,
                  batch_commands_max: int, pending_max: int) -> None:  # fmt: skip
         assert in_flight_slots_max >= 1 and batch_commands_max >= 1 and pending_max >= 1
         self.node_id = node_id
-        self.quorum = quorum
+        self.quorum: Phase1Quorum = (
+            (lambda promises: len(promises) >= quorum) if isinstance(quorum, int) else quorum
+        )
         self.in_flight_slots_max = in_flight_slots_max
         self.batch_commands_max = batch_commands_max
         self.pending_max = pending_max
@@ -55,6 +61,8 @@ class Proposer:
         self.pending: deque[Any] = deque()
         self.recovery: deque[tuple[int, Value]] = deque()
         """Slots to re-propose after phase 1, sent within the window before new batches."""
+        self.singles: deque[Value] = deque()
+        """Values that take a slot of their own (a ``Reconfigure``), before new batches."""
 
     # -- phase 1 ---------------------------------------------------------------------------
 
@@ -73,7 +81,7 @@ class Proposer:
         if self.role is not Role.CANDIDATE or msg.ballot != self.ballot:
             return False
         self.promises[acceptor] = msg
-        return len(self.promises) >= self.quorum
+        return self.quorum(self.promises)
 
     def value_for(self, slot: int, reported: AcceptedEntry | None) -> Value:
         """P2c: "(b) v is the value of the highest-numbered proposal among all proposals
@@ -88,7 +96,7 @@ class Proposer:
         are fetched by catch-up); this is also what keeps a primary out of compacted slots,
         whose accepted entries no promise reports any more. Returns how many slots are queued
         for re-proposal."""
-        assert self.role is Role.CANDIDATE and len(self.promises) >= self.quorum
+        assert self.role is Role.CANDIDATE and self.quorum(self.promises)
         highest: dict[int, AcceptedEntry] = {}
         known_chosen = max(self.from_slot - 1, chosen_index)
         for promise in self.promises.values():
@@ -118,19 +126,36 @@ class Proposer:
         self.pending.append(command)
         return True
 
-    def next_proposals(self, now: float) -> list[tuple[int, Value]]:
+    def next_proposals(self, now: float, *, last_slot: float = float("inf"),
+                       fill_through: int = 0) -> list[tuple[int, Value]]:  # fmt: skip
         """Group commit and pipelining: waiting commands go out as batches, one per slot,
-        while fewer than ``in_flight_slots_max`` slots are in flight."""
+        while fewer than ``in_flight_slots_max`` slots are in flight and up to
+        ``last_slot``, the last slot whose configuration this node knows
+        (``core.membership``). With nothing else to propose, no-ops fill the slots up to
+        ``fill_through``, so that a configuration change takes effect without waiting for
+        traffic."""
         proposals: list[tuple[int, Value]] = []
         if self.role is not Role.PRIMARY:
             return proposals
-        while self.recovery and len(self.in_flight) < self.in_flight_slots_max:
+
+        def room() -> bool:
+            return len(self.in_flight) < self.in_flight_slots_max
+
+        while self.recovery and room() and self.recovery[0][0] <= last_slot:
             slot, value = self.recovery.popleft()
             self.in_flight[slot] = InFlight(value, now)
             proposals.append((slot, value))
-        while self.pending and len(self.in_flight) < self.in_flight_slots_max:
-            take = min(self.batch_commands_max, len(self.pending))
-            value = Batch(tuple(self.pending.popleft() for _ in range(take)))
+        if self.recovery:
+            return proposals  # new slots are numbered after the recovered ones
+        while (self.singles or self.pending or self.next_slot <= fill_through) and room() \
+                and self.next_slot <= last_slot:
+            if self.singles:
+                value = self.singles.popleft()
+            elif self.pending:
+                take = min(self.batch_commands_max, len(self.pending))
+                value = Batch(tuple(self.pending.popleft() for _ in range(take)))
+            else:
+                value = NOOP
             slot = self.next_slot
             self.next_slot += 1
             self.in_flight[slot] = InFlight(value, now)
@@ -174,4 +199,5 @@ class Proposer:
         self.in_flight = {}
         self.recovery.clear()
         self.pending.clear()
+        self.singles.clear()
         return rejected

@@ -14,6 +14,7 @@ from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
 from paxlock.coordinator.core.messages import (
     AcceptedEntry,
     Configuration,
+    Reconfigure,
     AcceptRecord,
     ChosenEntry,
     ChosenRecord,
@@ -75,7 +76,21 @@ class Confirmed:
     sent_at: float
 
 
-CoreEvent = BecamePrimary | SteppedDown | HandedOver | Phase1Started | Confirmed
+@dataclass(frozen=True, slots=True)
+class MembershipChanged:
+    """The configurations in effect or pending changed (``Node.schedule``): ``change`` is
+    the ``Reconfigure`` applied in ``slot`` and ``made`` the configuration it made (None: it
+    changed nothing, being stale or too soon), or both are None when a pending configuration
+    took effect or a snapshot brought others."""
+
+    slot: int
+    change: Reconfigure | None
+    made: Configuration | None
+
+
+CoreEvent = (
+    BecamePrimary | SteppedDown | HandedOver | Phase1Started | Confirmed | MembershipChanged
+)
 
 
 @dataclass(slots=True)

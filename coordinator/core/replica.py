@@ -32,8 +32,10 @@ from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.config import CoreConfig, Rng
 from paxlock.coordinator.core.keeper import AcquireRequest, KeeperReady, LeaseKeeper
 from paxlock.coordinator.core.keeper_effects import (
+    MembershipRefused,
     NotPrimary,
     ReadConfirmed,
+    Reconfigured,
     Recovering,
     Reply,
     RequestKey,
@@ -47,7 +49,8 @@ from paxlock.coordinator.core.lease_commands import (
     Office,
 )
 from paxlock.coordinator.core.leases import LeaseMachine
-from paxlock.coordinator.core.messages import Batch, ChosenEntry, Message
+from paxlock.coordinator.core.membership import ALPHA, Schedule
+from paxlock.coordinator.core.messages import Batch, ChosenEntry, Message, Reconfigure
 from paxlock.coordinator.core.node import Node
 from paxlock.coordinator.core.proposal import Proposal, decode_proposal, encode_proposal
 from paxlock.coordinator.core.proposer import Role
@@ -56,6 +59,7 @@ from paxlock.coordinator.core.ready import (
     Confirmed,
     DurableState,
     HandedOver,
+    MembershipChanged,
     Phase1Started,
     Ready,
     Rejection,
@@ -67,6 +71,7 @@ from paxlock.coordinator.core.replica_io import (
     LeftOffice,
     ProclaimOp,
     ReadOp,
+    ReconfigureOp,
     ReleaseOp,
     Renewed,
     RenewOp,
@@ -136,6 +141,8 @@ class LeaseReplica:
         self._mine: dict[int, _Mine] = {}
         self._round: _Round | None = None
         self._pending = _Pending()
+        self._change: tuple[RequestKey, Reconfigure] | None = None
+        """The configuration change this primary proposed and waits to see applied."""
 
     # -- entry points --------------------------------------------------------------------
 
@@ -209,6 +216,8 @@ class LeaseReplica:
             case ReadOp():
                 self._pending.reads.append(key)
                 self._maybe_start_round(now, out)
+            case ReconfigureOp(change=change):
+                self._reconfigure(key, change, now, out)
             case _:
                 assert_never(op)
         return self._finish(out, now)
@@ -225,6 +234,11 @@ class LeaseReplica:
 
     # -- reading -------------------------------------------------------------------------
 
+    @property
+    def schedule(self) -> Schedule:
+        """Which configuration governs which slot (``core.membership``)."""
+        return self.node.schedule
+
     def expires_in(self, name: str, now: float) -> float | None:
         """Seconds left of the lease on ``name`` by the keeper's timer (None off office)."""
         return self.keeper.expires_in(name, now) if self.keeper.in_office else None
@@ -236,7 +250,8 @@ class LeaseReplica:
             self.keeper.in_office, node.chosen_index, self.applied_slot,
             node.snapshot.slot if node.snapshot is not None else 0, node.catchup_target,
             len(self.machine.list()), self.keeper.waiters if self.keeper.in_office else 0,
-            node.heard.contacts(),
+            node.heard.contacts(), node.votes,
+            node.schedule.knows(self.id, node.config.incarnation),
         )  # fmt: skip
 
     # -- the core's effects --------------------------------------------------------------
@@ -258,6 +273,9 @@ class LeaseReplica:
                     self._leave_office(out)
                 case Confirmed():
                     self._confirmed(event, now, out)
+                case MembershipChanged():
+                    out.membership_changed = True
+                    self._changed(event, out)
         if ready.installed is not None:
             self._install(*ready.installed, now, out)
         for entry in ready.learned:
@@ -310,6 +328,11 @@ class LeaseReplica:
 
     def _leave_office(self, out: ReplicaReady) -> None:
         self._fail_reads(out, "no longer primary")
+        if self._change is not None:
+            key, self._change = self._change[0], None
+            out.replies.append(Reply(key, Unavailable(
+                "no longer primary: the membership change may still take effect; "
+                "read GET /v1/members before retrying")))  # fmt: skip
         if self.keeper.in_office:
             ballot = self.keeper.ballot
             out.replies += self.keeper.step_down()
@@ -352,6 +375,35 @@ class LeaseReplica:
         else:
             why = "outcome unknown: the request may still take effect; read before retrying"
         out.replies.append(Reply(mine.reply_to, Unavailable(why)))
+
+    # -- membership ------------------------------------------------------------------------
+
+    def _reconfigure(self, key: RequestKey, change: Reconfigure, now: float,
+                     out: ReplicaReady) -> None:  # fmt: skip
+        """Propose ``change`` unless another change is under way (one at a time, and each
+        only once the previous one governs: ``core.membership``)."""
+        schedule = self.node.schedule
+        if self._change is not None or schedule.pending is not None:
+            out.replies.append(Reply(key, MembershipRefused(
+                "change_in_progress", "another membership change is not in effect yet")))
+            return
+        if change.base != schedule.latest.epoch:
+            out.replies.append(Reply(key, MembershipRefused(
+                "conflict", "the configuration changed meanwhile; read it and retry")))
+            return
+        self._change = (key, change)
+        self._absorb(self.node.reconfigure(change, now), now, out)
+
+    def _changed(self, event: MembershipChanged, out: ReplicaReady) -> None:
+        """A ``Reconfigure`` applied: answer the request that proposed it, if here."""
+        if self._change is None or event.change != self._change[1]:
+            return
+        key, self._change = self._change[0], None
+        if event.made is None:
+            out.replies.append(Reply(key, MembershipRefused(
+                "conflict", "another membership change came first; read it and retry")))
+        else:
+            out.replies.append(Reply(key, Reconfigured(event.made, event.slot + ALPHA)))
 
     # -- the keeper's effects ------------------------------------------------------------
 

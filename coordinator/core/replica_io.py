@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.heard import Contact
 from paxlock.coordinator.core.keeper_effects import (
+    MembershipRefused,
     NotPrimary,
     ReadConfirmed,
+    Reconfigured,
     Recovering,
     Reply,
     RequestKey,
@@ -27,14 +29,20 @@ from paxlock.coordinator.core.lease_commands import (
     Release,
     Result,
 )
-from paxlock.coordinator.core.messages import ChosenEntry, Envelope, Record
+from paxlock.coordinator.core.messages import (
+    ChosenEntry,
+    Envelope,
+    Reconfigure,
+    Record,
+)
 from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.ready import CoreEvent
 
 __all__ = [
-    "AcquireOp", "Applied", "Contact", "LeftOffice", "NotPrimary", "ProclaimOp", "ReadOp",
-    "ReadConfirmed", "Recovering", "ReleaseOp", "Renewed", "RenewOp", "ReplicaEvent", "ReplicaReady",
-    "Reply", "RequestKey", "ReplicaStatus", "RequestOp", "TookOffice", "TooMany", "Unavailable",
+    "AcquireOp", "Applied", "Contact", "LeftOffice", "MembershipRefused", "NotPrimary",
+    "ProclaimOp", "ReadOp", "ReadConfirmed", "Reconfigured", "ReconfigureOp", "Recovering",
+    "ReleaseOp", "Renewed", "RenewOp", "ReplicaEvent", "ReplicaReady", "Reply", "RequestKey",
+    "ReplicaStatus", "RequestOp", "TookOffice", "TooMany", "Unavailable",
 ]
 
 
@@ -75,7 +83,6 @@ class ReadOp:
     its ballot is applied)."""
 
 
-RequestOp = AcquireOp | RenewOp | ReleaseOp | ProclaimOp | ReadOp
 
 
 # --- events --------------------------------------------------------------------------------
@@ -120,6 +127,18 @@ class Applied:
     by one member at most, and never by a restarted one re-applying its log."""
 
 
+@dataclass(frozen=True, slots=True)
+class ReconfigureOp:
+    """A configuration change (``core.membership``): answered ``Reconfigured`` once it is
+    applied and made a configuration, ``MembershipRefused`` when it cannot be proposed or
+    changed nothing, 503 when the primary stepped down before it was applied."""
+
+    change: Reconfigure
+
+
+RequestOp = AcquireOp | RenewOp | ReleaseOp | ProclaimOp | ReadOp | ReconfigureOp
+
+
 # --- one step's effects --------------------------------------------------------------------
 
 
@@ -140,6 +159,9 @@ class ReplicaReady:
     applied: list[Applied] = field(default_factory=list)
     deadline: float = float("inf")
     """Call ``tick()`` no later than this."""
+    membership_changed: bool = False
+    """The configurations in effect or pending changed (``LeaseReplica.schedule``): the
+    peers to talk to may have."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,3 +183,8 @@ class ReplicaStatus:
     contacts: tuple[Contact, ...] = ()
     """Every other member heard from so far: when (this node's clock) and the chosen index
     it last reported, directly or relayed by the primary (``core.heard``)."""
+    voter: bool = True
+    """This member incarnation votes in a configuration in effect or pending."""
+    member: bool = True
+    """Some configuration in effect or pending lists this member incarnation (False: a
+    store that was lost or a member not yet added; it only waits to be admitted)."""

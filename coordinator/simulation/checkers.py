@@ -219,13 +219,19 @@ class Checker:
         self.on_snapshot(node, slot, data)
 
     def check_liveness(self, delivered_by_node: dict[str, int]) -> None:
+        for detail in self.liveness_unmet(delivered_by_node):
+            self._fail("liveness", detail)
+
+    def liveness_unmet(self, delivered_by_node: dict[str, int]) -> list[str]:
+        """What (g) still lacks: commands never chosen, nodes behind the chosen prefix."""
+        unmet = []
         missing = sorted(self.submitted - self.chosen_commands)
         if missing and self.every_command_retried:
-            self._fail("liveness", f"{len(missing)} submitted commands never chosen, "
-                                   f"e.g. {missing[:3]}")  # fmt: skip
+            unmet.append(f"{len(missing)} submitted commands never chosen, e.g. {missing[:3]}")
         top = self.liveness_slot
         if top is None:
             top = max((s for s, st in self.slots.items() if st.chosen), default=0)
         behind = {n: i for n, i in delivered_by_node.items() if i < top}
         if behind:
-            self._fail("liveness", f"nodes behind chosen slot {top}: {behind}")
+            unmet.append(f"nodes behind chosen slot {top}: {behind}")
+        return unmet

@@ -63,11 +63,9 @@ from paxlock.coordinator.simulation.lease_clients import (
     skewed_clock,
 )
 from paxlock.coordinator.simulation.sim import NodeFactory, Result, SimConfig, Simulation
-from paxlock.coordinator.simulation.sim import SimNode, default_node
+from paxlock.coordinator.simulation.sim import SETTLE_STEPS_MAX, SimNode, default_node
 
 SNAPSHOT_EVERY = (3, 12)
-SETTLE_STEPS_MAX = 5000
-"""How long past the last step a run may take to show it serves again."""
 
 
 def sim_keeper() -> LeaseKeeper:

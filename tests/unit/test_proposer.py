@@ -280,7 +280,8 @@ def test_progress_the_primary_steps_down_on_a_prepare_with_a_higher_number() -> 
     assert ready.rejected == [Rejection("a", "n2", True), Rejection("b", "n2", False)]
     assert node.role is Role.FOLLOWER
     # (n1's own Accept never reached its acceptor: nothing to report)
-    assert ready.messages == [Envelope("n1", "n2", Promise(Ballot(2, "n2"), 1, (), 0))]
+    assert ready.messages == [Envelope("n1", "n2", Promise(Ballot(2, "n2"), 1, (), 0,
+                                                           node.schedule.to_state()))]
     # nothing more is proposed at the abandoned ballot
     assert node.tick(now + 10).messages == []
 

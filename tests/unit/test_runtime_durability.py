@@ -89,7 +89,8 @@ async def test_a_promise_leaves_only_after_its_record_is_durable() -> None:
         assert transport.sent == []
         store.gate.set()
         await asyncio.wait_for(transport.any_sent.wait(), 5)
-        assert [e.msg for e in transport.sent] == [Promise(Ballot(1, "n2"), 1, (), 0)]
+        schedule = replica.replica.node.schedule.to_state()
+        assert [e.msg for e in transport.sent] == [Promise(Ballot(1, "n2"), 1, (), 0, schedule)]
         assert transport.records_when_sent == [1]  # the record was durable when it left
     finally:
         await replica.stop()

@@ -10,6 +10,7 @@ from paxlock.coordinator.core.acceptor import Acceptor
 from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
 from paxlock.coordinator.core.catchup import digest_of, serve
 from paxlock.coordinator.core.learner import Learner
+from paxlock.coordinator.core.membership import decode_snapshot
 from paxlock.coordinator.core.messages import (
     Accept,
     Accepted,
@@ -82,14 +83,15 @@ def test_compaction_drops_exactly_the_slots_the_snapshot_covers(fifo_net) -> Non
     net = cluster(fifo_net, 5)
     node = net.nodes["n1"]
     ready = node.compact(3, b"s3", net.now)
-    assert ready.records == [SnapshotRecord(3, b"s3")]
+    assert ready.records == [SnapshotRecord(3, node.snapshot.data)]
+    assert decode_snapshot(node.snapshot.data)[1] == b"s3"  # the schedule at 3, then the data
     assert ready.installed is None and ready.learned == []  # its own state: nothing to apply
     net.absorb("n1", ready)
     assert sorted(node.learner.chosen) == [4, 5]
     assert sorted(node.acceptor.accepted) == [4, 5]
-    assert node.snapshot == Snapshot(3, b"s3") and node.chosen_index == 5
+    assert node.snapshot.slot == 3 and node.chosen_index == 5
     disk = net.disks["n1"]
-    assert (disk.snapshot_slot, disk.snapshot) == (3, b"s3")
+    assert (disk.snapshot_slot, disk.snapshot) == (3, node.snapshot.data)
     assert sorted(disk.chosen) == [4, 5] and sorted(disk.accepted) == [4, 5]
     # the other nodes keep their own logs until they compact
     assert sorted(net.disks["n2"].chosen) == [1, 2, 3, 4, 5]
@@ -145,7 +147,7 @@ def test_restart_from_a_compacted_durable_state_delivers_only_later_slots(
     assert ready.learned == entries(4, 5)
     assert ready.records == []  # the snapshot is durable already
     node = net.nodes["n2"]
-    assert node.snapshot == Snapshot(3, data)
+    assert node.snapshot == Snapshot(3, net.disks["n2"].snapshot)
     assert node.learner.applied_index == 5 and node.chosen_index == 5
     assert sorted(node.accepted_entries()) == [4, 5]
 
@@ -187,13 +189,14 @@ def test_a_node_behind_the_compaction_point_catches_up_by_snapshot_transfer(fifo
     assert [e.msg for e in ready.messages] == [CatchupRequest(1)]
     (reply_envelope,) = [e for e in net.deliver() if isinstance(e.msg, CatchupReply)]
     reply = reply_envelope.msg
-    assert reply == CatchupReply(tuple(entries(9, 10)), 10, whole(8, data))
+    stored = net.nodes["n1"].snapshot.data  # the schedule at 8, then data
+    assert reply == CatchupReply(tuple(entries(9, 10)), 10, whole(8, stored))
     assert net.installed["n3"] == [(8, data)]
     assert net.learned["n3"] == entries(9, 10)
     disk = net.disks["n3"]
-    assert (disk.snapshot_slot, disk.snapshot, sorted(disk.chosen)) == (8, data, [9, 10])
+    assert (disk.snapshot_slot, disk.snapshot, sorted(disk.chosen)) == (8, stored, [9, 10])
     node = net.nodes["n3"]
-    assert node.chosen_index == 10 and node.snapshot == Snapshot(8, data)
+    assert node.chosen_index == 10 and node.snapshot == Snapshot(8, stored)
     assert net.sent_of(CatchupRequest, since=mark) == [Envelope("n3", "n1", CatchupRequest(1))]
     # a duplicate of the reply answers nothing any more: dropped, counted, nothing applied
     ready = net.receive(reply_envelope)
@@ -215,7 +218,8 @@ def test_a_snapshot_reply_installs_before_the_entries_it_carries(fifo_net) -> No
         Envelope("n1", "n3", serve(CatchupRequest(1), net.nodes["n1"].learner.chosen, 6,
                                    net.nodes["n1"].snapshot, 1))  # fmt: skip
     )
-    assert ready.records == [SnapshotRecord(4, data), ChosenRecord(5, value(5))]
+    stored = net.nodes["n1"].snapshot.data
+    assert ready.records == [SnapshotRecord(4, stored), ChosenRecord(5, value(5))]
     assert ready.installed == (4, data) and ready.learned == entries(5, 5)
     # more is missing: it asks again at once, for the slot after what it has
     assert net.nodes["n3"].catchup_target == ("n1", 6)
