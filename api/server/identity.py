@@ -12,22 +12,13 @@ from aiohttp import web
 from paxlock.api.server.bootstrap import Identity
 from paxlock.api.server.errors import json_response
 from paxlock.coordinator.core.membership import Schedule
-from paxlock.coordinator.core.messages import Configuration
+from paxlock.coordinator.core.messages import Configuration, Member
 from paxlock.coordinator.errors import Unavailable
 from paxlock.coordinator.service import LeaseService
+from paxlock.coordinator.views import LeaseView
 
 LEARNER_REASON = "learner: not admitted by any configuration (paxlock member add)"
 BOOTSTRAP_REASON = "bootstrapping: waiting for the identity of every member (see the log)"
-
-
-def schedule_of(replica: Any, genesis: Configuration) -> Schedule:
-    """The replica's schedule of configurations (``LeaseReplica.schedule``, or its core
-    node's); a core without one runs the static genesis, which this stands for."""
-    for owner in (replica, getattr(replica, "node", None)):
-        schedule = getattr(owner, "schedule", None)
-        if isinstance(schedule, Schedule):
-            return schedule
-    return Schedule.starting(genesis)
 
 
 def member_urls(schedule: Schedule, node_id: str, url: str) -> dict[str, str]:
@@ -70,11 +61,44 @@ class MemberLeasing:
             raise Unavailable(f"this member is {BOOTSTRAP_REASON}")
         return self.service
 
-    def __getattr__(self, name: str) -> Any:
-        """The lease operations (``coordinator.leasing``), once the service runs."""
-        if name.startswith("_") or name in ("service", "role"):
-            raise AttributeError(name)
-        return getattr(self._running(), name)
+    # -- the lease operations (``coordinator.leasing``) and the membership changes
+    # (``api.server.members.MemberService``), once the service runs
+
+    async def acquire(self, name: str, **options: Any) -> LeaseView:
+        return await self._running().acquire(name, **options)
+
+    async def renew(self, name: str, **options: Any) -> LeaseView:
+        return await self._running().renew(name, **options)
+
+    async def release(self, name: str, **options: Any) -> None:
+        await self._running().release(name, **options)
+
+    async def proclaim(self, name: str, **options: Any) -> LeaseView:
+        return await self._running().proclaim(name, **options)
+
+    async def get(self, name: str, *, consistent: bool = True) -> LeaseView:
+        return await self._running().get(name, consistent=consistent)
+
+    async def list(self, prefix: str = "", *, consistent: bool = True) -> list[LeaseView]:
+        return await self._running().list(prefix, consistent=consistent)
+
+    async def verify(self, name: str, *, token: int) -> tuple[bool, int | None]:
+        return await self._running().verify(name, token=token)
+
+    async def observe(self, name: str, *, after: int, timeout: float) -> LeaseView | None:
+        return await self._running().observe(name, after=after, timeout=timeout)
+
+    def membership(self) -> dict[str, Any]:
+        return self._running().membership()
+
+    async def add_member(self, member: Member) -> Configuration:
+        return await self._running().add_member(member)
+
+    async def promote_member(self, member_id: str) -> Configuration:
+        return await self._running().promote_member(member_id)
+
+    async def remove_member(self, member_id: str) -> Configuration:
+        return await self._running().remove_member(member_id)
 
     def known_primary(self) -> str | None:
         return None if self.service is None else self.service.known_primary()

@@ -16,10 +16,10 @@ from prometheus_client import CollectorRegistry
 from paxlock._logs import get_logger
 from paxlock.api.server.auth import load_auth
 from paxlock.api.server.bootstrap import (
-    IDENTITY_PATH, Adopt, Bootstrap, BootstrapRefused, Identity, await_cluster, join,
+    IDENTITY_PATH, Adopt, Bootstrap, Identity, await_cluster, join,
 )  # fmt: skip
 from paxlock.api.server.embedded import EmbeddedLeases
-from paxlock.api.server.identity import MemberLeasing, identity_route, member_urls, schedule_of
+from paxlock.api.server.identity import MemberLeasing, identity_route, member_urls
 from paxlock.api.server.limits import GuardedRunner, Limiter
 from paxlock.api.server.node_config import (
     ListenError, NodeConfig, certificate_member, listen_failure,
@@ -28,7 +28,7 @@ from paxlock.api.server.peer import WS_PATH, PeerTransport, websocket_handler
 from paxlock.api.server.tls import NodeTls, peer_certificate_middleware
 from paxlock.coordinator.core.keeper import KeeperConfig, LeaseKeeper
 from paxlock.coordinator.core.membership import Schedule
-from paxlock.coordinator.core.messages import Configuration, Message
+from paxlock.coordinator.core.messages import Message
 from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.replica import LeaseReplica
 from paxlock.coordinator.core.replica_io import ReplicaReady
@@ -73,16 +73,14 @@ class Node:
         self.peers: dict[str, str] = dict(config.peers)
         """The members known now (id -> URL): the ``--peer`` list while bootstrapping, then
         those of the configurations; updated in place (forwarding and the service read it)."""
-        self._genesis: Configuration | None = None
         self.listening = asyncio.Event()
         """Set once the HTTP listener is up (before bootstrap waits for the other members)."""
 
     @property
     def schedule(self) -> Schedule | None:
         """The configurations in effect or pending, once the replica runs."""
-        if self.runtime is None or self._genesis is None:
-            return None
-        return schedule_of(self.runtime.replica, self._genesis)
+        runtime = self.runtime
+        return None if runtime is None or self._face.service is None else runtime.replica.schedule
 
     @property
     def service(self) -> LeaseService:
@@ -171,8 +169,8 @@ class Node:
         """This member as ``GET /internal/identity`` shows it."""
         store = self.store
         assert store is not None, "start() the node first"
-        genesis = store.load().durable.genesis if store.cluster_id is not None else None
-        return Identity(self.config.node_id, store.incarnation, store.cluster_id, genesis,
+        return Identity(self.config.node_id, store.incarnation, store.cluster_id,
+                        store.identity.genesis,
                         dict(self.peers), store.identity.legacy)  # fmt: skip
 
     async def _bootstrap(self, store: SqliteStore, client_ssl: ssl.SSLContext | None) -> None:
@@ -219,10 +217,6 @@ class Node:
             waiters_per_name_max=config.limits.waiters_per_name_max,
         ))  # fmt: skip
         core = config.core(genesis, store.incarnation)
-        if not core.members and not hasattr(LeaseReplica, "schedule"):
-            raise BootstrapRefused(f"{config.node_id} is not a voter of cluster "
-                                   f"{store.cluster_id}, and this paxlock cannot run a "
-                                   f"learner")  # fmt: skip
         replica = LeaseReplica(core, durable, random.Random(),
                                origin=f"{config.node_id}/{os.urandom(4).hex()}",
                                snapshot_every=config.snapshot_every, keeper=keeper)  # fmt: skip
@@ -241,6 +235,7 @@ class Node:
                                      reachable_window_s=2 * config.election_timeout_s,
                                      waiters_per_name_max=config.limits.waiters_per_name_max,
                                      )  # fmt: skip
+        self._service.cluster_id = store.cluster_id
         self._service.on_limit.append(
             lambda limit: self.metrics.limit_refusals.labels(limit=limit).inc()
         )
@@ -254,7 +249,6 @@ class Node:
         await runtime.start()
         stack.push_async_callback(self._service.close)
         stack.push_async_callback(self._leases.close)
-        self._genesis = genesis
         self._face.role = self._role
         self._face.service = self._service
         self._refresh_peers()
@@ -268,18 +262,13 @@ class Node:
 
     def _role(self) -> tuple[bool, bool]:
         """(member, voter) of this member incarnation, as ``/readyz`` and ``/v1/cluster``
-        show it (``ReplicaStatus.member``/``voter`` where the replica reports them)."""
-        assert self.runtime is not None and self.store is not None
+        show it."""
+        assert self.runtime is not None
         status = self.runtime.replica.status()
-        if hasattr(status, "member") and hasattr(status, "voter"):
-            return bool(status.member), bool(status.voter)
-        schedule = self.schedule
-        assert schedule is not None
-        me, incarnation = self.config.node_id, self.store.incarnation
-        return schedule.knows(me, incarnation), schedule.votes(me, incarnation)
+        return status.member, status.voter
 
     def _on_ready(self, ready: ReplicaReady) -> None:
-        if getattr(ready, "membership_changed", False):
+        if ready.membership_changed:
             self._refresh_peers()
 
     def _refresh_peers(self) -> None:
