@@ -130,16 +130,16 @@ def authenticate_peer(request: web.Request, *, node_id: str, members: Collection
     return claimed
 
 
-def check_identity(request: web.Request, member: str, *, cluster_id: str,
+def check_identity(request: web.Request, member: str | None, *, cluster_id: str,
                    knows: Knows) -> Refusal | None:  # fmt: skip
     """Member identity, after ``authenticate_peer``: the cluster id must be this node's and
-    the member incarnation one its schedule knows (in effect or pending)."""
+    the incarnation of ``member`` (unless None) one its schedule knows."""
     offered = request.headers.get(CLUSTER_HEADER, "")
     if not hmac.compare_digest(offered.encode(), cluster_id.encode()):
         return Refusal(403, "unknown_cluster", f"{CLUSTER_HEADER} {offered[:64]!r} is not "
                                                f"this cluster ({cluster_id})")  # fmt: skip
     incarnation = request.headers.get(INCARNATION_HEADER, "")
-    if not knows(member, incarnation):
+    if member is not None and not knows(member, incarnation):
         return Refusal(403, "unknown_incarnation", f"{member} incarnation {incarnation[:64]!r} "
                        f"is in no configuration of this cluster (a store made again, or a "
                        f"removed member: paxlock member add)")  # fmt: skip
@@ -358,14 +358,17 @@ def websocket_handler(
         code = "unauthenticated" if refusal.status == 401 else "forbidden"
         return error_response(refusal.status, code, refusal.message)
 
-    def identity_refusal(request: web.Request, src: str) -> web.Response | None:
+    def identity_refusal(request: web.Request, member: str | None) -> web.Response | None:
+        """After the credentials: 503 while bootstrapping, else ``check_identity`` (with
+        ``member`` None, the cluster id only: another cluster's member may well use a
+        member id this cluster does not have, and is told so rather than ``not_member``)."""
         if cluster_id is None or knows is None:
             return None
         ours = cluster_id()
         if ours is None:
             return error_response(503, "unavailable", "bootstrapping: this member has no "
                                   "cluster id yet", details={"reason": "bootstrapping"})
-        refusal = check_identity(request, src, cluster_id=ours, knows=knows)
+        refusal = check_identity(request, member, cluster_id=ours, knows=knows)
         return None if refusal is None else refuse(request, refusal)
 
     def drop(src: str, reason: str, error: str) -> None:
@@ -380,11 +383,13 @@ def websocket_handler(
         src = authenticate_peer(request, node_id=node_id, members=current_members(),
                                 cluster_token=cluster_token,
                                 authenticator=authenticator)  # fmt: skip
-        if isinstance(src, Refusal):
+        if isinstance(src, Refusal) and src.reason != "not_member":
             return refuse(request, src)
-        refused = identity_refusal(request, src)
+        refused = identity_refusal(request, None if isinstance(src, Refusal) else src)
         if refused is not None:
             return refused
+        if isinstance(src, Refusal):
+            return refuse(request, src)
         ws = web.WebSocketResponse(max_msg_size=FRAME_BYTES_MAX, heartbeat=5.0)
         try:
             await ws.prepare(request)
