@@ -11,6 +11,7 @@ import errno
 import fcntl
 import os
 import sqlite3
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import aiosqlite
 import msgspec
 
 from paxlock.coordinator.core.ballot import ZERO_BALLOT
-from paxlock.coordinator.core.messages import AcceptedEntry, Value
+from paxlock.coordinator.core.messages import AcceptedEntry, Configuration, Value
 from paxlock.coordinator.core.ready import DurableState
 from paxlock.persistence.codec import Codec
 from paxlock.persistence.errors import (
@@ -102,9 +103,7 @@ def _rw_uri(db_path: Path) -> str:
     return db_path.absolute().as_uri() + "?mode=rw"
 
 
-async def inspect_read_only(
-    db_path: Path, *, node_id: str, cluster_id: str, known_version: int
-) -> int:
+async def inspect_read_only(db_path: Path, *, node_id: str, known_version: int) -> int:
     """Check integrity and identity on a read-only connection; return the schema version."""
     check_header(db_path)
     try:
@@ -121,15 +120,17 @@ async def inspect_read_only(
             meta = {k: v for k, v in await db.execute_fetchall("SELECT key, value FROM meta")}
     except sqlite3.DatabaseError as exc:
         raise CorruptStore(f"{db_path}: unreadable: {exc}") from exc
-    return _check_meta(db_path, meta, node_id, cluster_id, known_version)
+    return _check_meta(db_path, meta, node_id, known_version)
 
 
-def _check_meta(
-    db_path: Path, meta: dict[str, str], node_id: str, cluster_id: str, known_version: int
-) -> int:
+def _check_meta(db_path: Path, meta: dict[str, str], node_id: str, known_version: int) -> int:
+    """The node id must be this node's: which cluster the store belongs to is checked by
+    the node (``SqliteStore.open``'s ``cluster_id``, and on every peer connection)."""
     try:
         version = int(meta["schema_version"])
-        stored_node, stored_cluster = meta["node_id"], meta["cluster_id"]
+        stored_node = meta["node_id"]
+        if version >= 2 and "incarnation" not in meta:  # version 2 gave every store one
+            raise KeyError("incarnation")
     except (KeyError, ValueError) as exc:
         raise CorruptStore(f"{db_path}: meta table incomplete ({exc!r})") from exc
     if version > known_version:
@@ -139,11 +140,11 @@ def _check_meta(
         )
     if version < 1:
         raise CorruptStore(f"{db_path}: impossible schema version {version}")
-    if (stored_node, stored_cluster) != (node_id, cluster_id):
-        raise ForeignStore(
-            f"{db_path}: belongs to node {stored_node!r} of cluster {stored_cluster!r}, "
-            f"not node {node_id!r} of cluster {cluster_id!r}"
-        )
+    if stored_node != node_id:
+        cluster = meta.get("cluster_id") or meta.get("legacy_cluster_name")
+        of = f" of cluster {cluster!r}" if cluster else ""
+        raise ForeignStore(f"{db_path}: belongs to node {stored_node!r}{of}, "
+                           f"not node {node_id!r}")  # fmt: skip
     return version
 
 
@@ -158,10 +159,9 @@ def _fsync_path(path: Path, *, directory: bool = False) -> None:
         os.close(fd)
 
 
-async def create(
-    db_path: Path, *, node_id: str, cluster_id: str, migrations: Sequence[Migration]
-) -> None:
-    """Build a new store beside its final name, then rename it into place.
+async def create(db_path: Path, *, node_id: str, migrations: Sequence[Migration]) -> None:
+    """Build a new store beside its final name, then rename it into place. It gets a fresh
+    incarnation and no cluster id: that is written once, by ``SqliteStore.bootstrap``.
 
     A crash at any point leaves either no store or a complete one: a half-built file only
     ever exists under the temporary name, which the next open deletes.
@@ -180,7 +180,7 @@ async def create(
             "INSERT INTO meta (key, value) VALUES (?, ?)",
             [
                 ("node_id", node_id),
-                ("cluster_id", cluster_id),
+                ("incarnation", uuid.uuid4().hex),
                 ("schema_version", str(len(migrations))),
             ],
         )
@@ -237,11 +237,12 @@ async def migrate(
 # --- loading --------------------------------------------------------------------------------
 
 
-async def read_state(db: aiosqlite.Connection, db_path: Path, codec: Codec) -> LoadedState:
+async def read_state(db: aiosqlite.Connection, db_path: Path, codec: Codec,
+                     genesis: Configuration | None = None) -> LoadedState:  # fmt: skip
     """Read and decode every row; a row that does not decode is corruption, not a crash."""
     where = "promise"
     try:
-        durable = DurableState(ZERO_BALLOT, {}, {})
+        durable = DurableState(ZERO_BALLOT, {}, {}, genesis=genesis)
         for (blob,) in await db.execute_fetchall("SELECT ballot FROM promise WHERE id = 1"):
             durable.promised = codec.decode_ballot(blob)
         for slot, ballot_blob, value_blob in await db.execute_fetchall(

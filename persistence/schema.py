@@ -39,7 +39,18 @@ V1: Final[Migration] = (
     " data BLOB NOT NULL CHECK (typeof(data) = 'blob'))",
 )
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (V1,)
+V2: Final[Migration] = (
+    # Member identity (DESIGN.md §2, Membership). A version-1 store named its cluster with a
+    # configured string, not the digest of a genesis configuration: the name is kept aside,
+    # and the store counts as not bootstrapped (``cluster_id`` is written by bootstrap only).
+    "UPDATE meta SET key = 'legacy_cluster_name' WHERE key = 'cluster_id'",
+    # Its incarnation: random, like the uuid4().hex a new store gets (``opening.create``
+    # writes that one after the steps, so a new store gets no row here: no node_id yet).
+    "INSERT INTO meta (key, value)"
+    " SELECT 'incarnation', lower(hex(randomblob(16))) FROM meta WHERE key = 'node_id'",
+)
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (V1, V2)
 """Step ``i`` takes a file from version ``i`` to ``i + 1``; version 0 is an empty file."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

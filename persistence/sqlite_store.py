@@ -22,12 +22,14 @@ from paxlock.coordinator.core.messages import (
     AcceptedEntry,
     AcceptRecord,
     ChosenRecord,
+    Configuration,
     PromiseRecord,
     Record,
     Value,
 )
 from paxlock.persistence.codec import Codec
-from paxlock.persistence.errors import StoreClosed, StoreFailed, StoreOverloaded
+from paxlock.persistence.errors import ForeignStore, StoreClosed, StoreFailed, StoreOverloaded
+from paxlock.persistence.identity import StoreIdentity, read_identity, write_bootstrap
 from paxlock.persistence.opening import (
     connect_rw,
     create,
@@ -122,6 +124,8 @@ class SqliteStore:
         assert batch_records_max > 0 and pending_records_max > 0
         self.data_dir = data_dir
         self.stats = StoreStats()
+        self.identity = StoreIdentity("", None, loaded.durable.genesis, legacy=False)
+        """Set by ``open`` (``persistence.identity``)."""
         self._db = db
         self._lock_fd: int | None = lock_fd
         self._codec = codec
@@ -144,19 +148,21 @@ class SqliteStore:
         data_dir: str | os.PathLike[str],
         *,
         node_id: str,
-        cluster_id: str,
+        cluster_id: str | None = None,
         migrations: Sequence[Migration] = MIGRATIONS,
         batch_records_max: int = 4096,
         pending_records_max: int = 65536,
     ) -> SqliteStore:
         """Lock ``data_dir``, check and load (creating or migrating) its store.
 
+        ``cluster_id``, when given, is the cluster the store must belong to once it is
+        bootstrapped (an operator's expectation, not a name the store takes).
         Raises ``StoreLocked``, ``ForeignStore``, ``UnknownSchema``, ``CorruptStore`` or
         ``MigrationFailed`` without having written to an existing database file.
         ``migrations`` is replaceable only so tests can exercise the migration mechanism.
         """
-        if not node_id or not cluster_id:
-            raise ValueError("node_id and cluster_id must be non-empty")
+        if not node_id or cluster_id == "":
+            raise ValueError("node_id (and cluster_id, when given) must be non-empty")
         data_dir = Path(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         db_path = data_dir / DB_NAME
@@ -164,23 +170,27 @@ class SqliteStore:
         try:
             if db_path.exists() or wal_path(db_path).exists():
                 version = await inspect_read_only(
-                    db_path, node_id=node_id, cluster_id=cluster_id, known_version=len(migrations)
+                    db_path, node_id=node_id, known_version=len(migrations)
                 )
             else:
-                await create(db_path, node_id=node_id, cluster_id=cluster_id, migrations=migrations)
+                await create(db_path, node_id=node_id, migrations=migrations)
                 version = len(migrations)
             codec = Codec()
             db = await connect_rw(db_path)
             try:
                 await migrate(db, db_path, version, migrations)
-                loaded = await read_state(db, db_path, codec)
+                identity = await read_identity(db, db_path)
+                if cluster_id is not None and identity.cluster_id not in (None, cluster_id):
+                    raise ForeignStore(f"{db_path}: belongs to cluster {identity.cluster_id}, "
+                                       f"not cluster {cluster_id!r}")  # fmt: skip
+                loaded = await read_state(db, db_path, codec, identity.genesis)
             except BaseException:
                 await db.close()
                 raise
         except BaseException:
             unlock_data_dir(lock_fd)
             raise
-        return cls(
+        store = cls(
             data_dir,
             db,
             lock_fd,
@@ -189,6 +199,28 @@ class SqliteStore:
             batch_records_max=batch_records_max,
             pending_records_max=pending_records_max,
         )
+        store.identity = identity
+        return store
+
+    @property
+    def incarnation(self) -> str:
+        """This store's member incarnation: random, made when the file was created."""
+        return self.identity.incarnation
+
+    @property
+    def cluster_id(self) -> str | None:
+        """The cluster this store was bootstrapped into; None until ``bootstrap``."""
+        return self.identity.cluster_id
+
+    async def bootstrap(self, cluster_id: str, genesis: Configuration) -> None:
+        """Write the cluster id and the genesis configuration, once (fsynced); the same
+        values again are a no-op, others ``ForeignStore``. Before any ``append``: bootstrap
+        comes before the replica runs."""
+        assert not self._queue and self._pending_records == 0, "bootstrap before appends"
+        self._check_open()
+        self.identity = await write_bootstrap(self._db, self.data_dir / DB_NAME, self.identity,
+                                              cluster_id, genesis)  # fmt: skip
+        self._tentative.durable.genesis = self._committed.durable.genesis = genesis
 
     @property
     def durable_calls(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -28,7 +29,15 @@ SETTINGS = {
                   "https:// with --tls-cert)"),
     "peer": (list, "another member as ID=URL; repeat for each (env: comma-separated)"),
     "data_dir": (str, "directory of this node's store (required)"),
-    "cluster_id": (str, "cluster name, checked against the store (default: paxlock)"),
+    "cluster_id": (str, "the cluster id this member must belong to, checked against its "
+                   "store and what members report (default: whichever it bootstraps or "
+                   "joins; ids are made at bootstrap, see GET /internal/identity)"),
+    "initial_cluster_state": (str, "new: refuse to start if a member reports a cluster "
+                              "already; existing: never bootstrap a new one (default: "
+                              "bootstrap when every --peer has an empty store, else start "
+                              "as a learner of the cluster they report)"),
+    "join": (str, "URL of a member of a running cluster: start as its learner, taking the "
+             "members from it (no --peer)"),
     "tls_cert": (str, "PEM certificate (chain) of this node: the listener speaks only TLS, "
                  "peer URLs are https:// (SIGHUP reloads it)"),
     "tls_key": (str, "PEM private key of --tls-cert"),
@@ -207,7 +216,9 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
     try:
         return NodeConfig(
             node_id, peers, settings["data_dir"], listen=listen, limits=limits,
-            cluster_id=str(settings.get("cluster_id") or "paxlock"),
+            cluster_id=str(settings["cluster_id"]) if settings.get("cluster_id") else None,
+            initial_cluster_state=settings.get("initial_cluster_state") or None,
+            join=str(settings["join"]) if settings.get("join") else None,
             cluster_token=token,
             learn_mode=str(settings.get("learn_mode") or "primary"),
             tls_cert=settings.get("tls_cert") or None, tls_key=settings.get("tls_key") or None,
@@ -243,6 +254,7 @@ def serve_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     store it must not use, an address it cannot listen on): one line on stderr, never a
     traceback, and nothing left running."""
     from paxlock.api.cli.logs import configure_logging
+    from paxlock.api.server.bootstrap import BootstrapRefused
     from paxlock.persistence import StoreError
 
     try:
@@ -257,7 +269,7 @@ def serve_command(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     unauthenticated = not has_credential(settings, config.cluster_token)
     try:
         return run_fast(serve(config, unauthenticated=unauthenticated))
-    except (StoreError, OSError) as error:  # OSError: ListenError, or a data dir not ours
+    except (StoreError, OSError, BootstrapRefused) as error:  # OSError: ListenError, ...
         print(f"paxlock serve: {error}", file=sys.stderr)
         return 2
 
@@ -272,11 +284,26 @@ async def serve(config: NodeConfig, *, unauthenticated: bool = False) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
-    await node.start()
-    if unauthenticated:
-        warn_unauthenticated(str(config.listen))
-    failed = asyncio.ensure_future(node.wait_failed())
+    starting = asyncio.ensure_future(node.start())  # waits for the members to bootstrap
     stopping = asyncio.ensure_future(stop.wait())
+    listening = asyncio.ensure_future(node.listening.wait())
+    try:
+        await asyncio.wait({starting, stopping, listening}, return_when=asyncio.FIRST_COMPLETED)
+        if listening.done() and unauthenticated:  # said once it serves: bootstrap may be long
+            warn_unauthenticated(str(config.listen))
+        if not starting.done() and not stopping.done():
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        listening.cancel()
+    if not starting.done():  # stopped while bootstrapping: start() unwinds what it opened
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        return 0
+    if starting.exception() is not None:
+        stopping.cancel()
+        starting.result()  # a refusal propagates: one line, exit 2
+    failed = asyncio.ensure_future(node.wait_failed())
     await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     failure = failed.result() if failed.done() else None

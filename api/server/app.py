@@ -71,11 +71,12 @@ class Forwarder:
                  cluster_token: str | None = None) -> None:  # fmt: skip
         self.node_id = node_id
         self.proof = forwarded_proof(cluster_token, node_id) if cluster_token else None
-        self.peers = {peer: url.rstrip("/") for peer, url in peers.items()}
+        self.peers = peers
+        """Updated in place by the node as the members change."""
         self.metrics = metrics
         self.stream_idle_s = stream_idle_s
         """A relayed stream silent this long has a dead primary (it sends heartbeats)."""
-        self.mount = URL(self.peers[node_id]).path.rstrip("/") if node_id in self.peers else ""
+        self.mount = URL(peers[node_id]).path.rstrip("/") if node_id in peers else ""
         self.session: aiohttp.ClientSession | None = None
         self.ssl_context = ssl_context
         """This node's certificate and the cluster's CA, for an ``https://`` primary."""
@@ -102,7 +103,8 @@ class Forwarder:
             raise Unavailable(f"this node is not the primary, and {why}", primary=primary)
         assert self.session is not None, "forwarding before the app started"
         query = request.rel_url.raw_query_string
-        url = self.peers[primary] + self.local_path(request) + (f"?{query}" if query else "")
+        base = self.peers[primary].rstrip("/")
+        url = base + self.local_path(request) + (f"?{query}" if query else "")
         headers = {k: request.headers[k] for k in PASSED_HEADERS if k in request.headers}
         headers[FORWARDED_HEADER] = self.node_id
         if self.proof is not None:
@@ -130,7 +132,7 @@ class Forwarder:
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as error:
             self.metrics.http_forwarded.labels(outcome="unreachable").inc()
             limit_s = timeout.total or timeout.sock_read or FORWARD_CONNECT_S
-            message = did_not_answer(f"the primary {primary} at {self.peers[primary]}", error,
+            message = did_not_answer(f"the primary {primary} at {base}", error,
                                      limit_s)  # fmt: skip
             raise Unavailable(message, primary=primary) from None
         return web.Response(status=upstream.status, body=payload, headers=out)

@@ -54,7 +54,8 @@ class EmbeddedLeases:
         self.ssl_context = ssl_context
         self.headers = {TOKEN_HEADER: cluster_token} if cluster_token else {}
         """A member's call: under ``--auth`` the primary takes the cluster token for it."""
-        self.peers = {peer: url.rstrip("/") for peer, url in peers.items()}
+        self.peers = peers
+        """Updated in place by the node as the members change."""
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -70,7 +71,7 @@ class EmbeddedLeases:
         except NotPrimary as not_primary:
             if not_primary.primary is None or not_primary.primary not in self.peers:
                 raise Unavailable("no primary known") from None
-            url = self.peers[not_primary.primary] + path
+            url = self.peers[not_primary.primary].rstrip("/") + path
         if self._session is None:
             tls = self.ssl_context
             self._session = aiohttp.ClientSession(

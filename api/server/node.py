@@ -7,157 +7,43 @@ import asyncio
 import contextlib
 import os
 import random
+import ssl
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from paxlock._logs import get_logger
 from paxlock.api.server.auth import load_auth
+from paxlock.api.server.bootstrap import (
+    IDENTITY_PATH, Adopt, Bootstrap, Identity, await_cluster, join,
+)  # fmt: skip
 from paxlock.api.server.embedded import EmbeddedLeases
-from paxlock.api.server.limits import GuardedRunner, Limiter, Limits
-from paxlock.api.server.peer import (
-    NODE_HEADER, WS_PATH, Authenticator, PeerTransport, websocket_handler,
-)
-from paxlock.api.server.tls import NodeTls, peer_certificate_middleware, peer_names
+from paxlock.api.server.identity import MemberLeasing, identity_route, member_urls
+from paxlock.api.server.limits import GuardedRunner, Limiter
+from paxlock.api.server.node_config import (
+    ListenError, NodeConfig, certificate_member, listen_failure,
+)  # fmt: skip
+from paxlock.api.server.peer import WS_PATH, PeerTransport, websocket_handler
+from paxlock.api.server.tls import NodeTls, peer_certificate_middleware
 from paxlock.coordinator.core.keeper import KeeperConfig, LeaseKeeper
-from paxlock.coordinator.core.learner import LearnMode
+from paxlock.coordinator.core.membership import Schedule
 from paxlock.coordinator.core.messages import Message
-from paxlock.coordinator.core.node import CoreConfig
 from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.replica import LeaseReplica
+from paxlock.coordinator.core.replica_io import ReplicaReady
 from paxlock.coordinator.instrument import CountingTransport, Instrumentation
 from paxlock.coordinator.metrics import Metrics
 from paxlock.coordinator.runtime import Runtime
 from paxlock.coordinator.service import LeaseService
 from paxlock.persistence import SqliteStore
 
+__all__ = ["ListenError", "Node", "NodeConfig", "certificate_member", "listen_failure"]
+
 log = get_logger("paxlock.node")
 
-
-class ListenError(OSError):
-    """The HTTP listener could not bind its address (in use, not ours, no permission); the
-    message is one sentence: ``cannot listen on HOST:PORT: address already in use``."""
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
-def listen_failure(host: str, port: int, error: OSError) -> str:
-    """``cannot listen on HOST:PORT: REASON`` for a failed bind, the reason in plain words
-    (``address already in use``) rather than the event loop's repr of the address."""
-    reason = os.strerror(error.errno) if error.errno else str(error)
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return f"cannot listen on {where}: {reason[:1].lower()}{reason[1:]}"
-
-_KEEPER_DEFAULTS = KeeperConfig()
 HANDOVER_WAIT_S = 2.0
 """How long a stopping primary waits for its successor's phase 1 before it goes anyway."""
-
-
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
-    """How to run one member. ``peers`` maps every member id (this one included) to its
-    base URL; membership is static in this version."""
-
-    node_id: str
-    peers: Mapping[str, str]
-    data_dir: str | Path
-    listen: str | None = None
-    """``host:port`` to bind; by default the host and port of this node's own URL."""
-    cluster_id: str = "paxlock"
-    cluster_token: str | None = None
-    learn_mode: str = "primary"
-    election_timeout_s: float = 0.3
-    heartbeat_s: float = 0.05
-    retry_s: float = 0.1
-    snapshot_every: int = 5000
-    """Snapshot the lease state machine and compact the log every this many slots."""
-    limits: Limits = field(default_factory=Limits)
-    """Limits at the HTTP edge (rates, waiters, streams, read timeouts); README, Limits."""
-    serve_http: bool = True
-    """False to only build ``Node.app`` for mounting into a host application."""
-    tls_cert: str | Path | None = None
-    """PEM certificate chain of this node: the listener speaks only TLS, peers are https://
-    (a host that mounts ``node.app`` listens with ``node.tls.server``)."""
-    tls_key: str | Path | None = None
-    tls_ca: str | Path | None = None
-    """The cluster's CA: peers must present a certificate it signed (mutual TLS on
-    ``/internal/``), and outbound links trust only it."""
-    auth_file: str | Path | None = None
-    """``--auth``: the TOML of principals (``api.server.auth``); None: no client auth."""
-    auth_metrics: bool = False
-    """``/metrics`` needs a valid bearer token too (with ``auth_file``)."""
-    holds_per_principal_max: int = _KEEPER_DEFAULTS.holds_per_principal_max
-    holds_max: int = _KEEPER_DEFAULTS.holds_max
-    value_bytes_max: int = _KEEPER_DEFAULTS.value_bytes_max
-    """The limits of ``core.quotas`` (checked by the primary before it proposes)."""
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.node_id not in self.peers:
-            raise ValueError(f"node id {self.node_id!r} must be one of the peers "
-                             f"({', '.join(sorted(self.peers)) or 'none given'})")  # fmt: skip
-        if len(self.peers) % 2 == 0:
-            log.warning("even_cluster_size", members=len(self.peers))
-        LearnMode.parse(self.learn_mode)
-        for limit in ("holds_per_principal_max", "holds_max", "value_bytes_max"):
-            if getattr(self, limit) < 1:
-                raise ValueError(f"{limit} must be at least 1")
-        for member, url in self.peers.items():
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname or not parts.port:
-                raise ValueError(f"peer {member}: URL must look like http://HOST:PORT, "
-                                 f"not {url!r}")  # fmt: skip
-            if self.tls_cert is not None and parts.scheme != "https":
-                raise ValueError(f"peer {member}: with a TLS certificate every peer URL is "
-                                 f"https://, not {url!r}")  # fmt: skip
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("a TLS certificate and its key go together: give both "
-                             "--tls-cert and --tls-key, or neither")  # fmt: skip
-        if self.tls_ca is not None and self.tls_cert is None:
-            raise ValueError("--tls-ca needs --tls-cert and --tls-key: peers present and "
-                             "check certificates both ways")  # fmt: skip
-
-    def bind(self) -> tuple[str, int]:
-        if self.listen:
-            host, _, port = self.listen.rpartition(":")
-            return host or "0.0.0.0", int(port)
-        parts = urlsplit(self.peers[self.node_id])
-        assert parts.hostname and parts.port
-        return parts.hostname, parts.port
-
-    def core(self) -> CoreConfig:
-        return CoreConfig(
-            self.node_id, tuple(sorted(self.peers)), LearnMode.parse(self.learn_mode),
-            election_timeout_s=self.election_timeout_s, heartbeat_s=self.heartbeat_s,
-            retry_s=self.retry_s, prevote=True,
-        )  # fmt: skip
-
-
-def certificate_member(members: frozenset[str]) -> Authenticator:
-    """Under mutual TLS, the member a peer's certificate proves. A certificate that names
-    members (its CN or a DNS name equal to a member id, as ``paxlock up --tls`` and
-    ``deploy/compose-secrets.sh`` issue them) proves only those: a peer claiming another id
-    is refused. A cluster-wide certificate naming no member id (one cert-manager
-    Certificate for a StatefulSet) proves membership of the cluster's CA, not which member."""
-
-    def authenticate(request: web.Request) -> str | None:
-        names = peer_names(request)
-        if not names:
-            return None
-        claimed = request.headers.get(NODE_HEADER, "")
-        named = names & members
-        if not named or claimed in named:
-            return claimed
-        return min(named)
-
-    return authenticate
 
 
 class Node:
@@ -175,6 +61,7 @@ class Node:
         self.transport: PeerTransport | None = None
         self.runtime: Runtime | None = None
         self._service: LeaseService | None = None
+        self._face = MemberLeasing(config.node_id)
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._leases: EmbeddedLeases | None = None
@@ -183,6 +70,17 @@ class Node:
         """What ``start()`` started, to undo in reverse: by ``stop()``, or by ``start()``
         itself when a later step fails (a listener that cannot bind)."""
         self.url = config.peers[config.node_id]
+        self.peers: dict[str, str] = dict(config.peers)
+        """The members known now (id -> URL): the ``--peer`` list while bootstrapping, then
+        those of the configurations; updated in place (forwarding and the service read it)."""
+        self.listening = asyncio.Event()
+        """Set once the HTTP listener is up (before bootstrap waits for the other members)."""
+
+    @property
+    def schedule(self) -> Schedule | None:
+        """The configurations in effect or pending, once the replica runs."""
+        runtime = self.runtime
+        return None if runtime is None or self._face.service is None else runtime.replica.schedule
 
     @property
     def service(self) -> LeaseService:
@@ -201,9 +99,11 @@ class Node:
         return self._app
 
     async def start(self) -> None:
-        """Open the store, start the peer transport, the replica, the service and the HTTP
-        listener. When a step fails, what the earlier ones started is stopped again (the
-        store closed, so its data dir lock is released) and the exception propagates."""
+        """Open the store and listen; bootstrap or join when the store has no cluster id
+        (``api.server.bootstrap``: this waits for the other members); then start the peer
+        transport, the replica and the service. When a step fails, what the earlier ones
+        started is stopped again (the store closed, so its data dir lock is released) and
+        the exception propagates (``BootstrapRefused``: this member must not start)."""
         assert self._stack is None, "start() a node once"
         async with contextlib.AsyncExitStack() as stack:
             await self._start(stack)
@@ -215,79 +115,182 @@ class Node:
         config = self.config
         self.tls = tls = NodeTls.from_paths(config.tls_cert, config.tls_key, config.tls_ca)
         client_ssl = tls.client if tls is not None else None
-        self.store = await SqliteStore.open(config.data_dir, node_id=config.node_id,
-                                            cluster_id=config.cluster_id)  # fmt: skip
-        stack.push_async_callback(self.store.close)
-        loaded = self.store.load()
-        durable = loaded.durable
-        durable.snapshot_slot, durable.snapshot = loaded.snapshot_slot, loaded.snapshot
-        self.transport = PeerTransport(config.node_id, dict(config.peers),
-                                       cluster_token=config.cluster_token,
-                                       metrics=self.metrics, ssl_context=client_ssl)  # fmt: skip
+        self.store = store = await SqliteStore.open(config.data_dir, node_id=config.node_id,
+                                                    cluster_id=config.cluster_id)  # fmt: skip
+        stack.push_async_callback(store.close)
         auth = None
         if config.auth_file is not None:
             auth = load_auth(config.auth_file, metrics_need_token=config.auth_metrics)
-        keeper = LeaseKeeper(KeeperConfig(
-            holds_per_principal_max=config.holds_per_principal_max,
-            holds_max=config.holds_max, value_bytes_max=config.value_bytes_max,
-            waiters_per_name_max=config.limits.waiters_per_name_max,
-        ))  # fmt: skip
-        replica = LeaseReplica(config.core(), durable, random.Random(),
-                               origin=f"{config.node_id}/{os.urandom(4).hex()}",
-                               snapshot_every=config.snapshot_every, keeper=keeper)  # fmt: skip
-        self.runtime = Runtime(
-            replica, self.store,
-            CountingTransport(self.transport, self.metrics, len(config.peers) - 1),
-            clock=time.monotonic,
-        )  # fmt: skip
-        self._service = LeaseService(self.runtime, learn_mode=config.learn_mode,
-                                     peer_urls=dict(config.peers),
-                                     reachable_window_s=2 * config.election_timeout_s,
-                                     waiters_per_name_max=config.limits.waiters_per_name_max,
-                                     )  # fmt: skip
-        self._service.on_limit.append(
-            lambda limit: self.metrics.limit_refusals.labels(limit=limit).inc()
-        )
-        self._leases = EmbeddedLeases(self._service, dict(config.peers), config.cluster_token,
-                                      ssl_context=client_ssl)  # fmt: skip
-        Instrumentation(self.metrics, time.monotonic).attach(self.runtime)
         limiter = Limiter(config.limits, self.metrics)
-        app = create_app(self._service, peers=dict(config.peers), metrics=self.metrics,
+        app = create_app(self._face, peers=self.peers, metrics=self.metrics,
                          cluster_token=config.cluster_token, ssl_context=client_ssl,
                          auth=auth, limiter=limiter)  # fmt: skip
         authenticator = None
         if tls is not None and tls.mutual:
             app.middlewares.append(peer_certificate_middleware)
-            authenticator = certificate_member(frozenset(config.peers))
-        app.router.add_get(WS_PATH, websocket_handler(config.node_id, config.cluster_token,
-                                                      self._deliver, members=config.peers,
-                                                      metrics=self.metrics,
-                                                      authenticator=authenticator))  # fmt: skip
+            authenticator = certificate_member(self.peers.keys())
+        app.router.add_get(IDENTITY_PATH, identity_route(self.identity))
+        app.router.add_get(WS_PATH, websocket_handler(
+            config.node_id, config.cluster_token, self._deliver, members=self.peers.keys,
+            metrics=self.metrics, authenticator=authenticator,
+            cluster_id=lambda: store.cluster_id if self.schedule is not None else None,
+            knows=self._knows,
+        ))  # fmt: skip
         self._app = app
+        await self._listen(stack, app, limiter)
+        self.listening.set()
+        if store.cluster_id is None:
+            await self._bootstrap(store, client_ssl)
+        await self._run(stack, store, client_ssl)
+
+    async def _listen(self, stack: contextlib.AsyncExitStack, app: web.Application,
+                      limiter: Limiter) -> None:  # fmt: skip
+        """Serve HTTP from the start: other members bootstrap from ``/internal/identity``.
+        handler_cancellation: a client that disconnects while its acquire waits is taken
+        out of the queue instead of being granted a lease it will never hear of. A short
+        shutdown_timeout: peers' WebSockets and parked waits never end by themselves, and a
+        stopping member should be gone quickly (clients retry). GuardedRunner: header/body
+        read timeouts, parser errors as JSON (limits.py)."""
+        if not self.config.serve_http:
+            return
+        self._runner = GuardedRunner(app, limiter, access_log=None, shutdown_timeout=0.25,
+                                     handler_cancellation=True)  # fmt: skip
+        stack.push_async_callback(self._runner.cleanup)
+        await self._runner.setup()
+        host, port = self.config.bind()
+        tls = self.tls
+        try:
+            await web.TCPSite(self._runner, host, port, reuse_address=True,
+                              ssl_context=tls.server if tls is not None else None).start()
+        except OSError as error:
+            raise ListenError(error.errno, listen_failure(host, port, error)) from error
+
+    def identity(self) -> Identity:
+        """This member as ``GET /internal/identity`` shows it."""
+        store = self.store
+        assert store is not None, "start() the node first"
+        return Identity(self.config.node_id, store.incarnation, store.cluster_id,
+                        store.identity.genesis,
+                        dict(self.peers), store.identity.legacy)  # fmt: skip
+
+    async def _bootstrap(self, store: SqliteStore, client_ssl: ssl.SSLContext | None) -> None:
+        """Get a cluster id and genesis (``api.server.bootstrap``), and store them."""
+        config = self.config
+        own = self.identity()
+        decision: Bootstrap | Adopt
+        if config.join is not None:
+            decision = await join(own, config.join, cluster_token=config.cluster_token,
+                                  ssl=client_ssl, expected_cluster_id=config.cluster_id)
+        else:
+            decision = await await_cluster(
+                own, self.peers, cluster_token=config.cluster_token, ssl=client_ssl,
+                initial_state=config.initial_cluster_state,
+                expected_cluster_id=config.cluster_id,
+            )  # fmt: skip
+        await store.bootstrap(decision.cluster_id, decision.genesis)
+        if isinstance(decision, Bootstrap):
+            log.info("bootstrapped", node=config.node_id, cluster_id=decision.cluster_id,
+                     voters=list(decision.genesis.voter_ids))  # fmt: skip
+            return
+        self.peers.update({**decision.members, config.node_id: self.url})
+        if decision.genesis.votes(config.node_id, store.incarnation):  # polled, then restarted
+            log.info("adopted", node=config.node_id, cluster_id=decision.cluster_id,
+                     reported_by=decision.reported_by)  # fmt: skip
+        else:
+            log.warning("learner", node=config.node_id, cluster_id=decision.cluster_id,
+                        message=f"{config.node_id} starts as a learner: its store is empty "
+                        f"and cluster {decision.cluster_id} exists; it votes only after "
+                        f"`paxlock member add` and `promote`")  # fmt: skip
+
+    async def _run(self, stack: contextlib.AsyncExitStack, store: SqliteStore,
+                   client_ssl: ssl.SSLContext | None) -> None:  # fmt: skip
+        """Start the replica over the bootstrapped store, its transport and the service."""
+        config = self.config
+        loaded = store.load()
+        durable = loaded.durable
+        durable.snapshot_slot, durable.snapshot = loaded.snapshot_slot, loaded.snapshot
+        genesis = durable.genesis
+        assert genesis is not None and store.cluster_id is not None, "bootstrapped"
+        keeper = LeaseKeeper(KeeperConfig(
+            holds_per_principal_max=config.holds_per_principal_max,
+            holds_max=config.holds_max, value_bytes_max=config.value_bytes_max,
+            waiters_per_name_max=config.limits.waiters_per_name_max,
+        ))  # fmt: skip
+        core = config.core(genesis, store.incarnation)
+        replica = LeaseReplica(core, durable, random.Random(),
+                               origin=f"{config.node_id}/{os.urandom(4).hex()}",
+                               snapshot_every=config.snapshot_every, keeper=keeper)  # fmt: skip
+        self.transport = PeerTransport(config.node_id, dict(self.peers),
+                                       cluster_token=config.cluster_token,
+                                       metrics=self.metrics, ssl_context=client_ssl,
+                                       cluster_id=store.cluster_id,
+                                       incarnation=store.incarnation)  # fmt: skip
+        self.runtime = runtime = Runtime(
+            replica, store,
+            CountingTransport(self.transport, self.metrics, len(genesis.voters) - 1),
+            clock=time.monotonic,
+        )  # fmt: skip
+        self._service = LeaseService(runtime, learn_mode=config.learn_mode,
+                                     peer_urls=self.peers,
+                                     reachable_window_s=2 * config.election_timeout_s,
+                                     waiters_per_name_max=config.limits.waiters_per_name_max,
+                                     )  # fmt: skip
+        self._service.cluster_id = store.cluster_id
+        self._service.on_limit.append(
+            lambda limit: self.metrics.limit_refusals.labels(limit=limit).inc()
+        )
+        self._leases = EmbeddedLeases(self._service, self.peers, config.cluster_token,
+                                      ssl_context=client_ssl)  # fmt: skip
+        Instrumentation(self.metrics, time.monotonic).attach(runtime)
+        runtime.sinks.append(self._on_ready)
         stack.push_async_callback(self.transport.stop)
         await self.transport.start()
-        stack.push_async_callback(self.runtime.stop)
-        await self.runtime.start()
+        stack.push_async_callback(runtime.stop)
+        await runtime.start()
         stack.push_async_callback(self._service.close)
         stack.push_async_callback(self._leases.close)
-        if config.serve_http:
-            # handler_cancellation: a client that disconnects while its acquire waits is
-            # taken out of the queue instead of being granted a lease it will never hear of.
-            # A short shutdown_timeout: peers' WebSockets and parked waits never end by
-            # themselves, and a stopping member should be gone quickly (clients retry).
-            # GuardedRunner: header/body read timeouts, parser errors as JSON (limits.py).
-            self._runner = GuardedRunner(app, limiter, access_log=None, shutdown_timeout=0.25,
-                                         handler_cancellation=True)  # fmt: skip
-            stack.push_async_callback(self._runner.cleanup)
-            await self._runner.setup()
-            host, port = config.bind()
-            try:
-                await web.TCPSite(self._runner, host, port, reuse_address=True,
-                                  ssl_context=tls.server if tls is not None else None).start()
-            except OSError as error:
-                raise ListenError(error.errno, listen_failure(host, port, error)) from error
-        log.info("node_started", node=config.node_id, url=self.url,
-                 chosen_index=self.runtime.replica.status().chosen_index)  # fmt: skip
+        self._face.role = self._role
+        self._face.service = self._service
+        self._refresh_peers()
+        log.info("node_started", node=config.node_id, url=self.url, cluster_id=store.cluster_id,
+                 incarnation=store.incarnation,
+                 chosen_index=replica.status().chosen_index)  # fmt: skip
+
+    def _knows(self, member: str, incarnation: str) -> bool:
+        """Whether a peer connection from this member incarnation is accepted: one the
+        schedule knows (the core's ``hears`` where it has one: a member no configuration
+        lists yet hears every member of its cluster, to catch up)."""
+        schedule = self.schedule
+        if schedule is None or self.runtime is None:
+            return False
+        hears = getattr(self.runtime.replica.node, "hears", None)
+        if hears is not None:
+            return bool(hears(member, incarnation))
+        return schedule.knows(member, incarnation)
+
+    def _role(self) -> tuple[bool, bool]:
+        """(member, voter) of this member incarnation, as ``/readyz`` and ``/v1/cluster``
+        show it."""
+        assert self.runtime is not None
+        status = self.runtime.replica.status()
+        return status.member, status.voter
+
+    def _on_ready(self, ready: ReplicaReady) -> None:
+        if ready.membership_changed:
+            self._refresh_peers()
+
+    def _refresh_peers(self) -> None:
+        """The members of the configurations now (``ReplicaReady.membership_changed``): the
+        transport dials the new ones and stops dialing the removed ones; forwarding, the
+        embedded calls and ``/v1/cluster`` read the same dict."""
+        schedule = self.schedule
+        assert schedule is not None and self.transport is not None
+        urls = member_urls(schedule, self.config.node_id, self.url)
+        if urls != self.peers:
+            log.info("members_changed", node=self.config.node_id, members=urls)
+            self.peers.clear()
+            self.peers.update(urls)
+            self.transport.set_peers(urls)
 
     def reload_tls(self) -> bool:
         """SIGHUP: load the certificate, key and CA files again (``NodeTls.reload``); new
@@ -324,7 +327,7 @@ class Node:
         if runtime is None or not runtime.running:
             return
         before = runtime.replica.status()
-        if before.role is not Role.PRIMARY or len(self.config.peers) == 1:
+        if before.role is not Role.PRIMARY or len(self.peers) == 1:
             return
         runtime.step(runtime.replica.hand_over)
         log.info("handing_over", node=self.config.node_id,

@@ -7,9 +7,13 @@ messages when full: Paxos tolerates loss, and retransmission covers it.
 
 The inbound handshake is the peer channel's edge (issue 12): a sender must be a configured
 member other than this node, with the cluster token when one is set (and, with an extra
-authenticator such as a client certificate, proven to be the member it names). A refused
-handshake is a JSON 401/403, counted and logged (throttled); frames from an authenticated
-member are decoded as hostile input, and a frame that fails is dropped and counted.
+authenticator such as a client certificate, proven to be the member it names). Then member
+identity (issue 13): it names the cluster id and its member incarnation, and is refused
+unless the cluster is this node's and the schedule knows the incarnation — a wiped and
+restarted store, a removed member, another cluster's member. A node still bootstrapping
+accepts no peer at all (503). A refused handshake is a JSON 401/403/503, counted and logged
+(throttled); frames from an accepted member are decoded as hostile input, and a frame that
+fails is dropped and counted.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ log = get_logger("paxlock.peer")
 WS_PATH = "/internal/ws"
 NODE_HEADER = "X-Paxlock-Node"
 TOKEN_HEADER = "X-Paxlock-Cluster-Token"
+CLUSTER_HEADER = "X-Paxlock-Cluster-Id"
+INCARNATION_HEADER = "X-Paxlock-Incarnation"
 QUEUE_MAX = 20_000
 RECONNECT_S_MAX = 0.5
 RESTART_S_MIN = 0.05
@@ -63,7 +69,10 @@ Authenticator = Callable[[web.Request], "str | None"]
 """The member a request proves to be beyond its headers (mutual TLS: the member named by its
 client certificate), or None when it proves none."""
 
-REFUSAL_REASONS = ("token", "certificate", "mismatch", "self", "not_member")
+REFUSAL_REASONS = ("token", "certificate", "mismatch", "self", "not_member",
+                   "unknown_cluster", "unknown_incarnation")  # fmt: skip
+Knows = Callable[[str, str], bool]
+"""Whether a (member id, incarnation) is one this node's schedule knows."""
 DROP_REASONS = ("invalid", "not_binary")
 
 
@@ -121,6 +130,22 @@ def authenticate_peer(request: web.Request, *, node_id: str, members: Collection
     return claimed
 
 
+def check_identity(request: web.Request, member: str | None, *, cluster_id: str,
+                   knows: Knows) -> Refusal | None:  # fmt: skip
+    """Member identity, after ``authenticate_peer``: the cluster id must be this node's and
+    the incarnation of ``member`` (unless None) one its schedule knows."""
+    offered = request.headers.get(CLUSTER_HEADER, "")
+    if not hmac.compare_digest(offered.encode(), cluster_id.encode()):
+        return Refusal(403, "unknown_cluster", f"{CLUSTER_HEADER} {offered[:64]!r} is not "
+                                               f"this cluster ({cluster_id})")  # fmt: skip
+    incarnation = request.headers.get(INCARNATION_HEADER, "")
+    if member is not None and not knows(member, incarnation):
+        return Refusal(403, "unknown_incarnation", f"{member} incarnation {incarnation[:64]!r} "
+                       f"is in no configuration of this cluster (a store made again, or a "
+                       f"removed member: paxlock member add)")  # fmt: skip
+    return None
+
+
 class Throttle:
     """At most one log line per key every ``every_s``: a flood of refused handshakes or bad
     frames must not flood the log. ``due(key)`` is None while held back, else the count of
@@ -162,14 +187,18 @@ class PeerTransport:
     def __init__(self, node_id: str, peers: dict[str, str], *, cluster_token: str | None,
                  on_frame: Callable[[int], None] | None = None,
                  metrics: Metrics | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
+                 ssl_context: ssl.SSLContext | None = None,
+                 cluster_id: str | None = None, incarnation: str | None = None) -> None:  # fmt: skip
         self.node_id = node_id
         self.token = cluster_token
+        self.identity = {CLUSTER_HEADER: cluster_id or "", INCARNATION_HEADER: incarnation or ""}
+        """Sent with every handshake (``check_identity`` on the other side)."""
         self.ssl_context = ssl_context
         """This node's certificate and the cluster's CA, for ``https://`` peers (api.server.tls)."""
         self.links = {peer: _Link(peer, url) for peer, url in peers.items() if peer != node_id}
         self._session: aiohttp.ClientSession | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
         self.on_frame = on_frame
         self.metrics = metrics
         self.ssl_context = ssl_context
@@ -189,18 +218,39 @@ class PeerTransport:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, connect=1.0),
         )
-        self._tasks = [
-            asyncio.create_task(self._supervise(link), name=f"paxlock-peer-{link.peer}")
-            for link in self.links.values()
-        ]
+        for link in self.links.values():
+            self._start_sender(link)
+
+    def _start_sender(self, link: _Link) -> None:
+        self._tasks[link.peer] = asyncio.create_task(self._supervise(link),
+                                                     name=f"paxlock-peer-{link.peer}")
+
+    def set_peers(self, urls: dict[str, str]) -> None:
+        """The members to talk to now (id -> URL; this node's own entry is ignored): a
+        sender starts for each new member or new URL, and stops for each one gone."""
+        wanted = {peer: url for peer, url in urls.items() if peer != self.node_id}
+        for peer, link in list(self.links.items()):
+            if wanted.get(peer, "").rstrip("/") + WS_PATH != link.url:
+                del self.links[peer]
+                task = self._tasks.pop(peer, None)
+                if task is not None:
+                    task.cancel()
+                    self._stopping.add(task)  # awaited by stop()
+                    task.add_done_callback(self._stopping.discard)
+        for peer, url in wanted.items():
+            if peer not in self.links:
+                self.links[peer] = link = _Link(peer, url)
+                if self._session is not None:
+                    self._start_sender(link)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks.values(), *self._stopping]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []
+        self._tasks = {}
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -228,7 +278,7 @@ class PeerTransport:
 
     async def _pump(self, link: _Link) -> NoReturn:
         assert self._session is not None
-        headers = {NODE_HEADER: self.node_id}
+        headers = {NODE_HEADER: self.node_id, **self.identity}
         if self.token:
             headers[TOKEN_HEADER] = self.token
         backoff = 0.02
@@ -275,14 +325,22 @@ def websocket_handler(
     cluster_token: str | None,
     deliver: Callable[[str, list[Message]], None],
     *,
-    members: Collection[str],
+    members: Collection[str] | Callable[[], Collection[str]],
     metrics: Metrics | None = None,
     authenticator: Authenticator | None = None,
+    cluster_id: Callable[[], str | None] | None = None,
+    knows: Knows | None = None,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """The inbound half: ``GET /internal/ws`` from a member (``authenticate_peer``), its
-    frames delivered in order; a refused handshake or a dropped frame is counted in
-    ``paxlock_peer_refused_total`` / ``paxlock_peer_frames_dropped_total`` and logged."""
-    members = frozenset(members)
+    """The inbound half: ``GET /internal/ws`` from a member (``authenticate_peer``, then
+    ``check_identity`` when ``cluster_id`` and ``knows`` are given), its frames delivered in
+    order; a refused handshake or a dropped frame is counted in
+    ``paxlock_peer_refused_total`` / ``paxlock_peer_frames_dropped_total`` and logged.
+    ``members`` may be a callable (the members known now); ``cluster_id`` returns None while
+    this node bootstraps: every handshake is then a 503."""
+    fixed = None if callable(members) else frozenset(members)
+
+    def current_members() -> Collection[str]:
+        return fixed if fixed is not None else members()  # type: ignore[operator]
     throttle = Throttle()
     if metrics is not None:  # every reason present from the start, at 0, for dashboards
         for reason in REFUSAL_REASONS:
@@ -300,6 +358,19 @@ def websocket_handler(
         code = "unauthenticated" if refusal.status == 401 else "forbidden"
         return error_response(refusal.status, code, refusal.message)
 
+    def identity_refusal(request: web.Request, member: str | None) -> web.Response | None:
+        """After the credentials: 503 while bootstrapping, else ``check_identity`` (with
+        ``member`` None, the cluster id only: another cluster's member may well use a
+        member id this cluster does not have, and is told so rather than ``not_member``)."""
+        if cluster_id is None or knows is None:
+            return None
+        ours = cluster_id()
+        if ours is None:
+            return error_response(503, "unavailable", "bootstrapping: this member has no "
+                                  "cluster id yet", details={"reason": "bootstrapping"})
+        refusal = check_identity(request, member, cluster_id=ours, knows=knows)
+        return None if refusal is None else refuse(request, refusal)
+
     def drop(src: str, reason: str, error: str) -> None:
         if metrics is not None:
             metrics.peer_frames_dropped.labels(reason=reason).inc()
@@ -309,9 +380,14 @@ def websocket_handler(
                         held_back=held)  # fmt: skip
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        src = authenticate_peer(request, node_id=node_id, members=members,
+        src = authenticate_peer(request, node_id=node_id, members=current_members(),
                                 cluster_token=cluster_token,
                                 authenticator=authenticator)  # fmt: skip
+        if isinstance(src, Refusal) and src.reason != "not_member":
+            return refuse(request, src)
+        refused = identity_refusal(request, None if isinstance(src, Refusal) else src)
+        if refused is not None:
+            return refused
         if isinstance(src, Refusal):
             return refuse(request, src)
         ws = web.WebSocketResponse(max_msg_size=FRAME_BYTES_MAX, heartbeat=5.0)

@@ -2,7 +2,9 @@
 
 Loaded by the peer-channel tests with ``runpy.run_path`` (tests are not a package under
 importlib mode). ``send_frames`` opens a member's ``/internal/ws`` as anyone may: naming
-whatever node id it likes, with or without the cluster token. ``assert_unharmed`` is the
+whatever node id it likes, with or without the cluster token, and with the cluster id and
+that member's incarnation, read from ``/internal/identity`` as anyone with the token (or
+anyone at all, without one) may. ``assert_unharmed`` is the
 verdict: every member alive, a primary agreed, an acquire and a release served, the fencing
 token above every earlier one, and every replica at the same applied slot with the same
 leases (read locally, ``consistent=false``, so a replica that diverged shows it).
@@ -21,14 +23,35 @@ from typing import Any
 
 import aiohttp
 
-from paxlock.api.server.peer import NODE_HEADER, TOKEN_HEADER, WS_PATH
+from paxlock.api.server.bootstrap import IdentityError, fetch_identity
+from paxlock.api.server.peer import (
+    CLUSTER_HEADER, INCARNATION_HEADER, NODE_HEADER, TOKEN_HEADER, WS_PATH,
+)  # fmt: skip
 
 harness = sys.modules["paxlock_test_harness"]  # registered by tests/conftest.py
 try_http = harness.try_http
 
 
+async def _identity_headers(session: aiohttp.ClientSession, url: str, claimed: str | None,
+                            token: str | None) -> dict[str, str]:  # fmt: skip
+    """The cluster id and the claimed member's incarnation, as a real member would send them
+    (none when the identity endpoint refuses: a wrong token is refused at the WS too)."""
+    try:
+        target = await fetch_identity(session, url, cluster_token=token)
+        member_url = target.members.get(claimed or "")
+        incarnation = ""
+        if member_url:
+            incarnation = (await fetch_identity(session, member_url,
+                                                cluster_token=token)).incarnation  # fmt: skip
+    except IdentityError:
+        return {}
+    return {CLUSTER_HEADER: target.cluster_id or "", INCARNATION_HEADER: incarnation}
+
+
 async def _send(url: str, frames: list[bytes], headers: dict[str, str]) -> int | None:
     async with aiohttp.ClientSession() as session:
+        headers = {**headers, **await _identity_headers(session, url, headers.get(NODE_HEADER),
+                                                        headers.get(TOKEN_HEADER))}
         try:
             async with session.ws_connect(url + WS_PATH, headers=headers, max_msg_size=0) as ws:
                 for frame in frames:

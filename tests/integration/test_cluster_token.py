@@ -237,9 +237,10 @@ def test_up_makes_a_token_no_process_list_shows_and_the_peers_use_it(tmp_path: P
                 status, _, body = harness.http("GET", url + "/internal/ws",
                                                headers={**member, **offered})  # fmt: skip
                 assert status == 401 and body["error"] == "unauthenticated", (url, body)
-            status, _, _ = harness.http("GET", url + "/internal/ws",
-                                        headers={**member, TOKEN_HEADER: token})  # fmt: skip
-            assert status == 400, "past the token check: only not a WebSocket upgrade"
+            status, _, body = harness.http("GET", url + "/internal/ws",
+                                           headers={**member, TOKEN_HEADER: token})  # fmt: skip
+            assert (status, body["error"]) == (403, "forbidden"), "past the token check"
+            assert "X-Paxlock-Cluster-Id" in body["message"], "refused for its cluster id"
     finally:
         up.terminate()
         up.wait(timeout=30)

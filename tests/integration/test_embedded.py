@@ -3,6 +3,8 @@ embedded in a 3-member cluster offers the lease operations whichever member is p
 
 from __future__ import annotations
 
+import asyncio
+
 import os
 import re
 import subprocess
@@ -85,8 +87,7 @@ async def test_embedded_members_serve_leases_whichever_is_primary(
                              'roles = [{ prefix = "", role = "admin" }]\n')  # fmt: skip
         options = {"auth_file": auth_file, "cluster_token": "t" * 32}
     nodes = [Node(NodeConfig(n, peers, tmp_path / n, **options)) for n in peers]
-    for node in nodes:
-        await node.start()
+    await asyncio.gather(*(node.start() for node in nodes))  # they bootstrap together
     try:
         for node in nodes:
             await node.wait_ready()
@@ -109,8 +110,7 @@ async def test_an_embedded_call_at_a_limit_is_too_many_on_every_member(tmp_path:
 
     peers = {f"n{i}": f"http://127.0.0.1:{free_port()}" for i in (1, 2, 3)}
     nodes = [Node(NodeConfig(n, peers, tmp_path / n, holds_max=1)) for n in peers]
-    for node in nodes:
-        await node.start()
+    await asyncio.gather(*(node.start() for node in nodes))  # they bootstrap together
     try:
         for node in nodes:
             await node.wait_ready()

@@ -41,9 +41,12 @@ async def nodes(tmp_path: Path) -> AsyncIterator[Factory]:
     async def make(size: int = 1, **options: Any) -> list[Node]:
         peers = {f"n{i}": f"http://127.0.0.1:{harness.free_port()}" for i in range(1, size + 1)}
         made = [Node(NodeConfig(n, peers, tmp_path / n, **options)) for n in peers]
-        for node in made:
-            await node.start()
-            started.append(node)
+        starts = await asyncio.gather(*(node.start() for node in made),
+                                      return_exceptions=True)  # they bootstrap together
+        started.extend(node for node, failed in zip(made, starts) if failed is None)
+        for failed in starts:
+            if failed is not None:
+                raise failed
         for node in made:
             await node.wait_ready()
         return made

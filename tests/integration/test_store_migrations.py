@@ -88,35 +88,36 @@ async def test_a_version_1_file_opens_with_the_current_code(tmp_path: Path) -> N
     assert schema_version(tmp_path) == SCHEMA_VERSION
 
 
-V2 = (*MIGRATIONS, ("ALTER TABLE chosen ADD COLUMN learned_from TEXT",))
+NEXT = (*MIGRATIONS, ("ALTER TABLE chosen ADD COLUMN learned_from TEXT",))
+"""A step after the latest one, as the next release would add it."""
 
 
 async def test_a_new_step_migrates_an_old_file_once(tmp_path: Path) -> None:
     build_v1_file(tmp_path)
     async with await SqliteStore.open(
-        tmp_path, node_id=NODE, cluster_id=CLUSTER, migrations=V2
+        tmp_path, node_id=NODE, cluster_id=CLUSTER, migrations=NEXT
     ) as store:
         assert store.load().durable.chosen == {2: Batch((b"cmd",))}
-    assert schema_version(tmp_path) == 2
+    assert schema_version(tmp_path) == len(NEXT)
     with closing(sqlite3.connect(tmp_path / "paxlock.db")) as db, db:
         columns = [row[1] for row in db.execute("PRAGMA table_info(chosen)")]
     assert columns == ["slot", "value", "learned_from"]
-    async with await SqliteStore.open(tmp_path, node_id=NODE, cluster_id=CLUSTER, migrations=V2):
+    async with await SqliteStore.open(tmp_path, node_id=NODE, cluster_id=CLUSTER, migrations=NEXT):
         pass  # already at version 2: nothing to run (ALTER would fail if run twice)
-    # ...and the code that only knows version 1 now refuses the file.
-    with pytest.raises(UnknownSchema, match="schema version 2 is newer"):
+    # ...and the code that only knows the versions before now refuses the file.
+    with pytest.raises(UnknownSchema, match=f"schema version {len(NEXT)} is newer"):
         await SqliteStore.open(tmp_path, node_id=NODE, cluster_id=CLUSTER)
 
 
 async def test_a_new_store_is_created_at_the_latest_version(tmp_path: Path) -> None:
-    async with await SqliteStore.open(tmp_path, node_id=NODE, cluster_id=CLUSTER, migrations=V2):
+    async with await SqliteStore.open(tmp_path, node_id=NODE, cluster_id=CLUSTER, migrations=NEXT):
         pass
-    assert schema_version(tmp_path) == 2
+    assert schema_version(tmp_path) == len(NEXT)
 
 
 async def test_a_failing_step_is_rolled_back_whole(tmp_path: Path) -> None:
     build_v1_file(tmp_path)
-    broken = (*MIGRATIONS, ("CREATE TABLE extra (x)", "THIS IS NOT SQL"))
+    broken = (MIGRATIONS[0], ("CREATE TABLE extra (x)", "THIS IS NOT SQL"))
     with pytest.raises(MigrationFailed, match="schema version 2 failed and was rolled back"):
         await SqliteStore.open(tmp_path, node_id=NODE, cluster_id=CLUSTER, migrations=broken)
     assert schema_version(tmp_path) == 1

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 from paxlock.coordinator.core.ballot import Ballot
-from paxlock.coordinator.core.messages import NOOP, AcceptRecord, ChosenRecord, PromiseRecord
+from paxlock.coordinator.core import membership
+from paxlock.coordinator.core.messages import (
+    NOOP, AcceptRecord, ChosenRecord, Member, PromiseRecord,
+)  # fmt: skip
 from paxlock.persistence import (
     CorruptStore,
     ForeignStore,
@@ -23,7 +26,9 @@ from paxlock.persistence import (
     UnknownSchema,
 )
 
-NODE, CLUSTER = "n1", "c1"
+NODE = "n1"
+GENESIS = membership.genesis([Member(NODE, "i1", "http://127.0.0.1:1")])
+CLUSTER = membership.cluster_id_of(GENESIS)
 
 
 def fingerprint(data_dir: Path) -> dict[str, bytes]:
@@ -37,7 +42,8 @@ def fingerprint(data_dir: Path) -> dict[str, bytes]:
 
 
 async def make_store(data_dir: Path, slots: int = 50) -> None:
-    async with await SqliteStore.open(data_dir, node_id=NODE, cluster_id=CLUSTER) as store:
+    async with await SqliteStore.open(data_dir, node_id=NODE) as store:
+        await store.bootstrap(CLUSTER, GENESIS)
         await store.append([PromiseRecord(Ballot(1, NODE))])
         await store.append(
             [AcceptRecord(s, Ballot(1, NODE), NOOP) for s in range(1, slots + 1)]
@@ -46,7 +52,8 @@ async def make_store(data_dir: Path, slots: int = 50) -> None:
 
 
 async def refused(
-    data_dir: Path, error: type[StoreError], match: str, *, node: str = NODE, cluster: str = CLUSTER
+    data_dir: Path, error: type[StoreError], match: str, *, node: str = NODE,
+    cluster: str | None = None,
 ) -> StoreError:
     before = fingerprint(data_dir)
     with pytest.raises(error, match=match) as caught:
@@ -64,7 +71,8 @@ async def test_another_node_id_is_refused(tmp_path: Path) -> None:
 
 async def test_another_cluster_id_is_refused(tmp_path: Path) -> None:
     await make_store(tmp_path)
-    await refused(tmp_path, ForeignStore, "of cluster 'c1'.*of cluster 'c9'", cluster="c9")
+    await refused(tmp_path, ForeignStore, f"belongs to cluster {CLUSTER}, not cluster 'c9'",
+                  cluster="c9")
 
 
 async def test_a_foreign_store_with_an_unmerged_wal_is_refused_untouched(tmp_path: Path) -> None:
@@ -149,7 +157,7 @@ HOLDER = """
 import asyncio, sys
 from paxlock.persistence import SqliteStore
 async def main():
-    async with await SqliteStore.open(sys.argv[1], node_id="n1", cluster_id="c1"):
+    async with await SqliteStore.open(sys.argv[1], node_id="n1"):
         print("open", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
 asyncio.run(main())

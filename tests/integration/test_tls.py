@@ -29,7 +29,8 @@ from paxlock.api.client.aio import AsyncClient
 from paxlock.api.client.errors import Unavailable
 from paxlock.api.client.sync import Client
 from paxlock.api.server.node import Node, NodeConfig
-from paxlock.api.server.peer import NODE_HEADER, WS_PATH
+from paxlock.api.server.bootstrap import IDENTITY_PATH, Identity
+from paxlock.api.server.peer import CLUSTER_HEADER, INCARNATION_HEADER, NODE_HEADER, WS_PATH
 from paxlock.api.server.tls import NodeTls, TlsError, peer_identity, peer_names
 
 harness = sys.modules["paxlock_test_harness"]  # registered by tests/conftest.py
@@ -127,17 +128,42 @@ async def test_a_tls_listener_refuses_plain_http(node: Any, pki: Pki) -> None:
             assert response.status == 200  # the same port over TLS answers
 
 
+async def stand_in(pki: Pki, member: str, port: int, peers: dict[str, str]) -> web.AppRunner:
+    """A member that only answers ``/internal/identity`` (mutual TLS), as an empty store:
+    enough for n1 to bootstrap a cluster with it."""
+    issued = pki.issue(member)
+    tls = NodeTls.from_paths(issued.cert, issued.key, pki.ca_file)
+    assert tls is not None
+    answer = Identity(member, f"inc-{member}", None, None, peers).to_json()
+
+    async def identity(request: web.Request) -> web.Response:
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_get(IDENTITY_PATH, identity)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls.server).start()
+    return runner
+
+
 @pytest.fixture
 async def member_n1(tmp_path: Path, pki: Pki) -> Any:
-    """n1 of a three-member cluster whose other members never start: enough to dial its
-    peer endpoint as n2 (no quorum, so not ready; nothing here needs one)."""
+    """n1 of a three-member cluster whose other members are stand-ins that only answered
+    its bootstrap: enough to dial its peer endpoint as n2 (no quorum, so not ready; nothing
+    here needs one)."""
     ports = {member: free_port() for member in ("n1", "n2", "n3")}
+    peers = {m: f"https://127.0.0.1:{p}" for m, p in ports.items()}
+    stand_ins = [await stand_in(pki, m, ports[m], peers) for m in ("n2", "n3")]
     issued = pki.issue("n1")
-    config = NodeConfig("n1", {m: f"https://127.0.0.1:{p}" for m, p in ports.items()},
-                        tmp_path / "n1", tls_cert=issued.cert, tls_key=issued.key,
+    config = NodeConfig("n1", peers, tmp_path / "n1", tls_cert=issued.cert, tls_key=issued.key,
                         tls_ca=pki.ca_file)  # fmt: skip
-    async with Node(config, registry=CollectorRegistry()) as started:
-        yield started
+    try:
+        async with Node(config, registry=CollectorRegistry()) as started:
+            yield started
+    finally:
+        for runner in stand_ins:
+            await runner.cleanup()
 
 
 async def test_internal_needs_a_certificate_the_clusters_ca_signed(
@@ -145,7 +171,8 @@ async def test_internal_needs_a_certificate_the_clusters_ca_signed(
 ) -> None:
     node = member_n1
     url = node.url + WS_PATH
-    headers = {NODE_HEADER: "n2"}
+    headers = {NODE_HEADER: "n2", CLUSTER_HEADER: node.store.cluster_id,
+               INCARNATION_HEADER: "inc-n2"}  # fmt: skip
     async with aiohttp.ClientSession() as session:
         # no client certificate: the public API answers, /internal/ does not
         anonymous = pki.client_context()
