@@ -23,7 +23,6 @@ app comes through its own keys, ``MEMBERSHIP`` and ``IDENTITY_OF``, set by ``cre
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol, runtime_checkable
 
@@ -33,6 +32,7 @@ from aiohttp import web
 from yarl import URL
 
 from paxlock.api.server import wire
+from paxlock.api.server.bootstrap import IdentityError, fetch_identity
 from paxlock.api.server.errors import error_response, json_response
 from paxlock.coordinator.core.membership import MembershipError
 from paxlock.coordinator.core.messages import URL_CHARS_MAX, Configuration, Member
@@ -99,6 +99,7 @@ IDENTITY_OF: web.AppKey[IdentityOf] = web.AppKey("paxlock_identity_of")
 
 IDENTITY_FAILURES: tuple[type[BaseException], ...] = (
     aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError, RuntimeError,
+    IdentityError,
 )  # fmt: skip
 """What fetching an identity raises when the member is down, refuses us or is not a
 paxlock member: an answer 503 ``unavailable`` (the new member may still be starting)."""
@@ -132,8 +133,6 @@ def identity_fetcher(session: Callable[[], aiohttp.ClientSession | None],
     the cluster token and the TLS context members use with each other."""
 
     async def identity_of(url: str) -> Identity:
-        # not imported at the top: bootstrap is the identity work of issue 13, item 1
-        fetch_identity = importlib.import_module("paxlock.api.server.bootstrap").fetch_identity
         opened = session()
         if opened is None:
             raise RuntimeError("the app's client session is not open")

@@ -19,7 +19,6 @@ WATCH_S = 5.0
 """How long B keeps trying: far beyond an election timeout and a bootstrap."""
 
 
-@pytest.mark.skip(reason="needs core membership")
 def test_an_empty_store_never_votes_under_a_member_id_that_voted(cluster: Any) -> None:
     cluster.wait_ready()
     cluster.kill("n3")

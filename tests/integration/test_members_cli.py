@@ -87,7 +87,6 @@ def start_joiner(cluster: Any, node: str, join: str) -> Any:
     return me
 
 
-@pytest.mark.skip(reason="needs core membership")
 def test_a_joined_member_is_added_caught_up_promoted_and_removed(cluster: Any) -> None:
     primary = cluster.wait_ready()
     n4 = start_joiner(cluster, "n4", cluster.url(primary))

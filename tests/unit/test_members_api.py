@@ -9,8 +9,6 @@ from a fake ``IDENTITY_OF`` (the real one is ``api.server.bootstrap.fetch_identi
 from __future__ import annotations
 
 import asyncio
-import sys
-import types
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -343,9 +341,7 @@ async def test_identity_of_asks_fetch_identity_with_the_apps_session_token_and_t
             await asyncio.Event().wait()  # never answers
         return N3
 
-    stand_in = types.ModuleType("paxlock.api.server.bootstrap")
-    stand_in.fetch_identity = fetch_identity  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "paxlock.api.server.bootstrap", stand_in)
+    monkeypatch.setattr(members, "fetch_identity", fetch_identity)
     monkeypatch.setattr(members, "IDENTITY_TIMEOUT_S", 0.05)
     session, tls = object(), object()
     identity_of = members.identity_fetcher(lambda: session, "tok", tls)  # type: ignore[arg-type,return-value]
