@@ -4,7 +4,7 @@ bootstrapping or only a learner (``/readyz``, ``/v1/cluster``'s ``role``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -21,11 +21,15 @@ LEARNER_REASON = "learner: not admitted by any configuration (paxlock member add
 BOOTSTRAP_REASON = "bootstrapping: waiting for the identity of every member (see the log)"
 
 
-def member_urls(schedule: Schedule, node_id: str, url: str) -> dict[str, str]:
+def member_urls(schedule: Schedule, node_id: str, url: str,
+                configured: Mapping[str, str] | None = None) -> dict[str, str]:  # fmt: skip
     """Every member of a configuration in effect or pending, with its URL, and this node
-    (a learner no configuration lists yet still knows where it is)."""
-    urls = {m.id: m.url for c in schedule.configurations()
-            for m in (*c.voters, *c.learners) if m.url}  # fmt: skip
+    (a learner no configuration lists yet still knows where it is). A URL this node was
+    configured with (``--peer``) wins over the one the member advertises: it is how this
+    node reaches that member (through a proxy, a NAT, another name)."""
+    configured = configured or {}
+    urls = {m.id: configured.get(m.id, m.url) for c in schedule.configurations()
+            for m in (*c.voters, *c.learners) if m.url or m.id in configured}  # fmt: skip
     urls[node_id] = url
     return urls
 

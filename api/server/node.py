@@ -192,7 +192,7 @@ class Node:
             log.info("bootstrapped", node=config.node_id, cluster_id=decision.cluster_id,
                      voters=list(decision.genesis.voter_ids))  # fmt: skip
             return
-        self.peers.update({**decision.members, config.node_id: self.url})
+        self.peers.update({**decision.members, **config.peers, config.node_id: self.url})
         if decision.genesis.votes(config.node_id, store.incarnation):  # polled, then restarted
             log.info("adopted", node=config.node_id, cluster_id=decision.cluster_id,
                      reported_by=decision.reported_by)  # fmt: skip
@@ -285,7 +285,7 @@ class Node:
         embedded calls and ``/v1/cluster`` read the same dict."""
         schedule = self.schedule
         assert schedule is not None and self.transport is not None
-        urls = member_urls(schedule, self.config.node_id, self.url)
+        urls = member_urls(schedule, self.config.node_id, self.url, self.config.peers)
         if urls != self.peers:
             log.info("members_changed", node=self.config.node_id, members=urls)
             self.peers.clear()

@@ -5,7 +5,8 @@ real cluster exactly as written there (issue 7).
   member runs) is a consistent database; restoring every member from its own backup brings
   the whole cluster back at that point, leases and fencing tokens included.
 - A backup restores only the member it was taken from: any other member refuses it.
-- A member whose disk was lost comes back with an empty data dir and catches up.
+- A member whose disk was lost comes back with an empty data dir as a learner, and is
+  replaced through the log (remove, add, promote) before it votes again.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 DB_NAME = "paxlock.db"
+try_http = sys.modules["paxlock_test_harness"].try_http
 
 
 def online_backup(db_path: Path, target: Path) -> None:
@@ -79,8 +81,11 @@ def test_every_member_restored_from_its_own_backup_brings_the_cluster_back(
     assert status == 200 and fresh["token"] > kept["token"]
 
 
-def test_a_member_with_a_new_empty_disk_catches_up(cluster_factory: Any, http: Any,
-                                                   wait_for: Any) -> None:  # fmt: skip
+def test_a_member_with_a_new_empty_disk_is_replaced_through_the_log(
+        cluster_factory: Any, http: Any, wait_for: Any) -> None:  # fmt: skip
+    """Restarted on an empty data dir, the member only waits (``/readyz`` says it is a
+    learner); removed, added back and promoted as the Operations section says, it catches
+    up and serves what the others hold."""
     cluster = cluster_factory(3)
     primary = cluster.wait_ready()
     for i in range(20):
@@ -92,6 +97,24 @@ def test_a_member_with_a_new_empty_disk_catches_up(cluster_factory: Any, http: A
     for path in cluster.members[lost].data_dir.iterdir():
         path.unlink()  # the disk is gone
     cluster.start(lost)
+    def waits_as_a_learner() -> bool:
+        answer = try_http("GET", cluster.url(lost) + "/readyz")
+        return answer is not None and str(answer[2].get("reason", "")).startswith("learner")
+
+    wait_for(waits_as_a_learner, 20, f"{lost} to wait as a learner")
+
+    members = cluster.url(primary) + "/v1/members"
+    status, _, body = http("DELETE", f"{members}/{lost}")
+    assert status == 200, body
+    url = cluster.url(lost)
+
+    def done(method: str, path: str, body: Any = None) -> bool:
+        status, _, answer = http(method, path, body)
+        assert status in (200, 201, 409), answer  # 409: the last change is not in effect yet
+        return status in (200, 201)
+
+    wait_for(lambda: done("POST", members, {"id": lost, "url": url}), 20, f"{lost} added")
+    wait_for(lambda: done("POST", f"{members}/{lost}:promote"), 30, f"{lost} promoted")
     target = cluster.metric(primary, "paxlock_chosen_index")
     assert target is not None and target >= 20
     wait_for(lambda: (cluster.metric(lost, "paxlock_chosen_index") or 0) >= target, 20,

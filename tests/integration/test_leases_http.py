@@ -640,9 +640,10 @@ def test_cluster_object_health_readiness_and_metrics(cluster: Any, primary: str)
     for node in cluster.members:
         status, headers, view = http("GET", f"{cluster.url(node)}/v1/cluster")
         assert status == 200, view
-        assert set(view) == {"node", "primary", "ballot", "learn_mode", "chosen_index",
-                             "applied_index", "members"}  # fmt: skip
+        assert set(view) == {"node", "role", "primary", "ballot", "learn_mode",
+                             "chosen_index", "applied_index", "members"}  # fmt: skip
         assert view["node"] == node and view["primary"] == primary
+        assert view["role"] == "voter"
         assert isinstance(view["chosen_index"], int) and isinstance(view["applied_index"], int)
         assert [m["id"] for m in view["members"]] == sorted(cluster.members)
         for member in view["members"]:
