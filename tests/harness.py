@@ -280,6 +280,27 @@ class Cluster:
                                           env=dict(os.environ, PYTHONUNBUFFERED="1"))  # fmt: skip
         log.close()
 
+    def start_joiner(self, node_id: str, join_url: str, port: int | None = None,
+                     extra_args: list[str] | None = None) -> Member:  # fmt: skip
+        """Start a member with ``serve --join join_url`` on an empty data dir of its own (a
+        new id, or an id given again: its old data dir is left alone, a replacement is an
+        incarnation made anew); ``port`` keeps a URL. Returns once it answers /healthz."""
+        dirs = sum(1 for p in self.root.glob(f"{node_id}*") if p.is_dir())
+        name = node_id if dirs == 0 else f"{node_id}.{dirs}"
+        member = Member(node_id, port or free_port(), self.root / name, self.root / f"{name}.log")
+        assert node_id not in self.members or not self.alive(node_id), f"{node_id} runs"
+        self.members[node_id] = member
+        command = [sys.executable, "-m", "paxlock.api.cli", "serve", "--id", node_id,
+                   "--listen", f"127.0.0.1:{member.port}", "--data-dir", str(member.data_dir),
+                   "--join", join_url, *self.extra_args, *(extra_args or [])]  # fmt: skip
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(member.log_path, "ab") as log:
+            member.process = subprocess.Popen(command, stdout=log, stderr=log,
+                                              env=dict(os.environ, PYTHONUNBUFFERED="1"))  # fmt: skip
+        wait_for(lambda: try_http("GET", member.url + "/healthz") is not None, 20.0,
+                 f"{node_id} to answer")  # fmt: skip
+        return member
+
     def start_all(self) -> Cluster:
         for node_id in self.members:
             self.start(node_id)
