@@ -99,7 +99,8 @@ def time_join(cluster: Any, node: str) -> dict[str, float]:
     promote_sent = time.monotonic()
     ops.change(cluster, "POST", f"/v1/members/{node}:promote", deadline_s=600)
     voter = until(lambda: in_effect(cluster, node, "voter"), f"{node} a voter")
-    return {"add_to_caught_up_s": caught_up - added, "promote_to_voter_s": voter - promote_sent,
+    installed = "snapshot_installed" in cluster.members[node].log_path.read_text()
+    return {"snapshot_installed": float(installed),"add_to_caught_up_s": caught_up - added, "promote_to_voter_s": voter - promote_sent,
             "add_to_voter_s": voter - added}  # fmt: skip
 
 
