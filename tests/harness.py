@@ -13,6 +13,7 @@ client), ``metric_value`` / ``Cluster.metric`` (one Prometheus sample), and
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -43,6 +44,18 @@ def _listen_ports() -> range:
     except (OSError, ValueError, IndexError):
         low = 32768
     return range(max(1024, low - 12_000), low)
+
+
+def load_module(name: str, path: Path) -> Any:
+    """The Python file ``path`` as module ``name`` (once; tests are not a package), such as
+    ``tests/membership_ops.py``, which test modules and benchmarks share."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # before running it: dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 LISTEN_PORTS = _listen_ports()

@@ -36,18 +36,13 @@ from typing import Any
 import aiohttp
 
 
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 TESTS = Path(__file__).resolve().parent.parent
-harness: Any = _load("paxlock_test_harness", TESTS / "harness.py")
-ops: Any = _load("paxlock_membership_ops", TESTS / "membership_ops.py")
+_spec = importlib.util.spec_from_file_location("paxlock_test_harness", TESTS / "harness.py")
+assert _spec is not None and _spec.loader is not None
+harness: Any = importlib.util.module_from_spec(_spec)
+sys.modules["paxlock_test_harness"] = harness
+_spec.loader.exec_module(harness)
+ops: Any = harness.load_module("paxlock_membership_ops", TESTS / "membership_ops.py")
 POLL_S = 0.01
 """How often the primary's member list is read while a step is timed."""
 

@@ -10,8 +10,6 @@ deadline; every process belongs to the harness's ``Cluster`` and is stopped when
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 import signal
 import sys
 import threading
@@ -25,19 +23,8 @@ harness = sys.modules["paxlock_test_harness"]  # registered by tests/conftest.py
 wait_for, try_http = harness.wait_for, harness.try_http
 
 
-def _load_ops() -> Any:
-    name = "paxlock_membership_ops"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parent.parent / "membership_ops.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ops = _load_ops()
+ops = harness.load_module("paxlock_membership_ops",
+                          Path(__file__).resolve().parent.parent / "membership_ops.py")
 WATCH_S = 3.0
 """How long a test watches for something that must not happen: ten election timeouts
 (0.3 s) and more."""
