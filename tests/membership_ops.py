@@ -8,8 +8,8 @@ on the primary's ``GET /v1/members``, never by a sleep. ``Ledger`` runs acquire/
 cycles in threads and keeps every grant with the client's own clock readings, so that a test
 can check that no two grants of one name overlapped.
 
-Loaded by file path (tests are not a package) after ``tests/harness.py`` registered itself as
-``paxlock_test_harness``: see ``load`` in the modules that use it.
+Loaded by file path (tests are not a package) with ``harness.load_module``, after
+``tests/harness.py`` registered itself as ``paxlock_test_harness``.
 """
 
 from __future__ import annotations
