@@ -13,6 +13,7 @@ client), ``metric_value`` / ``Cluster.metric`` (one Prometheus sample), and
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -43,6 +44,18 @@ def _listen_ports() -> range:
     except (OSError, ValueError, IndexError):
         low = 32768
     return range(max(1024, low - 12_000), low)
+
+
+def load_module(name: str, path: Path) -> Any:
+    """The Python file ``path`` as module ``name`` (once; tests are not a package), such as
+    ``tests/membership_ops.py``, which test modules and benchmarks share."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # before running it: dataclasses look their module up
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 LISTEN_PORTS = _listen_ports()
@@ -279,6 +292,27 @@ class Cluster:
                                           stderr=log,
                                           env=dict(os.environ, PYTHONUNBUFFERED="1"))  # fmt: skip
         log.close()
+
+    def start_joiner(self, node_id: str, join_url: str, port: int | None = None,
+                     extra_args: list[str] | None = None) -> Member:  # fmt: skip
+        """Start a member with ``serve --join join_url`` on an empty data dir of its own (a
+        new id, or an id given again: its old data dir is left alone, a replacement is an
+        incarnation made anew); ``port`` keeps a URL. Returns once it answers /healthz."""
+        dirs = sum(1 for p in self.root.glob(f"{node_id}*") if p.is_dir())
+        name = node_id if dirs == 0 else f"{node_id}.{dirs}"
+        member = Member(node_id, port or free_port(), self.root / name, self.root / f"{name}.log")
+        assert node_id not in self.members or not self.alive(node_id), f"{node_id} runs"
+        self.members[node_id] = member
+        command = [sys.executable, "-m", "paxlock.api.cli", "serve", "--id", node_id,
+                   "--listen", f"127.0.0.1:{member.port}", "--data-dir", str(member.data_dir),
+                   "--join", join_url, *self.extra_args, *(extra_args or [])]  # fmt: skip
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(member.log_path, "ab") as log:
+            member.process = subprocess.Popen(command, stdout=log, stderr=log,
+                                              env=dict(os.environ, PYTHONUNBUFFERED="1"))  # fmt: skip
+        wait_for(lambda: try_http("GET", member.url + "/healthz") is not None, 20.0,
+                 f"{node_id} to answer")  # fmt: skip
+        return member
 
     def start_all(self) -> Cluster:
         for node_id in self.members:
