@@ -16,7 +16,8 @@ from paxlock.coordinator.core.membership import MembershipError, Schedule
 from paxlock.coordinator.core.membership import add_learner, promote, remove
 from paxlock.coordinator.core.messages import Configuration, Member, Reconfigure
 from paxlock.coordinator.core.replica_io import ReconfigureOp, ReplicaStatus, RequestOp
-from paxlock.coordinator.errors import Unavailable
+from paxlock.coordinator.core.proposer import Role
+from paxlock.coordinator.errors import NotPrimary, Unavailable
 
 PROMOTE_LAG_MAX = 256
 """A learner is promoted only once it is at most this many slots behind the primary (and
@@ -66,16 +67,26 @@ class Membership:
         }  # fmt: skip
 
     async def add(self, member: Member) -> Configuration:
+        self._on_the_primary()
         return await self._change(add_learner(self._schedule().latest, member))
 
     async def promote(self, member_id: str) -> Configuration:
+        self._on_the_primary()
         latest = self._schedule().latest
         change = promote(latest, member_id)  # refuses a member that is no learner first
         self._check_caught_up(member_id, latest)
         return await self._change(change)
 
     async def remove(self, member_id: str) -> Configuration:
+        self._on_the_primary()
         return await self._change(remove(self._schedule().latest, member_id))
+
+    def _on_the_primary(self) -> None:
+        """A change is judged against the primary's configurations, not a follower's (which
+        may not have learned the last change yet): anywhere else it is sent on."""
+        status = self._status()
+        if status.role is not Role.PRIMARY:
+            raise NotPrimary(status.primary_hint)
 
     def _check_caught_up(self, member_id: str, latest: Configuration) -> None:
         """Only on the primary (a follower forwards the request, whose answer is the

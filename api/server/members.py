@@ -210,6 +210,10 @@ async def add_member(request: web.Request) -> web.StreamResponse:
                               f"{identity.member!r}, not {body.id!r}",
                               details={"member": identity.member})  # fmt: skip
     cluster_id = service.membership().get("cluster_id")
+    if identity.cluster_id is None:  # started with --join, it has not adopted the cluster yet
+        return error_response(503, "unavailable", f"{body.id} at {body.url} is still joining "
+                              "(no cluster id yet): retry in a moment",
+                              retry_after_s=1.0)  # fmt: skip
     if identity.cluster_id != cluster_id:
         return error_response(409, "conflict", f"{body.id} at {body.url} reports cluster id "
                               f"{identity.cluster_id!r}, this cluster is {cluster_id!r}: start "

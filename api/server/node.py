@@ -80,7 +80,7 @@ class Node:
     def schedule(self) -> Schedule | None:
         """The configurations in effect or pending, once the replica runs."""
         runtime = self.runtime
-        return None if runtime is None or self._face.service is None else runtime.replica.schedule
+        return None if runtime is None else runtime.replica.schedule
 
     @property
     def service(self) -> LeaseService:

@@ -183,7 +183,6 @@ def test_member_urls_keep_a_mount_path_and_lose_the_trailing_slash() -> None:
 @pytest.mark.parametrize("answer, what", [
     (Identity("n4", "i4", CLUSTER_ID), "answers as member 'n4'"),
     (Identity("n3", "i3", "another"), "reports cluster id 'another'"),
-    (Identity("n3", "i3", None), "reports cluster id None"),
 ])  # fmt: skip
 async def test_a_url_that_answers_as_another_member_or_cluster_is_refused_409(
         serve: Serve, answer: Identity, what: str) -> None:  # fmt: skip
@@ -192,6 +191,15 @@ async def test_a_url_that_answers_as_another_member_or_cluster_is_refused_409(
     status, body, _ = await call(await serve(fake, identities), "POST", "/v1/members", ADD)
     assert status == 409 and body["error"] == "conflict" and what in body["message"]
     assert fake.calls == [], "nothing is added"
+
+
+async def test_a_member_still_joining_is_a_503_to_retry(serve: Serve) -> None:
+    """No cluster id yet: it was started with ``--join`` and has not adopted the cluster."""
+    fake = FakeMembers()
+    identities = FakeIdentities({"http://127.0.0.1:7003": Identity("n3", "i3", None)})
+    status, body, headers = await call(await serve(fake, identities), "POST", "/v1/members", ADD)
+    assert status == 503 and body["error"] == "unavailable" and "still joining" in body["message"]
+    assert headers["Retry-After"] == "1" and fake.calls == []
 
 
 @pytest.mark.parametrize("failure", [aiohttp.ClientConnectionError("refused"),
