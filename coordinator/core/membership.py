@@ -28,7 +28,7 @@ and their voters differ by one member, so every majority of one meets every majo
 other** (the argument of Raft's single-server changes).
 
 Phase 1 for every slot from ``c + 1`` on needs a majority of each configuration that may
-govern one of those slots (``phase1_quorum``): the known ones up to ``c + ALPHA``, then the
+govern one of those slots (``phase1_complete``): the known ones up to ``c + ALPHA``, then the
 ones that the values P2c makes the new primary re-propose would set, slot by slot
 (``Schedule.chain``). A value chosen in slot ``s`` was proposed by a primary that knew the
 prefix up to ``s - ALPHA`` chosen, so every configuration change that governs ``s`` is among
@@ -38,12 +38,13 @@ those values, and the promise quorum holds a majority of its voters.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import msgspec
 
 from paxlock.coordinator.core.messages import (
-    MEMBERS_MAX, NOOP, Configuration, CoreSnapshot, Member, Reconfigure, ScheduleEntry, ScheduleState, Value,
+    MEMBERS_MAX, NOOP, AcceptedEntry, Configuration, CoreSnapshot, Member, Promise,
+    Reconfigure, ScheduleEntry, ScheduleState, Value,
 )  # fmt: skip
 
 RETIRED_KEPT = 8
@@ -253,11 +254,27 @@ class Schedule:
 
 
 
-def phase1_quorum(promised: Iterable[str], chain: Iterable[Configuration]) -> bool:
-    """Whether the members that promised hold a majority of every configuration in
-    ``chain`` (``Schedule.chain``)."""
-    ids = set(promised)
-    return all(config.is_quorum(ids) for config in chain)
+def phase1_complete(own: Schedule, promises: Mapping[str, Promise]) -> bool:
+    """Phase 1 is complete once the promises hold a majority of every configuration that
+    may govern a slot the new primary will propose into: from the furthest chosen prefix a
+    promise reports (known chosen: nothing to re-propose there), by that promiser's
+    schedule (``own``, this node's, when none is further), then by the values P2c will
+    re-propose (``Schedule.chain``)."""
+    base = own
+    for promise in promises.values():
+        if promise.chosen_index > base.applied and promise.schedule is not None:
+            reported = Schedule.from_state(promise.schedule)
+            if reported.applied == promise.chosen_index:
+                base = reported
+    highest: dict[int, AcceptedEntry] = {}
+    for promise in promises.values():
+        for entry in promise.accepted:
+            known = highest.get(entry.slot)
+            if entry.slot > base.applied and (known is None or entry.ballot > known.ballot):
+                highest[entry.slot] = entry
+    values = {slot: entry.value for slot, entry in highest.items()}
+    ids = set(promises)
+    return all(config.is_quorum(ids) for config in base.chain(base.applied + 1, values))
 
 
 _SNAPSHOT_DECODER = msgspec.msgpack.Decoder(CoreSnapshot)

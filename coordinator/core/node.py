@@ -35,7 +35,7 @@ from paxlock.coordinator.core.membership import (
     decode_snapshot,
     encode_snapshot,
     genesis,
-    phase1_quorum,
+    phase1_complete,
 )
 from paxlock.coordinator.core.messages import (
     Accept,
@@ -259,7 +259,7 @@ class Node:
     def tick(self, now: float) -> Ready:
         out = Ready()
         if self.role is Role.PRIMARY and not self._votes_in(self.schedule.current):
-            self._leave_configuration(now, out)
+            self._hand_over(now, out, or_step_down=True)
         match self.role:
             case Role.PRIMARY if self.election.quorum_lost(now):  # check quorum
                 out.events.append(SteppedDown(self.ballot, None))
@@ -300,15 +300,8 @@ class Node:
         round, which runs phase 1 at once (no election timeout, no pre-vote): the office is
         vacant for about two round trips instead of an election timeout."""
         out = Ready()
-        voters = tuple(m for m in self.schedule.current.voter_ids if m != self.id)
-        target = self.rounds.freshest(voters) if self.role is Role.PRIMARY else None
-        if target is not None:
-            out.events.append(HandedOver(self.ballot, target))
-            out.rejected += self.proposer.step_down(target)
-            self.election.handed_over(target, now)
-            for member in self.members:
-                if member != self.id:
-                    self._send(member, Handover(self.ballot, target), out)
+        if self.role is Role.PRIMARY:
+            self._hand_over(now, out, or_step_down=False)
         return self._finish(out, now)
 
     def run_phase1(self, now: float) -> Ready:
@@ -583,35 +576,21 @@ class Node:
         return None if governing is None else governing.is_quorum(ids)
 
     def _phase1_quorum(self, promises: dict[str, Promise]) -> bool:
-        """Phase 1 is complete once the promises hold a majority of every configuration
-        that may govern a slot the new primary will propose into: from the furthest
-        chosen prefix a promise reports (known chosen: nothing to re-propose there), by
-        that promiser's schedule, then by the values P2c will re-propose (``membership``)."""
-        base = self.schedule
-        for promise in promises.values():
-            if promise.chosen_index > base.applied and promise.schedule is not None:
-                reported = Schedule.from_state(promise.schedule)
-                if reported.applied == promise.chosen_index:
-                    base = reported
-        highest: dict[int, tuple[Ballot, Value]] = {}
-        for promise in promises.values():
-            for entry in promise.accepted:
-                known = highest.get(entry.slot)
-                if entry.slot > base.applied and (known is None or entry.ballot > known[0]):
-                    highest[entry.slot] = (entry.ballot, entry.value)
-        values = {slot: value for slot, (_, value) in highest.items()}
-        return phase1_quorum(promises, base.chain(base.applied + 1, values))
+        return phase1_complete(self.schedule, promises)
 
-    def _leave_configuration(self, now: float, out: Ready) -> None:
-        """A primary that no configuration in effect lists as a voter hands its office to
-        a voter (or simply steps down when none answered yet)."""
+    def _hand_over(self, now: float, out: Ready, *, or_step_down: bool) -> None:
+        """Hand the office to the voter that acked the latest round; with none, step down
+        only when ``or_step_down`` (a primary that no configuration in effect lists as a
+        voter: ``tick``)."""
         voters = tuple(m for m in self.schedule.current.voter_ids if m != self.id)
         target = self.rounds.freshest(voters)
-        out.rejected += self.proposer.step_down(target)
         if target is None:
-            out.events.append(SteppedDown(self.ballot, None))
-            self.election.forget_primary(now)
+            if or_step_down:
+                out.rejected += self.proposer.step_down(None)
+                out.events.append(SteppedDown(self.ballot, None))
+                self.election.forget_primary(now)
             return
+        out.rejected += self.proposer.step_down(target)
         out.events.append(HandedOver(self.ballot, target))
         self.election.handed_over(target, now)
         for member in self.members:

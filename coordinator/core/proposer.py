@@ -17,7 +17,7 @@ from paxlock.coordinator.core.messages import NOOP, AcceptedEntry, Batch, Promis
 from paxlock.coordinator.core.ready import Rejection
 
 Phase1Quorum = Callable[[dict[str, Promise]], bool]
-"""Whether these promises complete phase 1 (``membership.phase1_quorum``)."""
+"""Whether these promises complete phase 1 (``membership.phase1_complete``)."""
 
 
 class Role(enum.Enum):
