@@ -330,8 +330,11 @@ class Node:
         # A candidate knows the log chosen up to ``from_slot - 1``: a member behind it
         # catches up, which may show it that it votes now (a learner promoted meanwhile).
         self.catchup.note(src, msg.from_slot - 1, self.learner.chosen_index, now)
-        if not self.votes:
-            return
+        if not self.schedule.knows(self.id, self.config.incarnation):
+            return  # a member no configuration lists promises nothing (it may have forgotten)
+        # A learner that a configuration lists promises too: its promise counts only where
+        # a configuration lists it as a voter, and a new primary may need it there before
+        # this learner has learned the change that promoted it.
         higher = msg.ballot > self.acceptor.promised
         if higher and self.election.has_live_primary(src, self.role, now):
             return
