@@ -125,6 +125,8 @@ class Node:
         """Peer messages dropped unused, by reason (``admission.DROP_REASONS``): for the
         runtime to count and export."""
         self.served = Served()
+        self._probes = 0
+        """Catch-up probes of a learner that hears no primary (``_probe``)."""
 
     # -- public entry points -----------------------------------------------------------------
 
@@ -270,8 +272,11 @@ class Node:
                     self._send_heartbeats(now, out)
                 for slot, value in self.proposer.due_retransmits(now, self.config.retry_s):
                     self._broadcast_accept(slot, value, out)
+            case Role.CANDIDATE if not self.votes:  # removed while it stood: it stops
+                out.rejected += self.proposer.step_down(None)
+                self.election.forget_primary(now)
             case Role.CANDIDATE:
-                if self.election.due(now) and self.votes:
+                if self.election.due(now):
                     self._elect(now, out)
                 elif now >= self.proposer.phase1_sent_at + self.config.retry_s:
                     self.proposer.phase1_sent_at = now
@@ -279,9 +284,11 @@ class Node:
                     for member in self.members:
                         if member not in self.proposer.promises:
                             self._send(member, prepare, out)
-            case Role.FOLLOWER:
-                if self.election.due(now) and self.votes:
+            case Role.FOLLOWER if self.election.due(now):
+                if self.votes:
                     self._elect(now, out)
+                else:
+                    self._probe(now)
         self._ask_if_due(now, out)
         return self._finish(out, now)
 
@@ -574,6 +581,17 @@ class Node:
         if not any(isinstance(e, MembershipChanged) for e in out.events):
             out.events.append(MembershipChanged(self.schedule.applied, None, None))
 
+    def _probe(self, now: float) -> None:
+        """A learner that heard no primary for an election timeout asks a voter it knows
+        how far the log is chosen (by catch-up): its configurations may be too old to list
+        the primary (whose messages it then refuses) and it never stands for election."""
+        voters = [m for m in self.schedule.current.voter_ids if m != self.id]
+        if voters and self.catchup.target is None:
+            self._probes += 1
+            own = self.learner.chosen_index
+            self.catchup.note(voters[self._probes % len(voters)], own + 1, own, now)
+        self.election.heard_primary(None, self.role, now)  # the next probe: a timeout away
+
     def _slot_quorum(self, slot: int, ids: Collection[str]) -> bool | None:
         governing = self.schedule.governing(slot)
         return None if governing is None else governing.is_quorum(ids)
@@ -632,8 +650,7 @@ class Node:
         return out
 
     def _deadline(self) -> float:
-        standing = self.role is Role.PRIMARY or self.votes  # a learner never stands
-        deadlines = [self.election.timer(self.role) if standing else float("inf")]
+        deadlines = [self.election.timer(self.role)]
         if self.role is Role.PRIMARY:
             oldest = self.proposer.oldest_in_flight()
             if oldest is not None:
