@@ -285,10 +285,11 @@ class Node:
                         if member not in self.proposer.promises:
                             self._send(member, prepare, out)
             case Role.FOLLOWER if self.election.due(now):
+                self._probe(now)
                 if self.votes:
                     self._elect(now, out)
-                else:
-                    self._probe(now)
+                else:  # a learner never stands: its next probe is a timeout away
+                    self.election.heard_primary(None, self.role, now)
         self._ask_if_due(now, out)
         return self._finish(out, now)
 
@@ -582,15 +583,15 @@ class Node:
             out.events.append(MembershipChanged(self.schedule.applied, None, None))
 
     def _probe(self, now: float) -> None:
-        """A learner that heard no primary for an election timeout asks a voter it knows
-        how far the log is chosen (by catch-up): its configurations may be too old to list
-        the primary (whose messages it then refuses) and it never stands for election."""
+        """A follower that heard no primary for an election timeout also asks a voter it
+        knows how far the log is chosen (by catch-up): its configurations may be too old to
+        list the primary, whose messages it then refuses — and the others, who follow that
+        primary, refuse its pre-votes."""
         voters = [m for m in self.schedule.current.voter_ids if m != self.id]
         if voters and self.catchup.target is None:
             self._probes += 1
             own = self.learner.chosen_index
             self.catchup.note(voters[self._probes % len(voters)], own + 1, own, now)
-        self.election.heard_primary(None, self.role, now)  # the next probe: a timeout away
 
     def _slot_quorum(self, slot: int, ids: Collection[str]) -> bool | None:
         governing = self.schedule.governing(slot)
