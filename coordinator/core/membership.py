@@ -18,6 +18,8 @@ to ``c + ALPHA`` and of no slot after; a primary never proposes past that (``gov
 returns None), and a learner that counts votes for a slot whose configuration it does not
 know yet waits for the prefix.
 
+ALPHA is the genesis configuration's ``alpha`` (64 unless a simulation says otherwise).
+
 A ``Reconfigure`` is *valid* in slot ``i`` when it names as its base the newest
 configuration chosen before it, when that one already governs slot ``i`` (so changes are at
 least ALPHA slots apart), and when its voters differ from the base's by at most one member.
@@ -47,11 +49,13 @@ from paxlock.coordinator.core.messages import (
     Reconfigure, ScheduleEntry, ScheduleState, Value,
 )  # fmt: skip
 
-RETIRED_KEPT = 8
 ALPHA = 64
 """How many slots after its own a configuration change takes effect, by default. Every
 member must use the same one (it decides which majority chose each slot): it is part of
 the genesis configuration (``Configuration.alpha``) and every later one inherits it."""
+RETIRED_KEPT = 8
+"""How many configurations that no longer govern a schedule remembers (``Schedule.at``)."""
+
 
 def genesis(members: Iterable[Member], alpha: int = ALPHA) -> Configuration:
     """The configuration a cluster bootstraps with: every initial member votes."""
