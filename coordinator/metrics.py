@@ -143,7 +143,8 @@ class Metrics:
             "paxlock_peer_refused",
             "Peer handshakes on /internal/ws refused, by reason: token (missing or wrong "
             "cluster token), certificate (no member's client certificate), mismatch (names "
-            "another member than it proves), self (names this node), not_member.",
+            "another member than it proves), self (names this node), not_member, "
+            "unknown_cluster, unknown_incarnation (member identity).",
             ["reason"], registry=r,
         )  # fmt: skip
         self.peer_frames_dropped = Counter(

@@ -257,16 +257,10 @@ class Node:
                  chosen_index=replica.status().chosen_index)  # fmt: skip
 
     def _knows(self, member: str, incarnation: str) -> bool:
-        """Whether a peer connection from this member incarnation is accepted: one the
-        schedule knows (the core's ``hears`` where it has one: a member no configuration
-        lists yet hears every member of its cluster, to catch up)."""
-        schedule = self.schedule
-        if schedule is None or self.runtime is None:
-            return False
-        hears = getattr(self.runtime.replica.node, "hears", None)
-        if hears is not None:
-            return bool(hears(member, incarnation))
-        return schedule.knows(member, incarnation)
+        """Whether a peer connection from this member incarnation is accepted
+        (``Node.hears`` of the core: one the configurations list, or any of the cluster's
+        while this member is in none yet, to catch up)."""
+        return self.runtime is not None and self.runtime.replica.hears(member, incarnation)
 
     def _role(self) -> tuple[bool, bool]:
         """(member, voter) of this member incarnation, as ``/readyz`` and ``/v1/cluster``

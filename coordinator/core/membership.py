@@ -192,12 +192,6 @@ class Schedule:
     def member_ids(self) -> tuple[str, ...]:
         return tuple(sorted({i for c in self.configurations() for i in c.ids}))
 
-    def voter_ids(self) -> tuple[str, ...]:
-        return tuple(sorted({i for c in self.configurations() for i in c.voter_ids}))
-
-    def votes(self, member_id: str, incarnation: str) -> bool:
-        """Whether this member incarnation votes in a configuration in effect or pending."""
-        return any(c.votes(member_id, incarnation) for c in self.configurations())
 
     def is_quorum(self, ids: Iterable[str]) -> bool:
         """A majority of every configuration in effect or pending: what a confirmation

@@ -14,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from paxlock.api.server.peer import (
     CLUSTER_HEADER, INCARNATION_HEADER, NODE_HEADER, WS_PATH,
 )  # fmt: skip
-from paxlock.coordinator.core.node import Node as CoreNode
 
 harness = sys.modules["paxlock_test_harness"]
 wait_for, http = harness.wait_for, harness.http
@@ -124,8 +122,6 @@ def test_new_next_to_a_bootstrapped_cluster_refuses_to_start(cluster: Any) -> No
                         rf"existing or --join", last), last  # fmt: skip
 
 
-@pytest.mark.skipif(not hasattr(CoreNode, "hears"),
-                    reason="needs core membership: a member no configuration lists")
 def test_an_empty_store_next_to_a_bootstrapped_cluster_is_a_learner(cluster: Any) -> None:
     cluster_id = identity(cluster, "n1")["cluster_id"]
     cluster.kill("n3")

@@ -16,9 +16,7 @@ import subprocess
 import sys
 from typing import Any
 
-import pytest
 
-from paxlock.coordinator.service import LeaseService
 
 harness = sys.modules["paxlock_test_harness"]  # registered by tests/conftest.py
 wait_for = harness.wait_for
@@ -46,7 +44,6 @@ def by_id(listing: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {m["id"]: m for m in listing["members"]}
 
 
-@pytest.mark.skipif(not hasattr(LeaseService, "membership"), reason="needs core membership")
 def test_member_list_shows_the_three_voters_and_the_primary(cluster: Any) -> None:
     primary = cluster.wait_ready()
     listing = members(cluster)
