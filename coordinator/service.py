@@ -43,6 +43,7 @@ from paxlock.coordinator.errors import BadRequest, Forbidden, Held, NotFound, No
 from paxlock.coordinator.errors import NotPrimary, RequestExpired, TooMany
 from paxlock.coordinator.errors import Unavailable
 from paxlock.coordinator.members import Membership
+from paxlock.coordinator.relay import MARGIN_S, RELAYED, Relay, RelayRequest, relayed, request_op
 from paxlock.coordinator.runtime import Runtime
 from paxlock.coordinator.views import LeaseView
 from paxlock.coordinator.watch import WaitingAcquires, Watches
@@ -75,6 +76,15 @@ class LeaseService:
         self.waiting = WaitingAcquires(waiters_per_name_max)
         self.on_limit: list[Callable[[str], None]] = []
         """Called with the limit's name for each request refused at a limit (metrics)."""
+        self.relay: Relay | None = None
+        """Set by the node: this follower's lease requests go to the primary over the peer
+        channel (``coordinator.relay``); None: they are forwarded by HTTP (``NotPrimary``)."""
+        self._relayed_ops: dict[RequestKey, RequestOp] = {}
+        self._relayed_recovering: list[tuple[RequestKey, float]] = []
+        """Requests relayed here while this primary was not in office yet (key, deadline):
+        asked again once it is (as ``_ask`` waits for its own), else 503 after
+        ``OFFICE_WAIT_S``."""
+        self._relayed_primary: str | None = None
         self.cluster_id: str | None = None
         """The cluster id (``membership.cluster_id_of``), set by the node once it knows it."""
         self.members = Membership(
@@ -101,12 +111,82 @@ class LeaseService:
         for applied in ready.applied:
             if isinstance(applied.result, Lease | Released | Expired | Unblocked):
                 self.watches.changed(applied.result.name, applied.result.revision)
+        relay = self.relay
         for reply in ready.replies:
             future = self._waiting.pop(reply.to, None)
-            if future is not None and not future.done():
-                future.set_result(reply)
+            if future is not None:
+                if not future.done():
+                    future.set_result(reply)
+            elif relay is not None and reply.to in relay.served:
+                self._answer_relayed(reply)
+        if relay is not None:
+            self._check_relays(relay)
+
+    # -- relayed requests (``coordinator.relay``) ----------------------------------------------
+
+    def serve_relayed(self, origin: str, message: RelayRequest) -> None:
+        """A follower relayed a request here: step it as this node's own."""
+        assert self.relay is not None
+        self._next_key += 1
+        key = RequestKey(self._next_key)
+        op = request_op(message)
+        self.relay.register(key, origin, message.seq)
+        self._relayed_ops[key] = op
+        self.runtime.request(key, op)
+
+    def cancel_relayed(self, origin: str, seq: int) -> None:
+        relay = self.relay
+        key = relay.by_origin.pop((origin, seq), None) if relay is not None else None
+        if relay is None or key is None:
+            return
+        relay.served.pop(key, None)
+        self._relayed_ops.pop(key, None)
+        self.runtime.cancel(key)
+
+    def _answer_relayed(self, reply: Reply) -> None:
+        """Send a relayed request's reply back, with the seconds left of a lease that
+        refused it; one that found this primary still taking office waits for it."""
+        assert self.relay is not None
+        outcome = reply.outcome
+        if isinstance(outcome, Recovering):
+            self._relayed_recovering.append((reply.to, self.clock() + OFFICE_WAIT_S))
+            return
+        if isinstance(outcome, Refused) and reply.expires_in_s is None:
+            reply = Reply(reply.to, outcome, self.replica.expires_in(outcome.name, self.clock()))
+        self._relayed_ops.pop(reply.to, None)
+        self.relay.answered(reply.to, reply)
+
+    def _check_relays(self, relay: Relay) -> None:
+        """Fail the requests relayed to a primary that is not the one known any more; ask
+        again those relayed here while this primary was taking office."""
+        primary = self.replica.node.primary_hint
+        if primary != self._relayed_primary:
+            if self._relayed_primary is not None:
+                now = f"{primary} is the primary now" if primary else "an election is on"
+                relay.fail(self._relayed_primary, f"it is not the primary any more ({now})")
+            self._relayed_primary = primary
+        waiting = self._relayed_recovering
+        if waiting and (self.replica.keeper.in_office or waiting[0][1] < self.clock()):
+            self._relayed_recovering = []
+            asyncio.get_running_loop().call_soon(self._ask_relayed_again, waiting)
+
+    def _ask_relayed_again(self, waiting: list[tuple[RequestKey, float]]) -> None:
+        relay = self.relay
+        assert relay is not None
+        for key, _ in waiting:
+            op = self._relayed_ops.get(key)
+            if op is None:
+                continue  # cancelled meanwhile
+            if self.replica.keeper.in_office:
+                self.runtime.request(key, op)
+            else:
+                del self._relayed_ops[key]
+                relay.answered(key, Reply(key, UnavailableOutcome(
+                    "the primary is still recovering the log")))  # fmt: skip
 
     async def close(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
         for future in self._waiting.values():
             if not future.done():
                 future.set_result(Reply(RequestKey(-1), UnavailableOutcome("node stopping")))
@@ -131,6 +211,13 @@ class LeaseService:
                 raise
             finally:
                 self._waiting.pop(key, None)
+            outcome = reply.outcome
+            if isinstance(outcome, NotPrimaryOutcome) and self._relays_to(outcome.primary_hint, op):
+                assert self.relay is not None and outcome.primary_hint is not None
+                wait_s = op.wait_s if isinstance(op, AcquireOp) else 0.0
+                reply = await self.relay.ask(outcome.primary_hint, op, wait_s + MARGIN_S)
+                if isinstance(reply.outcome, UnavailableOutcome):
+                    raise Unavailable(reply.outcome.reason, primary=outcome.primary_hint)
             match reply.outcome:
                 case NotPrimaryOutcome(primary_hint=hint):
                     raise NotPrimary(hint)
@@ -148,6 +235,11 @@ class LeaseService:
                         raise Unavailable("the primary is still recovering the log")
                 case _:
                     return reply
+
+    def _relays_to(self, primary: str | None, op: RequestOp) -> bool:
+        """Whether ``op`` goes to ``primary`` as a message (else by HTTP: ``NotPrimary``)."""
+        return (self.relay is not None and primary is not None and primary != self.node_id
+                and primary in self.peer_urls and relayed(op))  # fmt: skip
 
     async def acquire(self, name: str, *, holder: str, ttl: float, wait: float = 0.0,
                       value: str | None = None, lock_delay: float = 0.0,
@@ -177,11 +269,12 @@ class LeaseService:
         if isinstance(outcome, Lease):
             return self._view(outcome, reply.expires_in_s)
         if isinstance(outcome, Refused):
-            self._raise_refused(outcome)
+            self._raise_refused(outcome, reply.expires_in_s if reply.to == RELAYED else
+                                self.replica.expires_in(outcome.name, self.clock()))
         raise Unavailable(f"unexpected outcome for {name}: {type(outcome).__name__}")
 
-    def _raise_refused(self, refused: Refused) -> None:
-        expires_in = self.replica.expires_in(refused.name, self.clock())
+    def _raise_refused(self, refused: Refused, expires_in: float | None) -> None:
+        """``expires_in``: the seconds left of the lease that refused (the primary's)."""
         if refused.code == "held":
             raise Held(
                 refused.message or f"{refused.name} is held"

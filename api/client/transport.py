@@ -60,17 +60,23 @@ def did_not_answer(who: str, error: BaseException, timeout_s: float) -> str:
     a command's one line of error): an exception's repr belongs in a log, not there."""
     if isinstance(error, TimeoutError):  # asyncio's and aiohttp's timeouts alike
         return f"{who} did not answer within {timeout_s:g} s"
+    return f"{who} did not answer: {why_no_answer(error)}"
+
+
+def why_no_answer(error: BaseException) -> str:
+    """``connection refused``, ``it closed the connection``, a TLS failure: what a person
+    needs to read about a connection that failed."""
+    if isinstance(error, TimeoutError):
+        return "it timed out"
     if isinstance(error, aiohttp.ClientSSLError):
-        return f"{who} did not answer: {tls_failure(error)}"
-    if isinstance(error, aiohttp.ServerDisconnectedError):
-        why = "it closed the connection"
-    elif isinstance(error, OSError) and error.errno is not None and error.errno > 0:
-        why = os.strerror(error.errno).lower()  # aiohttp's connection errors carry the errno
-    elif isinstance(error, OSError) and error.strerror:
-        why = error.strerror  # a name that does not resolve (a negative getaddrinfo code)
-    else:
-        why = str(error) or type(error).__name__
-    return f"{who} did not answer: {why}"
+        return tls_failure(error)
+    if isinstance(error, aiohttp.ServerDisconnectedError | ConnectionResetError):
+        return "it closed the connection"  # (a write to a connection already closing, too)
+    if isinstance(error, OSError) and error.errno is not None and error.errno > 0:
+        return os.strerror(error.errno).lower()  # aiohttp's connection errors carry the errno
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror  # a name that does not resolve (a negative getaddrinfo code)
+    return str(error) or type(error).__name__
 
 
 def tls_failure(error: aiohttp.ClientSSLError) -> str:

@@ -24,16 +24,16 @@ from paxlock.api.server.limits import GuardedRunner, Limiter
 from paxlock.api.server.node_config import (
     ListenError, NodeConfig, certificate_member, listen_failure,
 )  # fmt: skip
-from paxlock.api.server.peer import WS_PATH, PeerTransport, websocket_handler
+from paxlock.api.server.peer import WS_PATH, PeerMessage, PeerTransport, websocket_handler
 from paxlock.api.server.tls import NodeTls, peer_certificate_middleware
 from paxlock.coordinator.core.keeper import KeeperConfig, LeaseKeeper
 from paxlock.coordinator.core.membership import Schedule
-from paxlock.coordinator.core.messages import Message
 from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.replica import LeaseReplica
 from paxlock.coordinator.core.replica_io import ReplicaReady
 from paxlock.coordinator.instrument import CountingTransport, Instrumentation
 from paxlock.coordinator.metrics import Metrics
+from paxlock.coordinator.relay import Relay, RelayCancel, RelayReply, RelayRequest
 from paxlock.coordinator.runtime import Runtime
 from paxlock.coordinator.service import LeaseService
 from paxlock.persistence import SqliteStore
@@ -236,6 +236,13 @@ class Node:
                                      waiters_per_name_max=config.limits.waiters_per_name_max,
                                      )  # fmt: skip
         self._service.cluster_id = store.cluster_id
+        transport = self.transport
+        self._service.relay = relay = Relay(
+            transport.send_message,
+            lambda outcome: self.metrics.http_forwarded.labels(outcome=outcome).inc(),
+            lambda peer: f"the primary {peer} at {self.peers.get(peer, '?')}",
+        )  # fmt: skip
+        transport.on_unreachable = lambda peer, why: relay.fail(peer, why)
         self._service.on_limit.append(
             lambda limit: self.metrics.limit_refusals.labels(limit=limit).inc()
         )
@@ -295,10 +302,21 @@ class Node:
             return False
         return self.tls.reload()
 
-    def _deliver(self, src: str, messages: list[Message]) -> None:
-        if self.runtime is not None and self.runtime.failure is None:
-            self.metrics.peer_messages_received.inc(len(messages))
-            self.runtime.receive_many(src, messages)
+    def _deliver(self, src: str, messages: list[PeerMessage]) -> None:
+        runtime, service = self.runtime, self._service
+        if runtime is None or runtime.failure is not None or service is None:
+            return
+        self.metrics.peer_messages_received.inc(len(messages))
+        for message in messages:
+            if isinstance(message, RelayReply):
+                assert service.relay is not None
+                service.relay.on_reply(message)
+            elif isinstance(message, RelayCancel):
+                service.cancel_relayed(src, message.seq)
+            elif isinstance(message, RelayRequest):
+                service.serve_relayed(src, message)
+            else:
+                runtime.receive(src, message)
 
     async def stop(self) -> None:
         """Hand office over if this member is the primary, then undo what ``start()`` did,

@@ -33,8 +33,10 @@ import msgspec
 from aiohttp import web
 
 from paxlock._logs import get_logger
+from paxlock.api.client.transport import why_no_answer
 from paxlock.api.server.errors import error_response
 from paxlock.coordinator.core.messages import Envelope, Message
+from paxlock.coordinator.relay import RelayMessage
 
 if TYPE_CHECKING:
     from paxlock.coordinator.metrics import Metrics
@@ -61,8 +63,11 @@ _encoder = msgspec.msgpack.Encoder()
 FRAME_MESSAGES_MAX = 100_000
 """Messages in one frame: a sender's flush holds a few hundred; three million PreVotes in one
 frame stalled a node's loop for 13 s."""
+PeerMessage = Message | RelayMessage
+"""What a frame carries: the Paxos messages, and lease requests a follower relays to the
+primary with their replies (``coordinator.relay``)."""
 _decoder = msgspec.msgpack.Decoder(
-    Annotated[list[Message], msgspec.Meta(max_length=FRAME_MESSAGES_MAX)]
+    Annotated[list[PeerMessage], msgspec.Meta(max_length=FRAME_MESSAGES_MAX)]
 )
 
 Authenticator = Callable[[web.Request], "str | None"]
@@ -76,11 +81,11 @@ Knows = Callable[[str, str], bool]
 DROP_REASONS = ("invalid", "not_binary")
 
 
-def encode_batch(messages: Sequence[Message]) -> bytes:
+def encode_batch(messages: Sequence[PeerMessage]) -> bytes:
     return _encoder.encode(list(messages))
 
 
-def decode_batch(frame: bytes) -> list[Message]:
+def decode_batch(frame: bytes) -> list[PeerMessage]:
     """A peer's frame as hostile input: every field is checked against its bounds here
     (``msgspec.ValidationError``, a ``DecodeError``), so a forged or corrupt frame is a
     dropped frame, never an exception deep inside the core or the store."""
@@ -174,7 +179,7 @@ class _Link:
     def __init__(self, peer: str, url: str) -> None:
         self.peer = peer
         self.url = url.rstrip("/") + WS_PATH
-        self.queue: deque[Message] = deque(maxlen=QUEUE_MAX)
+        self.queue: deque[PeerMessage] = deque(maxlen=QUEUE_MAX)
         self.ready = asyncio.Event()
         self.dropped = 0
         self.restarts = 0
@@ -203,16 +208,24 @@ class PeerTransport:
         self.metrics = metrics
         self.ssl_context = ssl_context
         self._throttle = Throttle()
+        self.on_unreachable: Callable[[str, str], None] | None = None
+        """Called with a peer's id and why (``connection refused``) when its link fails:
+        the requests relayed to it fail at once."""
 
     def send(self, envelopes: Sequence[Envelope]) -> None:
         for envelope in envelopes:
-            link = self.links.get(envelope.dst)
-            if link is None:
-                continue
-            if len(link.queue) == link.queue.maxlen:
-                link.dropped += 1
-            link.queue.append(envelope.msg)
-            link.ready.set()
+            self.send_message(envelope.dst, envelope.msg)
+
+    def send_message(self, peer: str, message: PeerMessage) -> None:
+        """Queue one message for ``peer`` (a relayed request or its reply); dropped when
+        ``peer`` is not a member this node talks to."""
+        link = self.links.get(peer)
+        if link is None:
+            return
+        if len(link.queue) == link.queue.maxlen:
+            link.dropped += 1
+        link.queue.append(message)
+        link.ready.set()
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -307,6 +320,8 @@ class PeerTransport:
         # returns (retransmission and catch-up cover it): drop it, do not replay it.
         link.dropped += len(link.queue)
         link.queue.clear()
+        if self.on_unreachable is not None:
+            self.on_unreachable(link.peer, why_no_answer(error))
 
     async def _write_frames(self, link: _Link, ws: aiohttp.ClientWebSocketResponse) -> None:
         while not ws.closed:
@@ -323,7 +338,7 @@ class PeerTransport:
 def websocket_handler(
     node_id: str,
     cluster_token: str | None,
-    deliver: Callable[[str, list[Message]], None],
+    deliver: Callable[[str, list[PeerMessage]], None],
     *,
     members: Collection[str] | Callable[[], Collection[str]],
     metrics: Metrics | None = None,

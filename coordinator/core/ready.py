@@ -1,8 +1,9 @@
 """What one step of the core returns, and the durable state it is rebuilt from.
 
 Like etcd-raft's ``Ready``: the runtime must make ``records`` durable (fsync) *before* any of
-``messages`` leaves the node, then replace its state machine with ``installed`` (if set), then
-apply ``learned`` in order. The core itself does no I/O.
+``messages`` leaves the node — save those ``leaves_before_durable`` allows —, then replace its
+state machine with ``installed`` (if set), then apply ``learned`` in order. The core itself
+does no I/O.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ from typing import Any
 
 from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
 from paxlock.coordinator.core.messages import (
+    Accept,
     AcceptedEntry,
+    Chosen,
+    Heartbeat,
+    Message,
     Configuration,
     Reconfigure,
     AcceptRecord,
@@ -24,6 +29,25 @@ from paxlock.coordinator.core.messages import (
     SnapshotRecord,
     Value,
 )
+
+
+def leaves_before_durable(message: Message, durable_promise: Ballot) -> bool:
+    """Whether ``message`` may leave before the records of its step (and of earlier steps)
+    are durable: the primary's own disk write then runs beside its followers' instead of
+    before them (Raft's leader does the same with its log append, thesis §10.2.1).
+
+    Persist-then-send guards what a message *reports* about its sender's acceptor: a
+    ``Promise``, an ``Accepted``, a ``Nack``, a heartbeat ack. Those always wait. A proposer's
+    ``Accept`` reports nothing of the kind — the receiving acceptors judge it — and the
+    primary counts its own vote only when its own acceptor's ``Accepted`` comes back through
+    the loopback, after the flush. What an ``Accept`` does need is that its ballot can never
+    be used again for another value: so it goes early only once this node's promise of that
+    ballot is durable (``durable_promise``); a primary that crashed before that could pick
+    the same round again after restart. ``Chosen`` and ``Heartbeat`` report chosen slots,
+    durable on a majority of other disks already, and the primary's liveness."""
+    if isinstance(message, Accept):
+        return message.ballot <= durable_promise
+    return isinstance(message, Chosen | Heartbeat)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ from paxlock.coordinator.core.keeper_effects import KeeperConfig, Reply, Request
 from paxlock.coordinator.core.leases import LeaseMachine
 from paxlock.coordinator.core.messages import Batch, Envelope, Reconfigure, Record, SnapshotRecord
 from paxlock.coordinator.core.node import Node
-from paxlock.coordinator.core.ready import BecamePrimary, Confirmed
+from paxlock.coordinator.core.ready import BecamePrimary, Confirmed, leaves_before_durable
 from paxlock.coordinator.core.replica import LeaseReplica
 from paxlock.coordinator.core.replica_io import ReconfigureOp, ReplicaReady
 from paxlock.coordinator.simulation.lease_checks import LeaseChecks, LeaseModel
@@ -62,7 +62,7 @@ from paxlock.coordinator.simulation.lease_clients import (
     _Request,
     skewed_clock,
 )
-from paxlock.coordinator.simulation.sim import NodeFactory, Result, SimConfig, Simulation
+from paxlock.coordinator.simulation.sim import EarlySend, NodeFactory, Result, SimConfig, Simulation
 from paxlock.coordinator.simulation.sim import SETTLE_STEPS_MAX, SimNode, default_node
 
 SNAPSHOT_EVERY = (3, 12)
@@ -95,10 +95,13 @@ class LeaseSimulation(Simulation):
                  node_factory: NodeFactory = default_node,
                  replica_factory: ReplicaFactory = LeaseReplica,
                  keeper_factory: Callable[[], LeaseKeeper] = sim_keeper,
-                 machine_factory: Callable[[], LeaseMachine] = LeaseMachine) -> None:  # fmt: skip
-        """The factories let tests substitute deliberately broken parts."""
+                 machine_factory: Callable[[], LeaseMachine] = LeaseMachine,
+                 leaves_early: EarlySend = leaves_before_durable) -> None:  # fmt: skip
+        """The factories (and ``leaves_early``) let tests substitute deliberately broken
+        parts."""
         super().__init__(config, seed, node_factory=node_factory,
-                         stop_on_violation=stop_on_violation, trace=trace)  # fmt: skip
+                         stop_on_violation=stop_on_violation, trace=trace,
+                         leaves_early=leaves_early)  # fmt: skip
         self.replica_factory = replica_factory
         self.keeper_factory = keeper_factory
         self.machine_factory = machine_factory
@@ -216,15 +219,19 @@ class LeaseSimulation(Simulation):
         super()._crash(sim_node)
 
     def _step(self, sim_node: SimNode, ready: ReplicaReady) -> None:
-        """Persist, then (unless crashed in between) send; then report to the checkers,
+        """Send what may leave early (maybe crash), persist, then (unless crashed in between)
+        send the rest; then report to the checkers,
         deliver replies, and arm the timer (in real time, from the node's skewed clock)."""
         checker = self.checker
+        late = self._send_early(sim_node, ready.records, ready.messages)
+        if late is None:
+            return
         self._persist(sim_node, ready.records, ready.installed)
-        if (self.faults_on and ready.messages
+        if (self.faults_on and late
                 and self.rng.random() < self.config.crash_between_persist_and_send):  # fmt: skip
             self._crash(sim_node)
             return
-        for envelope in ready.messages:
+        for envelope in late:
             self._send(envelope)
         if ready.installed is not None:
             slot, data = ready.installed

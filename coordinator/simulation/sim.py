@@ -7,7 +7,10 @@ checkers examine what changed.
 
 The runtime's rule "persist, then send" is modelled literally: a node's records reach its disk
 first, then — unless the node crashes in between, which the simulation injects — its messages
-leave. A crash loses all volatile state; a restarted node is rebuilt from its disk alone.
+leave; the messages the core lets leave before the disk (``ready.leaves_before_durable``: a
+primary's Accepts of a durably promised ballot, Chosen, Heartbeat) leave first, and a crash
+may strike before the records are written. A crash loses all volatile state; a restarted
+node is rebuilt from its disk alone.
 
 Each node runs a tiny state machine (``machine.HashChain``) over the values it delivers and
 compacts its log through ``Node.compact`` every 10–40 applied slots (seeded), so that nodes
@@ -29,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from paxlock.coordinator.core.learner import LearnMode
 from paxlock.coordinator.core.membership import Schedule, decode_snapshot, encode_snapshot, genesis
 from paxlock.coordinator.simulation.operator import choose, may_lose_a_store
+from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.messages import (
     Accept,
     Accepted,
@@ -37,13 +41,14 @@ from paxlock.coordinator.core.messages import (
     ChosenRecord,
     Envelope,
     Member,
+    Message,
     Reconfigure,
     Record,
     SnapshotRecord,
 )
 from paxlock.coordinator.core.node import CoreConfig, Node
 from paxlock.coordinator.core.proposer import Role
-from paxlock.coordinator.core.ready import DurableState, Ready
+from paxlock.coordinator.core.ready import DurableState, Ready, leaves_before_durable
 from paxlock.coordinator.simulation.checkers import Checker, Violation
 from paxlock.coordinator.simulation.forger import forge
 from paxlock.coordinator.simulation.machine import HashChain
@@ -51,6 +56,9 @@ from paxlock.coordinator.simulation.network import Network, NetworkFaults
 
 NodeFactory = Callable[[CoreConfig, DurableState, random.Random], Node]
 DiskFactory = Callable[[], DurableState]
+
+
+EarlySend = Callable[[Message, Ballot], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +75,9 @@ class SimConfig:
     crash_every_s: float = 0.08
     """Mean time between fault events (crash, restart, partition, heal)."""
     crash_between_persist_and_send: float = 0.01
+    crash_between_early_send_and_persist: float = 0.01
+    """A step whose early messages (``ready.leaves_before_durable``) left crashes before its
+    records reach the disk, as a primary may between its Accepts and its own fsync."""
     election_timeout_s: float = 0.06
     heartbeat_s: float = 0.015
     retry_s: float = 0.03
@@ -168,7 +179,11 @@ class Simulation:
         disk_factory: DiskFactory = DurableState,
         stop_on_violation: bool = True,
         trace: bool = False,
+        leaves_early: EarlySend = leaves_before_durable,
     ) -> None:
+        """``leaves_early`` is the runtime's rule of what leaves before the disk (replaced
+        only to plant a bug)."""
+        self.leaves_before_durable = leaves_early
         self.reconfiguring = config.reconfigure_every_s > 0
         spares = config.spares if self.reconfiguring else 0
         members = tuple(f"n{i + 1}" for i in range(config.nodes + spares))
@@ -287,17 +302,20 @@ class Simulation:
         """Persist, then (unless crashed in between) send; then install, apply, maybe compact,
         and arm the timer."""
         checker = self.checker
+        late = self._send_early(sim_node, ready.records, ready.messages)
+        if late is None:
+            return
         for record in ready.records:
             sim_node.disk.apply(record)
             self._observe_record(sim_node, record)
         if (
             self.faults_on
-            and ready.messages
+            and late
             and self.rng.random() < self.config.crash_between_persist_and_send
         ):
             self._crash(sim_node)
             return
-        for envelope in ready.messages:
+        for envelope in late:
             self._send(envelope)
         if ready.installed is not None:
             self._install(sim_node, ready)
@@ -314,6 +332,28 @@ class Simulation:
             self._at(sim_node.tick_at, ("tick", sim_node.id, sim_node.incarnation))
         if sim_node.delivered >= sim_node.compact_at and sim_node.node is not None:
             self._compact(sim_node)
+
+    def _send_early(self, sim_node: SimNode, records: list[Record],
+                    messages: list[Envelope]) -> list[Envelope] | None:  # fmt: skip
+        """Send what may leave before ``records`` are durable (judged, as the runtime does,
+        against the promise already on the disk); maybe crash before they are written
+        (None: crashed). Returns the messages that wait for the disk."""
+        if not messages:
+            return messages
+        promised = sim_node.disk.promised
+        early: list[Envelope] = []
+        late: list[Envelope] = []
+        for envelope in messages:
+            goes = envelope.dst != sim_node.id and self.leaves_before_durable(envelope.msg,
+                                                                             promised)
+            (early if goes else late).append(envelope)
+        for envelope in early:
+            self._send(envelope)
+        if (self.faults_on and early and records
+                and self.rng.random() < self.config.crash_between_early_send_and_persist):  # fmt: skip
+            self._crash(sim_node)
+            return None
+        return late
 
     def _observe_record(self, sim_node: SimNode, record: Record) -> None:
         """A record reached the node's disk: the checkers see every durable fact."""

@@ -1,4 +1,4 @@
-"""A follower that cannot reach the primary it forwards to answers 503 with a sentence that
+"""A follower that cannot reach the primary it relays to answers 503 with a sentence that
 names the primary, its URL and what went wrong — never a Python repr such as
 ``ClientConnectorError(ConnectionKey(...`` (issue 11 item 7). A real cluster; each request
 reaches a follower well within the election timeout (2 s) of the primary's last heartbeat, so
@@ -35,19 +35,20 @@ def test_a_forwarding_follower_says_in_a_sentence_why_the_primary_did_not_answer
     primary = cluster.wait_ready()
     follower = cluster.followers(primary)[0]
 
-    # Frozen: the connection opens, no answer comes. The forwarded request is on its way
-    # before the follower gives up on the primary, and fails after the forwarding timeout
-    # (by then the others may have elected a new primary: that changes nothing for it).
+    # Frozen: the request is relayed over the peer link, no answer comes. It fails when the
+    # others elect a new primary (the follower gives up on the old one then), or after the
+    # forwarding timeout, whichever comes first.
     cluster.pause(primary)
     try:
         message = forwarded_503(cluster, follower, primary, "forward/frozen")
     finally:
         cluster.resume(primary)
-    assert message.endswith(f"within {FORWARD_TIMEOUT_S} s"), message
+    assert message.endswith(f"within {FORWARD_TIMEOUT_S} s") or (
+        ": it is not the primary any more (" in message), message
 
-    # Gone: the connection is refused.
+    # Gone: the peer link closed, and the connection is refused when it is dialled again.
     primary = cluster.wait_ready()
     follower = cluster.followers(primary)[0]
     cluster.kill(primary)
     message = forwarded_503(cluster, follower, primary, "forward/killed")
-    assert message.endswith("connection refused"), message
+    assert message.endswith(("connection refused", "it closed the connection")), message

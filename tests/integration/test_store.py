@@ -25,6 +25,7 @@ from paxlock.coordinator.core.messages import (
     Value,
 )
 from paxlock.coordinator.core.ready import DurableState
+from paxlock.persistence import sqlite_store
 from paxlock.persistence import (
     SqliteStore,
     StoreClosed,
@@ -226,30 +227,61 @@ async def test_close_commits_what_is_queued_then_refuses(tmp_path: Path) -> None
         assert store.load().durable.promised == b(19)
 
 
+class FailingCommit:
+    """A sqlite3 connection whose COMMIT fails as a dying disk's would."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.conn, name)
+
+    def execute(self, sql: str, *parameters: object) -> object:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.conn.execute(sql, *parameters)
+
+
 async def test_a_failed_commit_poisons_the_store_and_loses_nothing_acked(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = await open_store(tmp_path)
     try:
         await store.append([PromiseRecord(b(1))])
-        real_execute = store._db.execute
-
-        def failing_execute(sql: str, parameters: object = None) -> object:
-            if sql == "COMMIT":
-                raise sqlite3.OperationalError("disk I/O error")
-            return real_execute(sql, parameters)
-
-        store._db.execute = failing_execute  # type: ignore[assignment, method-assign]
+        real = sqlite_store._transaction
+        monkeypatch.setattr(sqlite_store, "_transaction",
+                            lambda conn, *rest: real(FailingCommit(conn), *rest))  # type: ignore[arg-type]
         with pytest.raises(StoreFailed, match="reopen the store") as failed:
             await store.append([PromiseRecord(b(2))])
         assert "\n" not in str(failed.value)
         with pytest.raises(StoreFailed):
             await store.append([PromiseRecord(b(3))])
-        store._db.execute = real_execute  # type: ignore[method-assign]
+        monkeypatch.setattr(sqlite_store, "_transaction", real)
     finally:
         await store.close()
     async with await open_store(tmp_path) as store:
         assert store.load().durable.promised == b(1)
+
+
+async def test_store_one_handoff_per_commit(tmp_path: Path) -> None:
+    """A commit crosses to the connection's thread once, whatever it writes (each crossing
+    cost more than the fsync under load): a promise, accepted and chosen rows together."""
+    async with await open_store(tmp_path) as store:
+        handoffs = 0
+        real = store._db._execute
+
+        def counting(fn: object, *args: object) -> object:
+            nonlocal handoffs
+            handoffs += 1
+            return real(fn, *args)
+
+        store._db._execute = counting  # type: ignore[method-assign]
+        await store.append([PromiseRecord(b(1)), AcceptRecord(1, b(1), value("a")),
+                            ChosenRecord(1, value("a"))])  # fmt: skip
+        assert handoffs == 1
+    async with await open_store(tmp_path) as store:
+        durable = store.load().durable
+        assert durable.promised == b(1) and 1 in durable.chosen
 
 
 async def test_too_many_waiting_records_are_shed(tmp_path: Path) -> None:

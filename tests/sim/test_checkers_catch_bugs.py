@@ -31,9 +31,9 @@ from paxlock.coordinator.core.messages import (
 )
 from paxlock.coordinator.core.node import CoreConfig, Node
 from paxlock.coordinator.core.proposer import Proposer
-from paxlock.coordinator.core.ready import DurableState, Ready
+from paxlock.coordinator.core.ready import DurableState, Ready, leaves_before_durable
 from paxlock.coordinator.simulation.runner import config_for
-from paxlock.coordinator.simulation.sim import DiskFactory, NodeFactory, Simulation
+from paxlock.coordinator.simulation.sim import DiskFactory, EarlySend, NodeFactory, Simulation
 
 SEEDS = range(40)
 STEPS = 2000
@@ -178,16 +178,19 @@ def node_with(
 
 
 def checks_fired(node_factory: NodeFactory | None = None,
-                 disk_factory: DiskFactory = DurableState) -> dict[str, int]:  # fmt: skip
+                 disk_factory: DiskFactory = DurableState,
+                 leaves_early: EarlySend = leaves_before_durable,
+                 **faults: float) -> dict[str, int]:  # fmt: skip
     """How many seeds of the fixed set each check fired on, with static membership: these
     planted parts break rules of the Synod itself (``test_membership_plants`` breaks the
     rules of reconfiguration, with the operator on)."""
     fired: dict[str, int] = {}
     for seed in SEEDS:
         config = replace(config_for(seed, STEPS, nodes=3, learn_mode="broadcast"),
-                         reconfigure_every_s=0.0)  # fmt: skip
+                         reconfigure_every_s=0.0, **faults)  # type: ignore[arg-type]
         result = Simulation(config, seed, node_factory=node_factory or node_with(),
-                            disk_factory=disk_factory, stop_on_violation=False).run()  # fmt: skip
+                            disk_factory=disk_factory, stop_on_violation=False,
+                            leaves_early=leaves_early).run()  # fmt: skip
         for check in {v.check for v in result.violations}:
             fired[check] = fired.get(check, 0) + 1
     return fired
@@ -247,6 +250,16 @@ def test_check_e_p2b_catches_a_primary_that_proposes_into_compacted_slots() -> N
 def test_check_e_p2b_catches_an_acceptor_that_forgets_its_promise_on_restart() -> None:
     """A forgotten promise lets a restarted node reissue an old ballot: P2b breaks."""
     assert checks_fired(disk_factory=ForgetsPromises).get("P2b", 0) > 0
+
+
+def test_learned_and_prefix_catch_replies_that_leave_before_the_disk() -> None:
+    """Persist-then-send broken: every message leaves before its step's records are durable
+    (``ready.leaves_before_durable`` answering yes to a Promise and an Accepted too). A
+    crash before the write then loses acceptances already counted: learners learn values
+    that were never chosen."""
+    fired = checks_fired(leaves_early=lambda message, promised: True,
+                         crash_between_early_send_and_persist=0.1)  # fmt: skip
+    assert fired.get("learned", 0) > 0 and fired.get("prefix", 0) > 0, fired
 
 
 def test_check_f_prefix_catches_a_learner_that_delivers_out_of_order() -> None:

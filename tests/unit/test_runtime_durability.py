@@ -14,16 +14,19 @@ import pytest
 from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.messages import (
     Accept,
+    AcceptRecord,
     Accepted,
     Batch,
     Envelope,
     Prepare,
     Promise,
+    PromiseRecord,
     Record,
 )
 from paxlock.coordinator.core.node import CoreConfig
 from paxlock.coordinator.core.ready import DurableState
 from paxlock.coordinator.core.replica import LeaseReplica
+from paxlock.coordinator.core.replica_io import ReplicaReady
 from paxlock.coordinator.runtime import ReplicaFailed, Runtime
 
 MEMBERS = ("n1", "n2", "n3")
@@ -164,3 +167,74 @@ async def test_a_store_that_reports_success_early_is_caught_before_anything_is_s
         assert transport.sent == []
     finally:
         await replica.stop()
+
+
+# -- what may leave early (``ready.leaves_before_durable``) -------------------------------
+
+
+def step(runtime: Runtime, records: list[Record], *messages: object) -> None:
+    """One step's effects, as the replica would return them (driven directly, so that the
+    test chooses exactly what a primary's step made)."""
+    envelopes = [Envelope("n1", "n2", msg) for msg in messages]  # type: ignore[arg-type]
+    runtime._absorb(ReplicaReady(records=list(records), messages=envelopes))
+
+
+async def durable_promise(runtime: Runtime, store: GatedStore, ballot: Ballot) -> None:
+    step(runtime, [PromiseRecord(ballot)])
+    store.gate.set()
+    for _ in range(1000):
+        if runtime.durable_promise == ballot and runtime.flushed:
+            break
+        await asyncio.sleep(0)
+    assert runtime.durable_promise == ballot
+    store.gate = asyncio.Event()  # close it again: the next commit hangs
+
+
+async def test_an_accept_of_a_durably_promised_ballot_leaves_while_its_step_is_being_made_durable() -> None:
+    """The primary's own fsync runs beside its followers': its Accept goes at once. The
+    acceptor's replies of the same step (an Accepted, a Promise) still wait for the disk."""
+    runtime, store, transport = follower()
+    await runtime.start()
+    ballot = Ballot(3, "n1")
+    value = Batch((b"x",))
+    try:
+        await durable_promise(runtime, store, ballot)
+        sent_before = len(transport.sent)
+        step(runtime, [AcceptRecord(7, ballot, value)], Accept(ballot, 7, value, 6),
+             Accepted(ballot, 7, value), Promise(ballot, 1, ()))  # fmt: skip
+        assert [e.msg for e in transport.sent[sent_before:]] == [Accept(ballot, 7, value, 6)]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not any(isinstance(e.msg, Accepted | Promise) for e in transport.sent)
+        store.gate.set()
+        await asyncio.wait_for(until_sent(transport, Accepted), 5)
+        assert AcceptRecord(7, ballot, value) in store.durable
+    finally:
+        await runtime.stop()
+
+
+async def test_an_accept_waits_while_the_promise_of_its_ballot_is_not_durable() -> None:
+    """A primary that crashed before its own promise of ballot b was durable could pick b's
+    round again after restart, for another value: its Accept of b waits for that promise."""
+    runtime, store, transport = follower()
+    await runtime.start()
+    ballot = Ballot(3, "n1")
+    value = Batch((b"x",))
+    try:
+        await durable_promise(runtime, store, Ballot(2, "n2"))
+        sent_before = len(transport.sent)
+        step(runtime, [PromiseRecord(ballot)], Accept(ballot, 7, value, 6))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert transport.sent[sent_before:] == []
+        store.gate.set()
+        await asyncio.wait_for(until_sent(transport, Accept), 5)
+        assert runtime.durable_promise == ballot
+    finally:
+        await runtime.stop()
+
+
+async def until_sent(transport: RecordingTransport, kind: type) -> None:
+    while not any(isinstance(e.msg, kind) for e in transport.sent):
+        transport.any_sent.clear()
+        await transport.any_sent.wait()
