@@ -12,6 +12,7 @@ module knows nothing of when they change, so it imports nothing of the coordinat
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 
@@ -178,6 +179,8 @@ class Metrics:
             "HTTP request duration by route template and method (streams: their lifetime).",
             ["route", "method"], buckets=HTTP_BUCKETS_S, registry=r,
         )  # fmt: skip
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        """Bounded: routes are templates, methods and statuses few."""
         self.http_forwarded = Counter(
             "paxlock_http_forwarded",
             "Requests this node proxied to the primary, by outcome: ok (any answer), "
@@ -200,8 +203,17 @@ class Metrics:
         )  # fmt: skip
 
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.http_requests.labels(route=route, method=method, status=str(status)).inc()
-        self.http_latency.labels(route=route, method=method).observe(seconds)
+        """Once per request: the labelled children are looked up once per label set and
+        kept (``labels()`` cost more than the counting itself)."""
+        key = (route, method, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = self._http_children[key] = (
+                self.http_requests.labels(route=route, method=method, status=str(status)),
+                self.http_latency.labels(route=route, method=method),
+            )  # fmt: skip
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 def paxlock_version() -> str:

@@ -346,8 +346,9 @@ class LeaseService:
         return await self.members.remove(member_id)
 
     def known_primary(self) -> str | None:
-        status = self.replica.status()
-        return None if status.role is Role.CANDIDATE else status.primary_hint
+        """Read on every answer (``X-Paxlock-Primary``): two fields, not ``status()``."""
+        node = self.replica.node
+        return None if node.role is Role.CANDIDATE else node.primary_hint
 
     def cluster(self) -> dict[str, Any]:
         status = self.replica.status()

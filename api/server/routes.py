@@ -260,10 +260,14 @@ def dispatcher(collection: str, actions: dict[tuple[str, str | None], Action]
                ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:  # fmt: skip
     """One handler for ``/v1/{collection}/{tail:.+}``: split ``name:verb``, route on both."""
 
+    methods_of: dict[str | None, set[str]] = {}
+    for method, action_verb in actions:
+        methods_of.setdefault(action_verb, set()).add(method)
+
     async def dispatch(request: web.Request) -> web.StreamResponse:
         name, verb = split_tail(request.match_info["tail"])
         key = verb or None
-        allowed = {method for method, action_verb in actions if action_verb == key}
+        allowed = methods_of.get(key)
         if not allowed:
             verbs = ", ".join(sorted({f":{v}" for _, v in actions if v}))
             raise NotFound(f"unknown action :{verb}; {collection} take {verbs}")
