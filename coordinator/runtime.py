@@ -15,6 +15,10 @@ The one exception is the core's (``ready.leaves_before_durable``): a primary's `
 ballot whose promise is already durable here, ``Chosen`` and ``Heartbeat`` report nothing
 about this node's acceptor, and go to the transport as soon as the step made them, so the
 followers' fsyncs run beside the primary's own instead of after it.
+
+A batch of records that may all wait for a later commit (``ready.commit_may_wait``: learned
+values) and no message starts no commit of its own: it goes with the next one, or after
+``LAZY_COMMIT_S``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from paxlock.coordinator.core.keeper_effects import RequestKey
 from paxlock.coordinator.core.messages import (
     Envelope, Message, PromiseRecord, Record, SnapshotRecord,
 )  # fmt: skip
-from paxlock.coordinator.core.ready import leaves_before_durable
+from paxlock.coordinator.core.ready import commit_may_wait, leaves_before_durable
 from paxlock.coordinator.core.replica import LeaseReplica
 from paxlock.coordinator.core.replica_io import ReplicaReady, RequestOp
 from paxlock.coordinator.ports import Clock, Store, Transport
@@ -37,6 +41,8 @@ from paxlock.coordinator.ports import Clock, Store, Transport
 log = get_logger("paxlock.runtime")
 
 ReadySink = Callable[[ReplicaReady], None]
+LAZY_COMMIT_S = 0.02
+"""The longest records that may wait (``commit_may_wait``) wait for a commit to ride with."""
 
 
 class ReplicaFailed(RuntimeError):
@@ -57,6 +63,10 @@ class Runtime:
         self._unsent_records: list[Record] = []
         self._unsent_messages: list[Envelope] = []
         self._deadline = float("inf")
+        self._urgent = False
+        """Something unsent needs a commit now: a message, or a record that may not wait."""
+        self._lazy_since: float | None = None
+        """When the oldest unsent record that may wait was made (None: there is none)."""
         self._woken = False
         """New work since the last flush began."""
         self._flushing = False
@@ -85,6 +95,11 @@ class Runtime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            records = self._unsent_records
+            if records and not self._flushing and self.failure is None \
+                    and all(map(commit_may_wait, records)):  # fmt: skip
+                self._unsent_records = []
+                await self._persist(records)  # learned values: spare catch-up after restart
 
     async def wait_stopped(self) -> BaseException | None:
         """Return once the flusher ended (a store failure), with the failure."""
@@ -125,7 +140,13 @@ class Runtime:
     def _absorb(self, ready: ReplicaReady) -> None:
         if self.failure is not None:
             raise ReplicaFailed(f"node {self.id} stopped: {self.failure!r}") from self.failure
-        self._unsent_records += ready.records
+        if ready.records:
+            self._unsent_records += ready.records
+            if not self._urgent and all(map(commit_may_wait, ready.records)):
+                if self._lazy_since is None:
+                    self._lazy_since = self.clock()
+            else:
+                self._urgent = True
         if ready.messages:
             early: list[Envelope] = []
             for envelope in ready.messages:
@@ -134,6 +155,7 @@ class Runtime:
                     early.append(envelope)
                 else:
                     self._unsent_messages.append(envelope)
+                    self._urgent = True
             if early:
                 self.sent_early += len(early)
                 self.transport.send(early)
@@ -149,10 +171,13 @@ class Runtime:
         try:
             while True:
                 await self._flush()
-                delay = self._deadline - self.clock()
+                now = self.clock()
+                delay = self._deadline - now
                 if delay <= 0:
                     self.step(self.replica.tick)
                     continue
+                if self._lazy_since is not None:
+                    delay = min(delay, self._lazy_since + LAZY_COMMIT_S - now)
                 if not self._woken:
                     await self._sleep(min(delay, 3600))
         except asyncio.CancelledError:
@@ -175,6 +200,10 @@ class Runtime:
 
     async def _flush(self) -> None:
         self._woken = False
+        if not self._urgent and (self._lazy_since is None
+                                 or self.clock() - self._lazy_since < LAZY_COMMIT_S):  # fmt: skip
+            return  # nothing, or only records that may wait for a later commit
+        self._urgent, self._lazy_since = False, None
         records, self._unsent_records = self._unsent_records, []
         messages, self._unsent_messages = self._unsent_messages, []
         if not records and not messages:

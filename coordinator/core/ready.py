@@ -50,6 +50,17 @@ def leaves_before_durable(message: Message, durable_promise: Ballot) -> bool:
     return isinstance(message, Chosen | Heartbeat)
 
 
+def commit_may_wait(record: Record) -> bool:
+    """Whether ``record`` may wait for a later commit instead of one of its own: a
+    ``ChosenRecord``. It reports nothing any other member relies on (the value is durable
+    on a majority of acceptors already), and every message that reports this node's chosen
+    log — a promise's chosen index, a catch-up reply — still leaves only after it, like every
+    other record before it. It rides with the next acceptance, which halves the commits of a
+    follower that accepts slot s+1 right after learning slot s; a crash before that loses
+    only what catch-up relearns. The runtime still commits it within ``LAZY_COMMIT_S``."""
+    return isinstance(record, ChosenRecord)
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """A submitted command this node will not (or can no longer) see through.

@@ -226,7 +226,7 @@ class LeaseSimulation(Simulation):
         late = self._send_early(sim_node, ready.records, ready.messages)
         if late is None:
             return
-        self._persist(sim_node, ready.records, ready.installed)
+        self._persist(sim_node, self._commit(sim_node, ready.records, bool(late)), ready.installed)
         if (self.faults_on and late
                 and self.rng.random() < self.config.crash_between_persist_and_send):  # fmt: skip
             self._crash(sim_node)

@@ -48,7 +48,7 @@ from paxlock.coordinator.core.messages import (
 )
 from paxlock.coordinator.core.node import CoreConfig, Node
 from paxlock.coordinator.core.proposer import Role
-from paxlock.coordinator.core.ready import DurableState, Ready, leaves_before_durable
+from paxlock.coordinator.core.ready import DurableState, Ready, commit_may_wait, leaves_before_durable
 from paxlock.coordinator.simulation.checkers import Checker, Violation
 from paxlock.coordinator.simulation.forger import forge
 from paxlock.coordinator.simulation.machine import HashChain
@@ -134,6 +134,9 @@ class SimNode:
     store: int = 0
     """How many times the store was lost (its incarnation is ``id.store`` with
     reconfiguration on)."""
+    unwritten: list[Record] = field(default_factory=list)
+    """Records that may wait for a later commit (``ready.commit_may_wait``) and wait for
+    one: lost in a crash, as the runtime's are."""
 
 
 @dataclass(slots=True)
@@ -285,6 +288,7 @@ class Simulation:
         self._log(f"{sim_node.id} crashes")
         self._count_drops(sim_node)
         sim_node.node = None
+        sim_node.unwritten = []
         sim_node.tick_at = float("inf")
         restart_in = self.rng.expovariate(1 / self.config.crash_every_s)
         self._at(self.now + restart_in, ("restart", sim_node.id))
@@ -305,7 +309,7 @@ class Simulation:
         late = self._send_early(sim_node, ready.records, ready.messages)
         if late is None:
             return
-        for record in ready.records:
+        for record in self._commit(sim_node, ready.records, bool(late)):
             sim_node.disk.apply(record)
             self._observe_record(sim_node, record)
         if (
@@ -354,6 +358,18 @@ class Simulation:
             self._crash(sim_node)
             return None
         return late
+
+    def _commit(self, sim_node: SimNode, records: list[Record], messages_wait: bool) -> (
+        list[Record]
+    ):
+        """The records that reach the disk now, in order: none while every unwritten record
+        may wait for a later commit and no message waits for them (the runtime's
+        ``LAZY_COMMIT_S`` aside: here they wait for the next commit, however long)."""
+        sim_node.unwritten += records
+        if not messages_wait and all(map(commit_may_wait, sim_node.unwritten)):
+            return []
+        written, sim_node.unwritten = sim_node.unwritten, []
+        return written
 
     def _observe_record(self, sim_node: SimNode, record: Record) -> None:
         """A record reached the node's disk: the checkers see every durable fact."""
@@ -542,6 +558,7 @@ class Simulation:
         self._crash(sim_node)
         sim_node.store += 1
         sim_node.disk = self._new_disk()
+        sim_node.unwritten = []
         self.stores_lost += 1
         self._log(f"{sim_node.id} lost its store: now {self.incarnation(sim_node.id)}")
 

@@ -54,7 +54,7 @@ async def wait_primary(urls: dict[str, str]) -> str:
         while time.monotonic() < deadline:
             try:
                 async with session.get(urls["n1"] + "/v1/cluster") as response:
-                    primary = (await response.json())["primary"]
+                    primary = (await response.json()).get("primary")  # 503 while bootstrapping
                 if primary:
                     async with session.get(urls[primary] + "/readyz") as response:
                         if response.status == 200:

@@ -17,6 +17,7 @@ from paxlock.coordinator.core.messages import (
     AcceptRecord,
     Accepted,
     Batch,
+    ChosenRecord,
     Envelope,
     Prepare,
     Promise,
@@ -238,3 +239,35 @@ async def until_sent(transport: RecordingTransport, kind: type) -> None:
     while not any(isinstance(e.msg, kind) for e in transport.sent):
         transport.any_sent.clear()
         await transport.any_sent.wait()
+
+
+async def test_learned_values_ride_with_the_next_commit_or_go_alone_soon_after() -> None:
+    """A step that only learned values (``ChosenRecord``) starts no commit of its own: the
+    follower's next acceptance carries it, one fsync for both. Alone, it is committed within
+    ``LAZY_COMMIT_S`` all the same."""
+    runtime, store, transport = follower()
+    store.gate.set()
+    await runtime.start()
+    ballot = Ballot(3, "n2")
+    value = Batch((b"x",))
+    try:
+        for _ in range(50):
+            await asyncio.sleep(0)
+        calls = store.durable_calls
+        step(runtime, [ChosenRecord(6, value)])
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert store.durable_calls == calls and not runtime.flushed  # waiting, not committed
+        step(runtime, [AcceptRecord(7, ballot, value)], Accepted(ballot, 7, value))
+        await asyncio.wait_for(until_sent(transport, Accepted), 5)
+        assert store.durable_calls == calls + 1  # one commit for both
+        assert store.durable[-2:] == [ChosenRecord(6, value), AcceptRecord(7, ballot, value)]
+        step(runtime, [ChosenRecord(7, value)])
+        started = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        while store.durable_calls == calls + 1 and loop.time() - started < 5.0:
+            await asyncio.sleep(0.001)  # polls a condition; the runtime's timer is under test
+        assert loop.time() - started < 1.0
+        assert store.durable[-1] == ChosenRecord(7, value)
+    finally:
+        await runtime.stop()
