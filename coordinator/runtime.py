@@ -150,12 +150,13 @@ class Runtime:
         if ready.messages:
             early: list[Envelope] = []
             for envelope in ready.messages:
-                if envelope.dst != self.id and leaves_before_durable(envelope.msg,
-                                                                    self.durable_promise):
-                    early.append(envelope)
-                else:
+                if not leaves_before_durable(envelope.msg, self.durable_promise):
                     self._unsent_messages.append(envelope)
                     self._urgent = True
+                elif envelope.dst != self.id:
+                    early.append(envelope)
+                else:  # to itself (its own Accept, its learner's Chosen): next, not after a commit
+                    asyncio.get_running_loop().call_soon(self._loop_back, envelope)
             if early:
                 self.sent_early += len(early)
                 self.transport.send(early)
@@ -166,6 +167,10 @@ class Runtime:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _loop_back(self, envelope: Envelope) -> None:
+        if self.failure is None and self.running:
+            self.receive(envelope.src, envelope.msg)
 
     async def _run(self) -> None:
         try:

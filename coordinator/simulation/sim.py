@@ -347,9 +347,8 @@ class Simulation:
         promised = sim_node.disk.promised
         early: list[Envelope] = []
         late: list[Envelope] = []
-        for envelope in messages:
-            goes = envelope.dst != sim_node.id and self.leaves_before_durable(envelope.msg,
-                                                                             promised)
+        for envelope in messages:  # its own too: the runtime loops them back at once
+            goes = self.leaves_before_durable(envelope.msg, promised)
             (early if goes else late).append(envelope)
         for envelope in early:
             self._send(envelope)
