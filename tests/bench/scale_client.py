@@ -139,7 +139,7 @@ def snapshot_cost(leases: int) -> dict[str, float]:
     machine = LeaseMachine()
     for index in range(leases):
         machine.apply(Acquire(f"held/{index}", f"h{index % 997}", 600.0,
-                              request_id=f"f{index}"))  # fmt: skip
+                              request_id=f"held/{index}"))  # fmt: skip
     encode, restore, data = [], [], b""
     for _ in range(3):
         started = time.perf_counter()
