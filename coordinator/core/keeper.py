@@ -125,7 +125,8 @@ class LeaseKeeper:
         assert self._machine is None, "take_office twice without step_down"
         self._machine = machine
         self._ballot = ballot
-        timers, starts = self._timers, []
+        timers = self._timers
+        starts: list[tuple[_Key, float]] = []
         for lease in machine.leases():  # O(n) with no sort: 100k leases take office at once
             key, at = (_Kind.EXPIRE, lease.name), now + lease.ttl_s
             timers[key] = _Timer(lease.token, at)
