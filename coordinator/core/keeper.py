@@ -13,9 +13,9 @@ The runtime's side of the contract (proposals, replies, confirmation rounds) is 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from enum import IntEnum
 from typing import assert_never
+
+import msgspec
 
 from paxlock.coordinator.core import quotas
 from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
@@ -57,18 +57,25 @@ __all__ = [  # the effect types are re-exported: callers need only this module
 ]
 
 
-class _Kind(IntEnum):
+class _Kind:
+    """What a deadline is for. Plain ints, not an ``IntEnum``: a key tuple of ints and strings
+    (and the heap entry holding it) leaves the garbage collector's care after its first pass,
+    where an enum member would keep one key per lease tracked, scanned by every full
+    collection: a primary holding 100k leases paused for it."""
+
     EXPIRE = 0
     UNBLOCK = 1
     WAIT = 2
 
 
-_Key = tuple[_Kind, str | int]
+_Key = tuple[int, str | int]
 """A deadline: (EXPIRE or UNBLOCK, name) or (WAIT, waiter id)."""
 
 
-@dataclass(slots=True)
-class _Timer:
+class _Timer(msgspec.Struct, gc=False):
+    """Untracked by the garbage collector (``gc=False``): it holds numbers only, so it can
+    be in no reference cycle, and one exists per lease."""
+
     token: int
     deadline: float
     """When the lease (or its lock-delay) runs out; fixed until restarted."""
@@ -87,7 +94,7 @@ class LeaseKeeper:
         self._machine: LeaseMachine | None = None
         self._ballot = ZERO_BALLOT
         """The ballot this keeper is in office under: stamped on every decision it makes."""
-        self._timers: dict[tuple[_Kind, str], _Timer] = {}
+        self._timers: dict[tuple[int, str], _Timer] = {}
         self._deadlines: Deadlines[_Key] = Deadlines()
         self._waiters = Waiters(self.config.waiters_per_name_max, self.config.waiters_max,
                                 self._deadlines, lambda wid: (_Kind.WAIT, wid))  # fmt: skip
@@ -118,10 +125,17 @@ class LeaseKeeper:
         assert self._machine is None, "take_office twice without step_down"
         self._machine = machine
         self._ballot = ballot
-        for lease in machine.list():
-            self._start(_Kind.EXPIRE, lease.name, lease.token, now + lease.ttl_s)
+        timers = self._timers
+        starts: list[tuple[_Key, float]] = []
+        for lease in machine.leases():  # O(n) with no sort: 100k leases take office at once
+            key, at = (_Kind.EXPIRE, lease.name), now + lease.ttl_s
+            timers[key] = _Timer(lease.token, at)
+            starts.append((key, at))
         for block in machine.blocks():
-            self._start(_Kind.UNBLOCK, block.name, block.token, now + block.lock_delay_s)
+            key, at = (_Kind.UNBLOCK, block.name), now + block.lock_delay_s
+            timers[key] = _Timer(block.token, at)
+            starts.append((key, at))
+        self._deadlines.set_many(starts)
         return self._ready()
 
     def step_down(self) -> list[Reply]:
@@ -341,7 +355,7 @@ class LeaseKeeper:
 
     def _fire(self, key: _Key, now: float, ready: KeeperReady) -> None:
         kind, ident = key
-        if kind is _Kind.WAIT:
+        if kind == _Kind.WAIT:
             assert isinstance(ident, int)
             ready.replies.append(self._wait_ran_out(self._waiters.timed_out(ident), now))
             return
@@ -351,15 +365,15 @@ class LeaseKeeper:
         self._deadlines.set(key, now + self.config.retry_s)  # until it is applied
         token = timer.token
         ballot = self._ballot
-        command = (Expire(ident, token, ballot) if kind is _Kind.EXPIRE
+        command = (Expire(ident, token, ballot) if kind == _Kind.EXPIRE
                    else Unblock(ident, token, ballot))  # fmt: skip
         ready.proposals.append(Propose(command, None))
 
-    def _start(self, kind: _Kind, name: str, token: int, deadline: float) -> None:
+    def _start(self, kind: int, name: str, token: int, deadline: float) -> None:
         self._timers[(kind, name)] = _Timer(token, deadline)
         self._deadlines.set((kind, name), deadline)
 
-    def _stop(self, kind: _Kind, name: str) -> _Timer | None:
+    def _stop(self, kind: int, name: str) -> _Timer | None:
         self._deadlines.cancel((kind, name))
         return self._timers.pop((kind, name), None)
 

@@ -36,6 +36,7 @@ every node agrees on *when* in the log a lease ended. Decisions written down her
 from __future__ import annotations
 
 import builtins
+from collections.abc import Iterator
 from typing import assert_never
 
 import msgspec
@@ -138,6 +139,11 @@ class LeaseMachine:
     def list(self, prefix: str = "") -> list[Lease]:
         """Current leases whose name starts with ``prefix``, sorted by name."""
         return [self._leases[n] for n in sorted(self._leases) if n.startswith(prefix)]
+
+    def leases(self) -> Iterator[Lease]:
+        """Every current lease, unsorted: in the order of the grants since the machine was
+        made or restored (so the same on every run of the same history, never by hash)."""
+        return iter(self._leases.values())
 
     def blocks(self) -> builtins.list[Block]:
         """Every name in lock-delay, sorted by name."""

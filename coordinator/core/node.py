@@ -100,6 +100,9 @@ class Node:
         behind it. None before the first one. Its data holds the schedule at its slot and
         the state machine's own snapshot (``membership.encode_snapshot``)."""
         self._machine_snapshot = b""
+        """The state machine's part of the durable snapshot, until ``start`` hands it over
+        (then dropped: the wrapped snapshot is kept, and a second copy would double what a
+        large state costs in memory)."""
         if durable.snapshot is not None:
             self.snapshot = Snapshot(durable.snapshot_slot, durable.snapshot)
             self.schedule, self._machine_snapshot = decode_snapshot(durable.snapshot)
@@ -158,6 +161,7 @@ class Node:
         out = Ready()
         if self.snapshot is not None:
             out.installed = (self.snapshot.slot, self._machine_snapshot)
+            self._machine_snapshot = b""
         self.election.heard_primary(None, self.role, now)
         return self._finish(out, now)
 
@@ -169,7 +173,6 @@ class Node:
         assert slot <= self.learner.chosen_index, "a snapshot covers applied slots only"
         assert slot >= self.acceptor.snapshot_slot, "the snapshot slot never goes down"
         out = Ready()
-        self._machine_snapshot = data
         wrapped = encode_snapshot(self.schedule.at(slot), data)
         self.snapshot = Snapshot(slot, wrapped)
         out.records.append(SnapshotRecord(slot, wrapped))
@@ -541,9 +544,9 @@ class Node:
         and brings the schedule at that slot."""
         assert not out.learned, "the state machine is replaced before anything after it"
         self.snapshot = snapshot
-        self.schedule, self._machine_snapshot = decoded
+        self.schedule, machine = decoded
         out.records.append(SnapshotRecord(snapshot.slot, snapshot.data))
-        out.installed = (snapshot.slot, self._machine_snapshot)
+        out.installed = (snapshot.slot, machine)
         self._forget_through(snapshot.slot)
         self._members_changed(out)
 

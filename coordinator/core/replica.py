@@ -254,7 +254,7 @@ class LeaseReplica:
             self.id, node.role, node.ballot, node.highest_seen.round, node.primary_hint,
             self.keeper.in_office, node.chosen_index, self.applied_slot,
             node.snapshot.slot if node.snapshot is not None else 0, node.catchup_target,
-            len(self.machine.list()), self.keeper.waiters if self.keeper.in_office else 0,
+            self.machine.holds(), self.keeper.waiters if self.keeper.in_office else 0,
             node.heard.contacts(), node.votes,
             node.schedule.knows(self.id, node.config.incarnation),
         )  # fmt: skip
