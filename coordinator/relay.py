@@ -202,9 +202,10 @@ class Relay:
             self.count("unreachable" if isinstance(reply.outcome, Unavailable) else "ok")
         return reply
 
-    def on_reply(self, message: RelayReply) -> None:
+    def on_reply(self, src: str, message: RelayReply) -> None:
+        """A reply counts only from the member the request was relayed to."""
         pending = self._pending.get(message.seq)
-        if pending is not None and not pending[1].done():
+        if pending is not None and pending[0] == src and not pending[1].done():
             pending[1].set_result(reply_of(message))
 
     def fail(self, primary: str, why: str) -> None:

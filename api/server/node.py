@@ -310,7 +310,7 @@ class Node:
         for message in messages:
             if isinstance(message, RelayReply):
                 assert service.relay is not None
-                service.relay.on_reply(message)
+                service.relay.on_reply(src, message)
             elif isinstance(message, RelayCancel):
                 service.cancel_relayed(src, message.seq)
             elif isinstance(message, RelayRequest):
