@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -126,7 +128,11 @@ async def handoffs(url: str, clients: int, seconds: float, name: str) -> float:
         return grants / (time.monotonic() - began)
 
 
-async def echo_baseline(clients: int, seconds: float) -> dict[str, float]:
+@contextlib.asynccontextmanager
+async def echo_server() -> AsyncIterator[str]:
+    """An aiohttp server on loopback that answers every POST with its JSON body plus a
+    token: the floor an HTTP round trip costs here. Yields its base URL."""
+
     async def handle(request: web.Request) -> web.Response:
         body = await request.json()
         return web.json_response({**body, "token": 1})
@@ -138,9 +144,14 @@ async def echo_baseline(clients: int, seconds: float) -> dict[str, float]:
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        return await cycles(f"http://127.0.0.1:{port}", clients, seconds)
+        yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+async def echo_baseline(clients: int, seconds: float) -> dict[str, float]:
+    async with echo_server() as url:
+        return await cycles(url, clients, seconds)
 
 
 async def main_async(args: argparse.Namespace) -> None:

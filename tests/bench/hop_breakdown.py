@@ -29,10 +29,9 @@ import time
 from pathlib import Path
 
 import aiohttp
-from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_http import free_port, pct, start_cluster, wait_primary  # noqa: E402
+from bench_http import echo_server, pct, start_cluster, wait_primary  # noqa: E402
 from bench_store import raw_fsync_p50_s, unbatched_s  # noqa: E402
 
 SERVER_METRICS = {
@@ -90,27 +89,14 @@ async def c1(entry: str, primary: str, seconds: float) -> dict[str, float]:
 
 
 async def echo_rtt_p50_ms(seconds: float) -> float:
-    async def handle(request: web.Request) -> web.Response:
-        return web.json_response({**await request.json(), "token": 1})
-
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     samples: list[float] = []
-    try:
-        async with aiohttp.ClientSession() as session:
-            stop = time.monotonic() + seconds
-            while time.monotonic() < stop:
-                start = time.perf_counter()
-                async with session.post(f"http://127.0.0.1:{port}/echo",
-                                        json={"holder": "c", "ttl": 30}) as response:
-                    await response.json()
-                samples.append(time.perf_counter() - start)
-    finally:
-        await runner.cleanup()
+    async with echo_server() as url, aiohttp.ClientSession() as session:
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            start = time.perf_counter()
+            async with session.post(f"{url}/echo", json={"holder": "c", "ttl": 30}) as response:
+                await response.json()
+            samples.append(time.perf_counter() - start)
     return pct(samples, 0.5) * 1e3
 
 
