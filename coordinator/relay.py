@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Annotated, TypeAlias
+from typing import Annotated, NamedTuple, TypeAlias
 
 import msgspec
 
@@ -88,6 +88,14 @@ RelayMessage: TypeAlias = RelayRequest | RelayCancel | RelayReply
 
 Send = Callable[[str, RelayMessage], None]
 """Queue one message for a peer (the peer transport; never blocks, may lose it)."""
+
+
+class Served(NamedTuple):
+    """A request relayed to this node: who sent it, its number there, and what it asks."""
+
+    origin: str
+    seq: int
+    op: RequestOp
 
 
 RELAYED = RequestKey(-1)
@@ -167,7 +175,7 @@ class Relay:
         self._seq = 0
         self._pending: dict[int, tuple[str, asyncio.Future[Reply]]] = {}
         """Relayed requests waiting for their reply: seq -> (primary, future)."""
-        self.served: dict[RequestKey, tuple[str, int]] = {}
+        self.served: dict[RequestKey, Served] = {}
         """Requests relayed *to* this node: the service's key -> (follower, its seq)."""
         self.by_origin: dict[tuple[str, int], RequestKey] = {}
 
@@ -221,17 +229,24 @@ class Relay:
 
     # -- the primary's half ------------------------------------------------------------------
 
-    def register(self, key: RequestKey, origin: str, seq: int) -> None:
-        self.served[key] = (origin, seq)
+    def register(self, key: RequestKey, origin: str, seq: int, op: RequestOp) -> None:
+        self.served[key] = Served(origin, seq, op)
         self.by_origin[origin, seq] = key
+
+    def withdraw(self, origin: str, seq: int) -> RequestKey | None:
+        """The key of a request ``origin`` cancelled, no longer served (None: unknown)."""
+        key = self.by_origin.pop((origin, seq), None)
+        if key is not None:
+            self.served.pop(key, None)
+        return key
 
     def answered(self, key: RequestKey, reply: Reply) -> bool:
         """Send ``reply`` back if ``key`` is a relayed request; False when it is not."""
-        origin = self.served.pop(key, None)
-        if origin is None:
+        served = self.served.pop(key, None)
+        if served is None:
             return False
-        self.by_origin.pop(origin, None)
-        self.send(origin[0], reply_message(origin[1], reply))
+        self.by_origin.pop((served.origin, served.seq), None)
+        self.send(served.origin, reply_message(served.seq, reply))
         return True
 
 

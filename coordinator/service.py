@@ -79,7 +79,6 @@ class LeaseService:
         self.relay: Relay | None = None
         """Set by the node: this follower's lease requests go to the primary over the peer
         channel (``coordinator.relay``); None: they are forwarded by HTTP (``NotPrimary``)."""
-        self._relayed_ops: dict[RequestKey, RequestOp] = {}
         self._relayed_recovering: list[tuple[RequestKey, float]] = []
         """Requests relayed here while this primary was not in office yet (key, deadline):
         asked again once it is (as ``_ask`` waits for its own), else 503 after
@@ -130,18 +129,13 @@ class LeaseService:
         self._next_key += 1
         key = RequestKey(self._next_key)
         op = request_op(message)
-        self.relay.register(key, origin, message.seq)
-        self._relayed_ops[key] = op
+        self.relay.register(key, origin, message.seq, op)
         self.runtime.request(key, op)
 
     def cancel_relayed(self, origin: str, seq: int) -> None:
-        relay = self.relay
-        key = relay.by_origin.pop((origin, seq), None) if relay is not None else None
-        if relay is None or key is None:
-            return
-        relay.served.pop(key, None)
-        self._relayed_ops.pop(key, None)
-        self.runtime.cancel(key)
+        key = self.relay.withdraw(origin, seq) if self.relay is not None else None
+        if key is not None:
+            self.runtime.cancel(key)
 
     def _answer_relayed(self, reply: Reply) -> None:
         """Send a relayed request's reply back, with the seconds left of a lease that
@@ -153,7 +147,6 @@ class LeaseService:
             return
         if isinstance(outcome, Refused) and reply.expires_in_s is None:
             reply = Reply(reply.to, outcome, self.replica.expires_in(outcome.name, self.clock()))
-        self._relayed_ops.pop(reply.to, None)
         self.relay.answered(reply.to, reply)
 
     def _check_relays(self, relay: Relay) -> None:
@@ -174,13 +167,12 @@ class LeaseService:
         relay = self.relay
         assert relay is not None
         for key, _ in waiting:
-            op = self._relayed_ops.get(key)
-            if op is None:
+            served = relay.served.get(key)
+            if served is None:
                 continue  # cancelled meanwhile
             if self.replica.keeper.in_office:
-                self.runtime.request(key, op)
+                self.runtime.request(key, served.op)
             else:
-                del self._relayed_ops[key]
                 relay.answered(key, Reply(key, UnavailableOutcome(
                     "the primary is still recovering the log")))  # fmt: skip
 
