@@ -9,17 +9,13 @@ its calls onto the HTTP API (issue 15 spec §3, §5):
   every membership, lock and group leadership bound to it.
 - groups are paxlock groups, members are bound to the session, capabilities travel as
   tooz's msgpack bytes (``utils.dumps``) in base64.
-- locks are read/write locks bound to the session (``shared=True`` takes a read hold), each
-  acquisition with a fresh holder ``<member>/<coordinator>-<n>``, so that two lock objects
-  of one coordinator exclude each other as tooz expects; ``break_()`` releases whatever
-  holds the name.
+- locks are read/write locks bound to the session (``tooz_lock``), each acquisition with a
+  fresh holder ``<member>/<coordinator>-<n>``; ``break_()`` releases whatever holds the name.
 - elections: ``run_watchers()`` runs the cached-members watchers, then campaigns, without
   waiting, for the leadership of each group with an elected-as-leader watcher (bound to the
   session); ``stand_down_group_leader()`` resigns.
 
-tooz ids are bytes; paxlock names match ``[A-Za-z0-9._/-]{1,256}``. An id is sent as it is
-when it matches (group and member ids without ``/``: each is one path segment), otherwise as
-``hex.`` and its hex digits (ids that start with ``hex.`` too, so decoding is unambiguous).
+tooz ids are bytes, sent as paxlock names by ``tooz_lock.encode_id`` (reversibly).
 
 URL options: ``timeout`` (session ttl, s), ``request_timeout`` and ``retry_deadline`` (the
 SDK's failover policy, s), ``token`` (bearer token of a cluster run with ``--auth``),
@@ -31,156 +27,32 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import re
 import secrets
 import threading
 import uuid
 from collections.abc import Coroutine
-from typing import Any, NoReturn, TypeVar
+from concurrent import futures
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import tooz
-from tooz import coordination, locking, utils
+from tooz import coordination, utils
 
-from paxlock.api.client.errors import LeaseHeld, NotHolder, PaxlockError, Unavailable
-from paxlock.api.client.keepalive import Kind, TaskSet, end_grant, obtain, path_of
+from paxlock.api.client.errors import LeaseHeld, NotHolder, PaxlockError
+from paxlock.api.client.keepalive import TaskSet
 from paxlock.api.client.sync import _LoopThread
+from paxlock.api.client.tooz_lock import PaxlockLock, decode_id, encode_id, raise_tooz
 from paxlock.api.client.transport import (
     RetryPolicy, Transport, client_ssl_context, normalize_endpoints,
 )  # fmt: skip
 
-__all__ = ["PaxlockDriver", "PaxlockLock", "decode_id", "encode_id"]
+__all__ = ["PaxlockDriver"]
 
 log = logging.getLogger("paxlock.tooz")
 T = TypeVar("T")
 
-RWLOCKS = Kind("rwlocks", "holder", "acquire", "release")
 DEFAULT_TIMEOUT_S = 30.0
-HEX_PREFIX = "hex."
-NAME_CHARS_MAX = 256
-ONE_SEGMENT = re.compile(r"[A-Za-z0-9._-]{1,256}")
-MANY_SEGMENTS = re.compile(r"[A-Za-z0-9._/-]{1,256}")
-MARGIN = 0.2
-"""Share of a session's ttl the client does not count on (the SDK's default margin)."""
 BEATS_PER_TTL = 3
-
-
-def encode_id(raw: bytes | str, *, slashes: bool = False) -> str:
-    """A tooz id (bytes; str is taken as UTF-8) as a paxlock name, reversibly."""
-    data = raw.encode() if isinstance(raw, str) else bytes(raw)
-    text = data.decode("ascii", errors="replace")
-    pattern = MANY_SEGMENTS if slashes else ONE_SEGMENT
-    plain = (pattern.fullmatch(text) is not None and not text.startswith(HEX_PREFIX)
-             and not any(part in ("", ".", "..") for part in text.split("/")))  # fmt: skip
-    if plain:
-        return text
-    encoded = HEX_PREFIX + data.hex()
-    if len(encoded) > NAME_CHARS_MAX:
-        raise tooz.ToozError(f"id too long for paxlock ({len(data)} bytes; at most "
-                             f"{(NAME_CHARS_MAX - len(HEX_PREFIX)) // 2} unless it matches "
-                             f"{pattern.pattern})")  # fmt: skip
-    return encoded
-
-
-def decode_id(name: str) -> bytes:
-    """The tooz id (bytes) of a paxlock name made by ``encode_id``."""
-    if name.startswith(HEX_PREFIX):
-        with contextlib.suppress(ValueError):
-            return bytes.fromhex(name[len(HEX_PREFIX):])
-    return name.encode()
-
-
-def _raise_tooz(error: PaxlockError, group_id: bytes | None = None,
-                member_id: bytes | None = None) -> NoReturn:  # fmt: skip
-    """The tooz exception of a paxlock error (group errors only when a group is named)."""
-    if group_id is not None:
-        code = error.code
-        if code == "not_found":
-            raise coordination.GroupNotCreated(group_id) from error
-        if code == "not_member":
-            raise coordination.MemberNotJoined(group_id, member_id or b"") from error
-        if code == "not_empty":
-            raise coordination.GroupNotEmpty(group_id) from error
-        if code == "exists" and member_id is not None:
-            raise coordination.MemberAlreadyExist(group_id, member_id) from error
-        if code == "exists":
-            raise coordination.GroupAlreadyExist(group_id) from error
-    if isinstance(error, Unavailable):
-        utils.raise_with_cause(coordination.ToozConnectionError, error.message, cause=error)
-    utils.raise_with_cause(tooz.ToozError, f"{error.code}: {error.message}", cause=error)
-
-
-def _capabilities(raw: Any) -> Any:
-    """A member's capabilities (base64 of ``utils.dumps``) back as tooz gave them."""
-    data = base64.b64decode(raw) if isinstance(raw, str) and raw else b""
-    return utils.loads(data) if data else None
-
-
-class PaxlockLock(locking.Lock):
-    """A tooz lock: a paxlock read/write lock bound to the coordinator's session.
-
-    One object may hold several acquisitions at once (shared ones, as tooz's suite does);
-    ``release`` ends the latest. Thread-safe: its state is a list under a lock."""
-
-    def __init__(self, coord: PaxlockDriver, name: bytes) -> None:
-        super().__init__(name)
-        self._coord = coord
-        self._path_name = encode_id(name, slashes=True)
-        self._guard = threading.Lock()
-        self._holds: list[tuple[str, int]] = []
-        """(holder, token) of each acquisition, oldest first."""
-
-    @property
-    def acquired(self) -> bool:
-        return bool(self._holds)
-
-    def acquire(self, blocking: bool | float = True, shared: bool = False,
-                timeout: float | None = None) -> bool:  # fmt: skip
-        """``blocking``: False tries once, True waits (up to ``timeout`` if given), a number
-        waits that many seconds. Waiting is the server's FIFO queue, in chunks."""
-        waits, wait_s = utils.convert_blocking(blocking, timeout)
-        holder = self._coord._new_holder()
-        token = self._coord._acquire_rwlock(self._path_name, holder, "read" if shared else "write",
-                                            wait_s if waits else 0.0)  # fmt: skip
-        if token is None:
-            return False
-        with self._guard:
-            self._holds.append((holder, token))
-        self._coord._held_locks.add(self)
-        return True
-
-    def release(self) -> bool:
-        """End the latest acquisition; False if there is none or the cluster no longer has
-        it (broken, or its session expired)."""
-        with self._guard:
-            if not self._holds:
-                return False
-            holder, token = self._holds.pop()
-            if not self._holds:
-                self._coord._held_locks.discard(self)
-        return self._coord._end_rwlock(self._path_name, holder, token)
-
-    def break_(self) -> bool:
-        """Release every hold on the name, whoever has it; True if there was one."""
-        return self._coord._break_rwlock(self._path_name)
-
-    def heartbeat(self) -> bool:
-        """Renew the latest acquisition (that is, its session); False if not held."""
-        with self._guard:
-            latest = self._holds[-1] if self._holds else None
-        if latest is None:
-            return False
-        return self._coord._renew_rwlock(self._path_name, *latest)
-
-    def is_still_owner(self) -> bool:
-        with self._guard:
-            latest = self._holds[-1] if self._holds else None
-        return latest is not None and self._coord._verify_rwlock(self._path_name, latest[1])
-
-    def _forget(self) -> None:
-        """The session ended: every acquisition ended with it."""
-        with self._guard:
-            self._holds.clear()
 
 
 class PaxlockDriver(coordination.CoordinationDriverCachedRunWatchers,
@@ -199,6 +71,8 @@ class PaxlockDriver(coordination.CoordinationDriverCachedRunWatchers,
         super().__init__(member_id, parsed_url, options)
         self._member_id = utils.to_binary(member_id, "utf-8")
         opts = self._options
+        if "executor" not in opts:  # futurist's pool takes a second to shut down; this none
+            self._executor.default_executor_factory = _one_thread_executor
         ca_file = opts.get("ca_file")
         self._endpoints = normalize_endpoints(str(parsed_url.netloc) or "127.0.0.1:7001",
                                               "https" if ca_file else "http")  # fmt: skip
@@ -263,7 +137,7 @@ class PaxlockDriver(coordination.CoordinationDriverCachedRunWatchers,
         try:
             raw = self._call("POST", "/v1/sessions", body)
         except PaxlockError as error:
-            _raise_tooz(error)
+            raise_tooz(error)
         return str(raw["id"])
 
     def _session(self) -> str:
@@ -286,7 +160,7 @@ class PaxlockDriver(coordination.CoordinationDriverCachedRunWatchers,
 
     def _forget_holds(self) -> None:
         for lock in list(self._held_locks):
-            lock._forget()
+            lock.forget()
         self._held_locks.clear()
         self._terms.clear()
         self._joined_groups.clear()
@@ -298,7 +172,7 @@ class PaxlockDriver(coordination.CoordinationDriverCachedRunWatchers,
             self._call("POST", f"/v1/sessions/{quote(session)}:renew", {"holder": self._member})
         except PaxlockError as error:
             if error.code != "not_found":
-                _raise_tooz(error)
+                raise_tooz(error)
             self._session_lost(session)
         return self.timeout_s / BEATS_PER_TTL
 
@@ -333,7 +207,7 @@ class PaxlockDriver(coordination.CoordinationDriverCachedRunWatchers,
         try:
             return self._call(method, path, body)
         except PaxlockError as error:
-            _raise_tooz(error, group_id, member_id)
+            raise_tooz(error, group_id, member_id)
 
     def create_group(self, group_id: bytes) -> coordination.CoordinatorResult[None]:
         def create() -> None:
@@ -352,7 +226,7 @@ class PaxlockDriver(coordination.CoordinationDriverCachedRunWatchers,
             try:
                 raw = self._call("GET", "/v1/groups")
             except PaxlockError as error:
-                _raise_tooz(error)
+                raise_tooz(error)
             return [decode_id(name) for name in raw["groups"]]
 
         return self._submit(groups)
@@ -383,7 +257,7 @@ class PaxlockDriver(coordination.CoordinationDriverCachedRunWatchers,
         except PaxlockError as error:
             if error.code == "not_found":
                 return False
-            _raise_tooz(error)
+            raise_tooz(error)
         return True
 
     def leave_group(self, group_id: bytes) -> coordination.CoordinatorResult[None]:
@@ -467,17 +341,19 @@ class PaxlockDriver(coordination.CoordinationDriverCachedRunWatchers,
             except PaxlockError as error:
                 if error.code == "not_found":
                     continue  # no such group: no leader to be
-                _raise_tooz(error)
+                raise_tooz(error)
             self._terms[group_id] = (name, int(raw["token"]))
             hooks.run(coordination.LeaderElected(group_id, self._member_id))
 
-    def get_leader(self, group_id: bytes) -> coordination.CoordinatorResult[bytes | None]:
+    def get_leader(self, group_id: bytes) -> coordination.CoordinatorResult[bytes]:
+        """The leader's member id, None (despite tooz's annotation) when nobody leads."""
+
         def leader() -> bytes | None:
             raw = self._group_call(utils.to_binary(group_id, "utf-8"), "GET", "/leader", None)
             who = raw.get("leader") if isinstance(raw, dict) else None
             return decode_id(who) if isinstance(who, str) else None
 
-        return self._submit(leader)  # type: ignore[return-value]
+        return self._submit(leader)
 
     def stand_down_group_leader(self, group_id: bytes) -> bool:
         term = self._terms.pop(group_id, None)
@@ -490,7 +366,7 @@ class PaxlockDriver(coordination.CoordinationDriverCachedRunWatchers,
         except NotHolder:
             return False
         except PaxlockError as error:
-            _raise_tooz(error)
+            raise_tooz(error)
         return True
 
     # -- locks --------------------------------------------------------------------------------
@@ -498,70 +374,23 @@ class PaxlockDriver(coordination.CoordinationDriverCachedRunWatchers,
     def get_lock(self, name: bytes) -> PaxlockLock:
         return PaxlockLock(self, utils.to_binary(name, "utf-8"))
 
-    def _acquire_rwlock(self, name: str, holder: str, mode: str, wait_s: float | None
-                        ) -> int | None:  # fmt: skip
-        """The token of a new hold, or None when ``wait_s`` (None: for ever) elapsed."""
+    def _plumbing(self) -> tuple[Transport, TaskSet]:
         transport, tasks = self._transport, self._tasks
         if transport is None or tasks is None:
             raise tooz.ToozError("the paxlock coordinator is not started")
-        for _ in range(2):
-            session = self._session()
-            body = {"holder": holder, "mode": mode, "session": session}
-            try:
-                raw, _ = self._run(obtain(transport, tasks, RWLOCKS, name, body,
-                                          ttl_s=self.timeout_s, margin=MARGIN, wait_s=wait_s))
-            except LeaseHeld:
-                return None
-            except PaxlockError as error:
-                if error.code != "not_found" or self._session_known(session):
-                    _raise_tooz(error)
-                self._session_lost(session)  # then try once more, on the new session
-                continue
-            return int(raw["token"])
-        raise tooz.ToozError(f"lock {name}: the session was lost twice in a row")
+        return transport, tasks
 
-    def _end_rwlock(self, name: str, holder: str, token: int) -> bool:
-        transport = self._transport
-        if transport is None:
-            return False
-        try:
-            self._run(end_grant(transport, RWLOCKS, name, holder, token))
-        except NotHolder:
-            return False
-        except PaxlockError as error:
-            _raise_tooz(error)
-        return True
 
-    def _break_rwlock(self, name: str) -> bool:
-        try:
-            raw = self._call("GET", path_of(RWLOCKS, name))
-        except PaxlockError as error:
-            if error.code == "not_found":
-                return False
-            _raise_tooz(error)
-        holders = raw.get("holders") if isinstance(raw, dict) else None
-        broken = False
-        for hold in holders or []:
-            broken |= self._end_rwlock(name, str(hold["holder"]), int(hold["token"]))
-        return broken
-
-    def _renew_rwlock(self, name: str, holder: str, token: int) -> bool:
-        try:
-            self._call("POST", path_of(RWLOCKS, name, "renew"), {"holder": holder, "token": token})
-        except NotHolder:
-            return False
-        except PaxlockError as error:
-            _raise_tooz(error)
-        return True
-
-    def _verify_rwlock(self, name: str, token: int) -> bool:
-        try:
-            raw = self._call("POST", path_of(RWLOCKS, name, "verify"), {"token": token})
-        except PaxlockError as error:
-            _raise_tooz(error)
-        return isinstance(raw, dict) and raw.get("current") is True
+def _one_thread_executor() -> futures.Executor:
+    return futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="paxlock-tooz")
 
 
 async def _close(tasks: TaskSet, transport: Transport) -> None:
     await tasks.close(1.0)
     await transport.close()
+
+
+def _capabilities(raw: Any) -> Any:
+    """A member's capabilities (base64 of ``utils.dumps``) back as tooz was given them."""
+    data = base64.b64decode(raw) if isinstance(raw, str) and raw else b""
+    return utils.loads(data) if data else None
