@@ -29,6 +29,10 @@ _EXPORTS = {
     "Unauthenticated": "paxlock.api.client.errors",
     "Forbidden": "paxlock.api.client.errors",
     "TooMany": "paxlock.api.client.errors",
+    "Exists": "paxlock.api.client.errors",
+    "NotEmpty": "paxlock.api.client.errors",
+    "NotMember": "paxlock.api.client.errors",
+    "LimitMismatch": "paxlock.api.client.errors",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -37,11 +41,15 @@ if TYPE_CHECKING:
     from paxlock.api.client.aio import AsyncClient
     from paxlock.api.client.errors import (
         BadRequest,
+        Exists,
         Forbidden,
         LeaseHeld,
         LeaseLost,
+        LimitMismatch,
+        NotEmpty,
         NotFound,
         NotHolder,
+        NotMember,
         PaxlockError,
         RequestExpired,
         TooMany,

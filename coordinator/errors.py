@@ -30,6 +30,13 @@ class NotFound(LeaseError):
     status = 404
 
 
+class NotMember(LeaseError):
+    """404: the member is not in the group (the group exists)."""
+
+    code = "not_member"
+    status = 404
+
+
 class Held(LeaseError):
     """409: the name is held (or blocked by lock-delay); details carry holder, expires_in."""
 
@@ -39,6 +46,28 @@ class Held(LeaseError):
 
 class NotHolder(LeaseError):
     code = "not_holder"
+    status = 409
+
+
+class Exists(LeaseError):
+    """409: the group exists already, or the member already joined it."""
+
+    code = "exists"
+    status = 409
+
+
+class NotEmpty(LeaseError):
+    """409: a group with members cannot be deleted."""
+
+    code = "not_empty"
+    status = 409
+
+
+class LimitMismatch(LeaseError):
+    """409: a semaphore's permits are held (or blocked) under another ``limit``; details
+    carry the ``limit`` in force."""
+
+    code = "limit_mismatch"
     status = 409
 
 

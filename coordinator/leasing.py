@@ -28,10 +28,12 @@ class Leasing(Protocol):
     async def acquire(
         self, name: str, *, holder: str, ttl: float, wait: float = 0.0,
         value: str | None = None, lock_delay: float = 0.0, request_id: str | None = None,
-        principal: str = "",
+        principal: str = "", session: str | None = None,
     ) -> LeaseView:  # fmt: skip
         """Grant ``name`` to ``holder``; with ``wait`` > 0 wait in FIFO order up to ``wait``
-        seconds while it is held, then raise ``Held``."""
+        seconds while it is held, then raise ``Held``. With ``session`` the lease is bound
+        to it (``ttl`` ignored): it ends with the session, and renewing it renews the
+        session; an unknown session is ``NotFound``."""
         ...
 
     async def renew(self, name: str, *, holder: str, token: int,

@@ -39,15 +39,24 @@ from paxlock.coordinator.core.replica_io import (
     ReplicaStatus,
     RequestOp,
 )
-from paxlock.coordinator.errors import BadRequest, Forbidden, Held, NotFound, NotHolder
-from paxlock.coordinator.errors import NotPrimary, RequestExpired, TooMany
-from paxlock.coordinator.errors import Unavailable
+from paxlock.coordinator.core.coord_commands import SessionEnded
+from paxlock.coordinator.coordination import Coordination
+from paxlock.coordinator.errors import (
+    BadRequest, Exists, Forbidden, Held, LeaseError, LimitMismatch, NotEmpty, NotFound,
+    NotHolder, NotMember, NotPrimary, RequestExpired, TooMany, Unavailable,
+)  # fmt: skip
 from paxlock.coordinator.members import Membership
 from paxlock.coordinator.relay import MARGIN_S, RELAYED, Relay, RelayRequest, relayed, request_op
 from paxlock.coordinator.runtime import Runtime
 from paxlock.coordinator.views import LeaseView
 from paxlock.coordinator.watch import WaitingAcquires, Watches
 
+_REFUSALS: dict[str, type[LeaseError]] = {
+    "not_found": NotFound, "not_member": NotMember, "exists": Exists, "not_empty": NotEmpty,
+    "limit_mismatch": LimitMismatch,
+}  # fmt: skip
+"""Refusal codes of sessions, shared names and groups (an acquire naming an unknown session
+or a group leader's lease of an unknown group is ``not_found``)."""
 OFFICE_WAIT_S = 2.0
 """How long a request waits for a new primary to take office before a 503."""
 LIMIT_RETRY_AFTER_S = (1.0, 3.0)
@@ -87,11 +96,13 @@ class LeaseService:
         self.cluster_id: str | None = None
         """The cluster id (``membership.cluster_id_of``), set by the node once it knows it."""
         self.members = Membership(
-            self._ask, self.replica.status, lambda: self.replica.schedule,
+            self.ask, self.replica.status, lambda: self.replica.schedule,
             lambda urls: member_views(self.replica.status(), urls, self.clock(),
                                       self.reachable_window_s),
             lambda: self.cluster_id,
         )  # fmt: skip
+        self.coordination = Coordination(self)
+        """Sessions, semaphores, read/write locks and groups (``coordinator.coordination``)."""
         runtime.sinks.append(self._on_ready)
 
     @property
@@ -108,8 +119,15 @@ class LeaseService:
         if ready.installed is not None:
             self.watches.reread_all()
         for applied in ready.applied:
-            if isinstance(applied.result, Lease | Released | Expired | Unblocked):
-                self.watches.changed(applied.result.name, applied.result.revision)
+            result = applied.result
+            if isinstance(result, Lease | Released | Expired | Unblocked):
+                self.watches.changed(result.name, result.revision)
+            elif isinstance(result, SessionEnded):
+                for freed in result.freed:
+                    if freed.kind == "lease":
+                        self.watches.changed(freed.name, result.revision)
+            self.coordination.on_applied(applied)
+        self.coordination.on_ready_done(ready.installed is not None)
         relay = self.relay
         for reply in ready.replies:
             future = self._waiting.pop(reply.to, None)
@@ -185,7 +203,7 @@ class LeaseService:
 
     # -- requests ------------------------------------------------------------------------------
 
-    async def _ask(self, op: RequestOp) -> Reply:
+    async def ask(self, op: RequestOp) -> Reply:
         """One request to the replica; waits (up to ``OFFICE_WAIT_S``) while a new primary is
         still taking office, and turns every non-result into its typed error."""
         deadline = self.clock() + OFFICE_WAIT_S
@@ -235,37 +253,39 @@ class LeaseService:
 
     async def acquire(self, name: str, *, holder: str, ttl: float, wait: float = 0.0,
                       value: str | None = None, lock_delay: float = 0.0,
-                      request_id: str | None = None, principal: str = "") -> LeaseView:  # fmt: skip
-        command = Acquire(name, holder, ttl, value, lock_delay, request_id, principal)
+                      request_id: str | None = None, principal: str = "",
+                      session: str | None = None) -> LeaseView:  # fmt: skip
+        """``session``: bound to it (``ttl`` is then ignored: give 0)."""
+        command = Acquire(name, holder, ttl, value, lock_delay, request_id, principal, session)
         with self.waiting.waiting(name) if wait > 0 else contextlib.nullcontext():
-            return self._lease_or_raise(name, await self._ask(AcquireOp(command, wait)))
+            return self._lease_or_raise(name, await self.ask(AcquireOp(command, wait)))
 
     async def renew(self, name: str, *, holder: str, token: int,
                     principal: str = "") -> LeaseView:  # fmt: skip
-        reply = await self._ask(RenewOp(name, holder, token, principal))
+        reply = await self.ask(RenewOp(name, holder, token, principal))
         return self._lease_or_raise(name, reply)
 
     async def release(self, name: str, *, holder: str, token: int,
                       request_id: str | None = None, principal: str = "") -> None:  # fmt: skip
-        reply = await self._ask(ReleaseOp(Release(name, holder, token, request_id, principal)))
+        reply = await self.ask(ReleaseOp(Release(name, holder, token, request_id, principal)))
         if not isinstance(reply.outcome, Released):
             self._lease_or_raise(name, reply)
 
     async def proclaim(self, name: str, *, holder: str, token: int, value: str | None,
                        request_id: str | None = None, principal: str = "") -> LeaseView:  # fmt: skip
         command = Proclaim(name, holder, token, value, request_id, principal)
-        return self._lease_or_raise(name, await self._ask(ProclaimOp(command)))
+        return self._lease_or_raise(name, await self.ask(ProclaimOp(command)))
 
     def _lease_or_raise(self, name: str, reply: Reply) -> LeaseView:
         outcome = reply.outcome
         if isinstance(outcome, Lease):
             return self._view(outcome, reply.expires_in_s)
         if isinstance(outcome, Refused):
-            self._raise_refused(outcome, reply.expires_in_s if reply.to == RELAYED else
+            self.raise_refused(outcome, reply.expires_in_s if reply.to == RELAYED else
                                 self.replica.expires_in(outcome.name, self.clock()))
         raise Unavailable(f"unexpected outcome for {name}: {type(outcome).__name__}")
 
-    def _raise_refused(self, refused: Refused, expires_in: float | None) -> None:
+    def raise_refused(self, refused: Refused, expires_in: float | None) -> None:
         """``expires_in``: the seconds left of the lease that refused (the primary's)."""
         if refused.code == "held":
             raise Held(
@@ -280,36 +300,39 @@ class LeaseService:
             raise RequestExpired(refused.message)
         if refused.code == "forbidden":
             raise Forbidden(refused.message or f"the lease on {refused.name} is another's")
-        raise BadRequest(refused.message or "bad request")
+        kind = _REFUSALS.get(refused.code, BadRequest)
+        raise kind(refused.message or f"{refused.code}: {refused.name}")
 
     def _view(self, lease: Lease, expires_in: float | None = None) -> LeaseView:
         if expires_in is None:
-            expires_in = self.replica.expires_in(lease.name, self.clock())
+            now = self.clock()
+            expires_in = (self.replica.expires_in(lease.name, now) if lease.session is None
+                          else self.replica.session_expires_in(lease.session, now))  # fmt: skip
         return LeaseView(lease.name, lease.holder, lease.token, lease.revision, lease.ttl_s,
-                         expires_in, lease.value, lease.lock_delay_s)  # fmt: skip
+                         expires_in, lease.value, lease.lock_delay_s, lease.session)  # fmt: skip
 
     # -- reads -----------------------------------------------------------------------------------
 
-    async def _read_barrier(self, consistent: bool) -> None:
+    async def read_barrier(self, consistent: bool) -> None:
         """Linearizable reads: the primary, in office (so the log before its ballot is
         applied), confirms with one quorum round that no successor exists yet."""
         if consistent:
-            reply = await self._ask(ReadOp())
+            reply = await self.ask(ReadOp())
             assert isinstance(reply.outcome, ReadConfirmed), reply
 
     async def get(self, name: str, *, consistent: bool = True) -> LeaseView:
-        await self._read_barrier(consistent)
+        await self.read_barrier(consistent)
         lease = self.replica.machine.get(name)
         if lease is None:
             raise NotFound(f"no lease on {name}")
         return self._view(lease)
 
     async def list(self, prefix: str = "", *, consistent: bool = True) -> list[LeaseView]:
-        await self._read_barrier(consistent)
+        await self.read_barrier(consistent)
         return [self._view(lease) for lease in self.replica.machine.list(prefix)]
 
     async def verify(self, name: str, *, token: int) -> tuple[bool, int | None]:
-        await self._read_barrier(True)
+        await self.read_barrier(True)
         current, current_token = self.replica.machine.verify(name, token)
         return current, current_token
 

@@ -134,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_member_arguments(member)
     member.set_defaults(handler=run_member)
 
+    from paxlock.api.cli.coord_command import add_coord_commands
+
+    add_coord_commands(commands)
+
     retry_deadline_s = RetryPolicy().retry_deadline_s
     lock = commands.add_parser(
         "lock", help="run a command while holding a lease",

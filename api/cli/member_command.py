@@ -58,8 +58,8 @@ def member_url(text: str) -> str:
     return text
 
 
-def add_member_arguments(parser: argparse.ArgumentParser) -> None:
-    """The four subcommands, each with the connection options and ``--json``."""
+def common_arguments() -> argparse.ArgumentParser:
+    """The connection options and ``--json`` every client subcommand takes (a parent)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--endpoint", "--endpoints", dest="endpoints", action="append",
                         metavar="URL[,URL...]",
@@ -72,6 +72,12 @@ def add_member_arguments(parser: argparse.ArgumentParser) -> None:
                         "before exit status 4 (default: %(default)s)")  # fmt: skip
     add_ca_argument(common)
     add_token_argument(common)
+    return common
+
+
+def add_member_arguments(parser: argparse.ArgumentParser) -> None:
+    """The four subcommands, each with the connection options and ``--json``."""
+    common = common_arguments()
     actions = parser.add_subparsers(dest="member_action", required=True, metavar="ACTION")
     listing = actions.add_parser(
         "list", parents=[common], help="show voters and learners, with each one's lag",
@@ -167,7 +173,16 @@ Handler = Callable[["AsyncClient", argparse.Namespace], Awaitable[str]]
 
 
 def run_member(args: argparse.Namespace) -> int:
-    prog = f"paxlock member {args.member_action}"
+    return run_client(f"paxlock member {args.member_action}", args.member_handler, args,
+                      " (an earlier attempt may have made the change: see 'paxlock member "
+                      "list')")  # fmt: skip
+
+
+def run_client(prog: str, handler: Handler, args: argparse.Namespace, maybe_note: str,
+               identity: str | None = None,
+               exits: dict[type[Exception], int] | None = None) -> int:  # fmt: skip
+    """Run one client ``handler`` against the endpoints of ``args``; print its answer.
+    ``exits``: exit statuses of particular errors (default 1 refused, 4 unavailable)."""
     endpoints = endpoints_from(args.endpoints, os.environ)
     try:
         ca = ca_file(args, os.environ)
@@ -177,15 +192,17 @@ def run_member(args: argparse.Namespace) -> int:
     if ca and endpoints == list(DEFAULT_ENDPOINTS):
         endpoints = [url.replace("http://", "https://", 1) for url in endpoints]
     token = token_from(prog, args.token_file, os.environ)
-    return asyncio.run(_run(prog, args.member_handler, args, endpoints, ca, token))
+    return asyncio.run(_run(prog, handler, args, endpoints, ca, token, maybe_note, identity,
+                            exits or {}))  # fmt: skip
 
 
 async def _run(prog: str, handler: Handler, args: argparse.Namespace, endpoints: list[str],
-               ca: str | None, token: str | None) -> int:  # fmt: skip
+               ca: str | None, token: str | None, maybe_note: str, identity: str | None,
+               exits: dict[type[Exception], int]) -> int:  # fmt: skip
     from paxlock.api.client.aio import AsyncClient
     from paxlock.api.client.errors import PaxlockError, Unavailable
 
-    client = AsyncClient(endpoints, ca_file=ca, token=token,
+    client = AsyncClient(endpoints, identity, ca_file=ca, token=token,
                          retry_deadline=args.retry_deadline)  # fmt: skip
     try:
         print(await handler(client, args))
@@ -193,10 +210,10 @@ async def _run(prog: str, handler: Handler, args: argparse.Namespace, endpoints:
         print(f"{prog}: cluster unavailable: {error.message}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except PaxlockError as error:
-        maybe = " (an earlier attempt may have made the change: see 'paxlock member " \
-                "list')" if error.retried else ""  # fmt: skip
+        maybe = maybe_note if error.retried else ""
         print(f"{prog}: {error.message}{maybe}", file=sys.stderr)
-        return EXIT_REFUSED
+        return next((code for kind, code in exits.items() if isinstance(error, kind)),
+                    EXIT_REFUSED)  # fmt: skip
     finally:
         await client.close()
     return EXIT_OK

@@ -23,13 +23,16 @@ import secrets
 import socket
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 from urllib.parse import quote
 
+from paxlock.api.client.coord_calls import CoordinationCalls
+from paxlock.api.client.coord_session import HeldSession
 from paxlock.api.client.election import Election
 from paxlock.api.client.errors import NotFound, PaxlockError
 from paxlock.api.client.holding import HeldLease, Holding
 from paxlock.api.client.keepalive import LEASES, abandon, end_grant, new_request_id, path_of
-from paxlock.api.client.session import Session
+from paxlock.api.client.session import Session, bound_ttl
 from paxlock.api.client.transport import (
     RetryPolicy, Transport, client_ssl_context, normalize_endpoints,
 )  # fmt: skip
@@ -48,8 +51,9 @@ def default_identity() -> str:
     return f"{host}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
-class AsyncClient:
-    """A paxlock client for asyncio code; see the module docstring.
+class AsyncClient(CoordinationCalls):
+    """A paxlock client for asyncio code; see the module docstring. Sessions, semaphores,
+    read/write locks and groups come from ``coord_calls.CoordinationCalls``.
 
     ``endpoints``: one URL, a comma-separated string or a list (``host:port`` works too).
     ``identity``: the holder name recorded by the cluster (default: ``default_identity()``).
@@ -79,14 +83,11 @@ class AsyncClient:
                                 ttl_s=ttl, margin=margin)  # fmt: skip
 
     @property
-    def session(self) -> Session:
-        """What recipes are built on (``Election(client.session, name)``, like etcd's
-        ``concurrency.NewElection(session, prefix)``): identity, transport, live grants."""
+    def base(self) -> Session:
+        """What recipes are built on (``Election(client.base, name)``, like etcd's
+        ``concurrency.NewElection(session, prefix)``): identity, transport, live grants.
+        (``session()`` is a cluster session: ``coord_calls``.)"""
         return self._session
-
-    @property
-    def identity(self) -> str:
-        return self._session.identity
 
     @property
     def default_ttl(self) -> float:
@@ -211,7 +212,8 @@ class AsyncClient:
 
     def lock(self, name: str, *, ttl: float | None = None, wait: float | None = None,
              value: str | None = None, lock_delay: float = 0.0, margin: float | None = None,
-             cancel_on_loss: bool = False) -> Holding[HeldLease]:  # fmt: skip
+             cancel_on_loss: bool = False,
+             session: HeldSession | None = None) -> Holding[HeldLease]:  # fmt: skip
         """``async with client.lock(name) as lease:`` — hold ``name`` for the body.
 
         Waits for the lock up to ``wait`` seconds (None: for ever; 0: try once), raising
@@ -220,14 +222,17 @@ class AsyncClient:
         releases on exit, exceptions included. ``cancel_on_loss=True`` cancels the body when
         the lease is lost, and the ``async with`` raises ``LeaseLost``. ``lock_delay``: after
         an *expiry* (not a release) the name stays blocked that long (Chubby).
+        ``session=s`` (from ``session()``) binds the lease to it instead: no renewal of its
+        own, lost when the session is, ended with it at the latest.
         """
-        ttl_s, margin_f = self._session.ttl_margin(ttl, margin)
         if wait is not None and not wait >= 0:
             raise ValueError(f"wait must be >= 0 seconds or None, not {wait!r}")
-        body = {"holder": self.identity, "ttl": ttl_s, "value": value, "lock_delay": lock_delay}
+        body: dict[str, Any] = {"holder": self.identity, "value": value,
+                                "lock_delay": lock_delay}  # fmt: skip
+        ttl_s, margin_f = bound_ttl(self._session, body, ttl, margin, session)
         return self._session.hold(LEASES, name, body, parse=Lease.from_json, wrap=HeldLease,
                                   ttl_s=ttl_s, margin=margin_f, wait_s=wait,
-                                  cancel_on_loss=cancel_on_loss)  # fmt: skip
+                                  cancel_on_loss=cancel_on_loss, bound=session)  # fmt: skip
 
     def election(self, name: str) -> Election:
         """An election by name: ``campaign``, ``leader``, ``observe``."""

@@ -12,11 +12,13 @@ watch); a caller that must see each step should pace its changes on what it obse
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from typing import Any
 
 from paxlock.api.client.errors import NotFound
 from paxlock.api.client.holding import Holding, Term
 from paxlock.api.client.keepalive import ELECTIONS, path_of
-from paxlock.api.client.session import Session
+from paxlock.api.client.coord_session import HeldSession
+from paxlock.api.client.session import Session, bound_ttl
 from paxlock.api.client.types import Leader
 
 __all__ = ["Election"]
@@ -28,7 +30,7 @@ connection (a node frozen, say) is noticed within a poll and the request timeout
 
 class Election:
     """One election, by name, seen by one session (``client.election(name)``, or
-    ``Election(client.session, name)``): the recipe takes the session it campaigns with,
+    ``Election(client.base, name)``): the recipe takes the session it campaigns with,
     never the client."""
 
     def __init__(self, session: Session, name: str) -> None:
@@ -37,16 +39,18 @@ class Election:
 
     def campaign(self, value: str | None = None, *, ttl: float | None = None,
                  wait: float | None = None, margin: float | None = None,
-                 cancel_on_loss: bool = False) -> Holding[Term]:  # fmt: skip
+                 cancel_on_loss: bool = False,
+                 session: HeldSession | None = None) -> Holding[Term]:  # fmt: skip
         """``async with election.campaign(value) as term:`` waits to become leader (for ever
         with ``wait=None``, else ``LeaseHeld`` after ``wait`` seconds), renews leadership in
-        the background while the body runs, and resigns on exit."""
-        session = self._session
-        ttl_s, margin_f = session.ttl_margin(ttl, margin)
-        body = {"candidate": session.identity, "value": value, "ttl": ttl_s}
-        return session.hold(ELECTIONS, self.name, body, parse=Leader.from_json, wrap=Term,
-                            ttl_s=ttl_s, margin=margin_f, wait_s=wait,
-                            cancel_on_loss=cancel_on_loss)  # fmt: skip
+        the background while the body runs, and resigns on exit. ``session=s`` binds the
+        term to a cluster session instead (no renewal of its own; lost with the session)."""
+        base = self._session
+        body: dict[str, Any] = {"candidate": base.identity, "value": value}
+        ttl_s, margin_f = bound_ttl(base, body, ttl, margin, session)
+        return base.hold(ELECTIONS, self.name, body, parse=Leader.from_json, wrap=Term,
+                         ttl_s=ttl_s, margin=margin_f, wait_s=wait,
+                         cancel_on_loss=cancel_on_loss, bound=session)  # fmt: skip
 
     async def leader(self, *, consistent: bool = True) -> Leader | None:
         """The current leader, or None. ``consistent=False`` reads the answering node's

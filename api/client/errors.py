@@ -5,11 +5,17 @@ The hierarchy is small on purpose, so that ``except`` clauses stay obvious::
 
     PaxlockError
     ├── BadRequest        400 bad_request, 413 payload_too_large (a bug of the caller)
-    ├── NotFound          404 not_found (an unknown route; a missing lease is ``None``)
+    ├── NotFound          404 not_found (an unknown route, session or group; a missing
+    │   │                 lease is ``None``)
+    │   └── NotMember     404 not_member: not a member of the group
     ├── LeaseHeld         409 held: ``wait`` elapsed with the name held by someone else
     ├── NotHolder         409 not_holder: the grant named by (holder, token) is not current
     ├── Conflict          409 of a membership change: ``conflict``, ``not_caught_up``,
     │                     ``change_in_progress`` (``retry_after_s`` says when to try again)
+    ├── Exists            409 exists: the group exists, or the member already joined
+    ├── NotEmpty          409 not_empty: a group with members cannot be deleted
+    ├── LimitMismatch     409 limit_mismatch: the semaphore's permits are held under
+    │                     another limit (``limit``)
     ├── LeaseLost         the client's conservative clock gave up on a lease it held
     ├── Unauthenticated   401 unauthenticated: no valid bearer token (``token=``)
     ├── Forbidden         403 forbidden: outside the token's roles, or another's hold
@@ -25,8 +31,9 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
-    "BadRequest", "Conflict", "Forbidden", "LeaseHeld", "LeaseLost", "NotFound", "NotHolder",
-    "PaxlockError", "TooMany", "Unauthenticated", "Unavailable", "error_from_response",
+    "BadRequest", "Conflict", "Exists", "Forbidden", "LeaseHeld", "LeaseLost", "LimitMismatch",
+    "NotEmpty", "NotFound", "NotHolder", "NotMember", "PaxlockError", "TooMany",
+    "Unauthenticated", "Unavailable", "error_from_response",
 ]  # fmt: skip
 
 
@@ -60,6 +67,35 @@ class BadRequest(PaxlockError):
 
 class NotFound(PaxlockError):
     code = "not_found"
+
+
+class NotMember(NotFound):
+    """The member is not in the group (the group exists)."""
+
+    code = "not_member"
+
+
+class Exists(PaxlockError):
+    """The group exists already, or the member already joined it (409)."""
+
+    code = "exists"
+
+
+class NotEmpty(PaxlockError):
+    """The group has members: it cannot be deleted (409)."""
+
+    code = "not_empty"
+
+
+class LimitMismatch(PaxlockError):
+    """The semaphore's permits are held (or blocked) under another limit (409)."""
+
+    code = "limit_mismatch"
+
+    @property
+    def limit(self) -> int | None:
+        value = self.details.get("limit")
+        return value if isinstance(value, int) else None
 
 
 class LeaseHeld(PaxlockError):
@@ -172,6 +208,10 @@ _BY_CODE: dict[str, type[PaxlockError]] = {
     "bad_request": BadRequest,
     "payload_too_large": BadRequest,
     "not_found": NotFound,
+    "not_member": NotMember,
+    "exists": Exists,
+    "not_empty": NotEmpty,
+    "limit_mismatch": LimitMismatch,
     "held": LeaseHeld,
     "not_holder": NotHolder,
     "request_expired": RequestExpired,

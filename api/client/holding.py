@@ -16,16 +16,17 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from paxlock.api.client.errors import LeaseLost, NotHolder, PaxlockError
-from paxlock.api.client.keepalive import ELECTIONS, Keepalive, new_request_id, path_of
+from paxlock.api.client.keepalive import ELECTIONS, Keeping, new_request_id, path_of
+from paxlock.api.client.coord_types import Permit
 from paxlock.api.client.types import Leader, Lease
 
-__all__ = ["HeldLease", "Holding", "Term"]
+__all__ = ["HeldLease", "HeldPermit", "Holding", "Term"]
 
 
 class _Held:
     """The common face of a held grant."""
 
-    def __init__(self, keepalive: Keepalive) -> None:
+    def __init__(self, keepalive: Keeping) -> None:
         self._keepalive = keepalive
 
     @property
@@ -69,7 +70,7 @@ class _Held:
 class HeldLease(_Held):
     """A lock held by this client and renewed in the background (``lock()`` yields it)."""
 
-    def __init__(self, lease: Lease, keepalive: Keepalive) -> None:
+    def __init__(self, lease: Lease, keepalive: Keeping) -> None:
         super().__init__(keepalive)
         self.lease = lease
         """The latest lease object the cluster returned (grant or renewal)."""
@@ -89,10 +90,39 @@ class HeldLease(_Held):
         return f"HeldLease(name={self.name!r}, token={self.token}, lost={self.lost.is_set()})"
 
 
+class HeldPermit(_Held):
+    """A semaphore permit or a read/write hold (``semaphore()``, ``rwlock().read()``...)."""
+
+    def __init__(self, permit: Permit, keepalive: Keeping) -> None:
+        super().__init__(keepalive)
+        self.permit = permit
+        """The latest permit object the cluster returned (grant or renewal)."""
+
+    @property
+    def holder(self) -> str:
+        return self.permit.holder
+
+    @property
+    def holders(self) -> tuple[str, ...]:
+        """Every holder of the name at the grant (or last renewal), oldest first."""
+        return self.permit.holders
+
+    @property
+    def mode(self) -> str:
+        return self.permit.mode
+
+    def _renewed(self, raw: Any) -> None:
+        self.permit = Permit.from_json(raw)
+
+    def __repr__(self) -> str:
+        return (f"HeldPermit(name={self.name!r}, mode={self.mode!r}, token={self.token}, "
+                f"lost={self.lost.is_set()})")  # fmt: skip
+
+
 class Term(_Held):
     """This client's leadership of an election (``campaign()`` yields it)."""
 
-    def __init__(self, leader: Leader, keepalive: Keepalive) -> None:
+    def __init__(self, leader: Leader, keepalive: Keeping) -> None:
         super().__init__(keepalive)
         self.leader = leader
         """The latest leader object (grant, renewal or proclaim)."""

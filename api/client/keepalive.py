@@ -21,7 +21,7 @@ import logging
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from paxlock.api.client import clock
@@ -58,6 +58,32 @@ class Kind:
 
 LEASES = Kind("leases", "holder", "acquire", "release")
 ELECTIONS = Kind("elections", "candidate", "campaign", "resign")
+SEMAPHORES = Kind("semaphores", "holder", "acquire", "release")
+RWLOCKS = Kind("rwlocks", "holder", "acquire", "release")
+SESSIONS = Kind("sessions", "holder", "open", "close")
+"""A session is opened by ``POST /v1/sessions`` (not ``obtain``); renewed and closed like
+a grant, its token being the one in its id."""
+
+
+class Keeping(Protocol):
+    """What a held grant (``holding._Held``) needs of whatever keeps it: a ``Keepalive``
+    that renews it, or a grant bound to a session (``coord_session.Bound``) that lives as
+    long as the session's keepalive."""
+
+    transport: Transport
+    name: str
+    holder: str
+    token: int
+    lost: asyncio.Event
+    lost_reason: str | None
+
+    def remaining_s(self) -> float: ...
+
+    def add_lost_callback(self, callback: Callable[[], None]) -> None: ...
+
+    def mark_lost(self, reason: str) -> None: ...
+
+    async def stop(self, *, release: bool) -> None: ...
 
 
 def path_of(kind: Kind, name: str, verb: str | None = None) -> str:

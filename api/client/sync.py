@@ -28,12 +28,15 @@ from typing import Any, Generic, TypeVar
 from paxlock.api.client.aio import DEFAULT_MARGIN, DEFAULT_TTL_S, AsyncClient
 from paxlock.api.client.election import OBSERVE_POLL_S, Election
 from paxlock.api.client.errors import LeaseLost
-from paxlock.api.client.holding import HeldLease, Holding, Term, _Held
+from paxlock.api.client.holding import HeldLease, HeldPermit, Holding, Term, _Held
+from paxlock.api.client.sync_coord import SyncCoordination, SyncSession, held_session
+from paxlock.api.client.coord_types import Permit
 from paxlock.api.client.types import (
     Cluster, Configuration, Leader, Lease, Membership, Verification,
 )  # fmt: skip
 
-__all__ = ["Client", "SyncElection", "SyncHeldLease", "SyncTerm"]
+__all__ = ["Client", "SyncElection", "SyncHeldLease", "SyncHeldPermit", "SyncSession",
+           "SyncTerm"]
 
 T = TypeVar("T")
 CLOSE_TIMEOUT_S = 10.0
@@ -143,6 +146,27 @@ class SyncHeldLease(_SyncHeld):
         return f"SyncHeldLease(name={self.name!r}, token={self.token}, lost={self.lost.is_set()})"
 
 
+class SyncHeldPermit(_SyncHeld):
+    """What ``Client.semaphore()`` and ``Client.rwlock(name).read()``/``.write()`` yield."""
+
+    _held: HeldPermit
+
+    @property
+    def permit(self) -> Permit:
+        return self._held.permit
+
+    @property
+    def holders(self) -> tuple[str, ...]:
+        return self._held.holders
+
+    @property
+    def mode(self) -> str:
+        return self._held.mode
+
+    def __repr__(self) -> str:
+        return f"SyncHeldPermit(name={self.name!r}, token={self.token}, lost={self.lost.is_set()})"
+
+
 class SyncTerm(_SyncHeld):
     """What ``Client.election(name).campaign()`` yields."""
 
@@ -208,8 +232,10 @@ class SyncElection:
 
     def campaign(self, value: str | None = None, *, ttl: float | None = None,
                  wait: float | None = None, margin: float | None = None,
-                 cancel_on_loss: bool = False) -> SyncHolding[Term, SyncTerm]:  # fmt: skip
-        holding = self._election.campaign(value, ttl=ttl, wait=wait, margin=margin)
+                 cancel_on_loss: bool = False,
+                 session: SyncSession | None = None) -> SyncHolding[Term, SyncTerm]:  # fmt: skip
+        holding = self._election.campaign(value, ttl=ttl, wait=wait, margin=margin,
+                                          session=held_session(session))  # fmt: skip
         runner = self._runner
         return SyncHolding(runner, holding, lambda term: SyncTerm(term, runner),
                            cancel_on_loss=cancel_on_loss)  # fmt: skip
@@ -233,8 +259,10 @@ class SyncElection:
                 self._runner.run(changes.aclose())
 
 
-class Client:
-    """A paxlock client for threaded code; thread-safe. Arguments as ``AsyncClient``."""
+class Client(SyncCoordination):
+    """A paxlock client for threaded code; thread-safe (every call runs on the client's
+    loop thread). Arguments as ``AsyncClient``; sessions, semaphores, read/write locks and
+    groups from ``sync_coord.SyncCoordination``."""
 
     def __init__(self, endpoints: str | Sequence[str], identity: str | None = None, *,
                  request_timeout: float = 5.0, retry_deadline: float = 10.0,
@@ -275,7 +303,7 @@ class Client:
         try:
             # calls still blocked in other threads first: a cancelled acquire queues its
             # clean-up as a background task, which the async close then waits for
-            self._runner.run(_cancel_all(keep=self._async.session.tasks.tasks))
+            self._runner.run(_cancel_all(keep=self._async.base.tasks.tasks))
             self._runner.run(self._async.close())
         finally:
             self._runner.stop()
@@ -323,11 +351,12 @@ class Client:
 
     def lock(self, name: str, *, ttl: float | None = None, wait: float | None = None,
              value: str | None = None, lock_delay: float = 0.0, margin: float | None = None,
-             cancel_on_loss: bool = False) -> SyncHolding[HeldLease, SyncHeldLease]:  # fmt: skip
+             cancel_on_loss: bool = False, session: SyncSession | None = None
+             ) -> SyncHolding[HeldLease, SyncHeldLease]:  # fmt: skip
         """``with client.lock(name) as lease:`` — as ``AsyncClient.lock`` (see the module
         docstring for ``cancel_on_loss``)."""
-        holding = self._async.lock(name, ttl=ttl, wait=wait, value=value,
-                                   lock_delay=lock_delay, margin=margin)  # fmt: skip
+        holding = self._async.lock(name, ttl=ttl, wait=wait, value=value, lock_delay=lock_delay,
+                                   margin=margin, session=held_session(session))  # fmt: skip
         runner = self._runner
         return SyncHolding(runner, holding, lambda held: SyncHeldLease(held, runner),
                            cancel_on_loss=cancel_on_loss)  # fmt: skip

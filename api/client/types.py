@@ -65,6 +65,8 @@ class Lease:
     expires_in: float | None
     value: str | None
     lock_delay: float
+    session: str | None = None
+    """The session the lease is bound to (its ``ttl`` is then the session's)."""
 
     @classmethod
     def from_json(cls, raw: Any) -> Lease:
@@ -73,7 +75,7 @@ class Lease:
             name=_str(obj, "name"), holder=_str(obj, "holder"), token=_int(obj, "token"),
             revision=_int(obj, "revision"), ttl=_opt_float(obj, "ttl") or 0.0,
             expires_in=_opt_float(obj, "expires_in"), value=_opt_str(obj, "value"),
-            lock_delay=_opt_float(obj, "lock_delay") or 0.0,
+            lock_delay=_opt_float(obj, "lock_delay") or 0.0, session=_opt_str(obj, "session"),
         )  # fmt: skip
 
 
@@ -89,6 +91,7 @@ class Leader:
     revision: int
     ttl: float
     expires_in: float | None
+    session: str | None = None
 
     @classmethod
     def from_json(cls, raw: Any) -> Leader:
@@ -97,6 +100,7 @@ class Leader:
             name=_str(obj, "name"), leader=_str(obj, "leader"), value=_opt_str(obj, "value"),
             token=_int(obj, "token"), revision=_int(obj, "revision"),
             ttl=_opt_float(obj, "ttl") or 0.0, expires_in=_opt_float(obj, "expires_in"),
+            session=_opt_str(obj, "session"),
         )  # fmt: skip
 
     @staticmethod

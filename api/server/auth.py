@@ -9,7 +9,10 @@ The file (TOML)::
 
 Roles: ``read`` (GET a lease or leader, observe, verify, list) on names under its prefix;
 ``lock`` (acquire, renew, release, campaign, proclaim, resign) under its prefix, and read
-there too; ``admin`` every route and every name (its prefix must be ``""``): membership
+there too. Semaphores and read/write locks go by their names as leases do, groups by the
+group's name (creating, deleting, joining, leaving and campaigning need ``lock``); opening,
+renewing and closing a session needs a lock role on any prefix, reading sessions a read role
+over every name (prefix ``""``); ``admin`` every route and every name (its prefix must be ``""``): membership
 changes (``POST``/``DELETE`` under ``/v1/members``) need it, while ``GET /v1/members`` needs
 ``read`` over every name (prefix ``""``, as a list of everything). ``GET /v1/cluster`` needs
 any valid token (the SDK reads it to find members).
@@ -40,19 +43,29 @@ from typing import Any, Literal
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
+from paxlock.api.server.group_routes import TEMPLATES as GROUP_TEMPLATES
 from paxlock.api.server.routes import PRINCIPAL, route_of
 from paxlock.api.server.wire import PREFIX_PATTERN, query_prefix
 from paxlock.coordinator.errors import Forbidden, Unauthenticated
 
 Role = Literal["read", "lock", "admin"]
-Need = Literal["read", "lock", "admin", "token", "open", "metrics"]
-"""What a route needs: a role on its name (or on the list's prefix), any valid token,
-nothing, or — for ``/metrics`` — a valid token only with ``--auth-metrics``."""
+Need = Literal["read", "lock", "admin", "locker", "token", "open", "metrics"]
+"""What a route needs: a role on its name (or on the list's prefix), a lock role on some
+prefix (``locker``: opening and ending sessions, which hold nothing by themselves and are
+owned by their principal), any valid token, nothing, or — for ``/metrics`` — a valid token
+only with ``--auth-metrics``."""
 _RANK: dict[str, int] = {"read": 0, "lock": 1, "admin": 2}
 PRINCIPAL_CHARS_MAX = 256
 MEMBER_TOKEN_HEADER = "X-Paxlock-Cluster-Token"
 """``api.server.peer.TOKEN_HEADER`` (not imported: the peer module imports the metrics)."""
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+
+_SHARED_RULES: tuple[tuple[str, str, Need], ...] = (
+    ("POST", ":acquire", "lock"), ("POST", ":renew", "lock"), ("POST", ":release", "lock"),
+    ("POST", ":verify", "read"), ("GET", "", "read"),
+)  # fmt: skip
+_READ: Need = "read"
+_LOCK: Need = "lock"
 
 RULES: dict[str, Need] = {
     "POST /v1/leases/{name}:acquire": "lock",
@@ -67,6 +80,19 @@ RULES: dict[str, Need] = {
     "POST /v1/elections/{name}:resign": "lock",
     "GET /v1/elections/{name}": "read",
     "GET /v1/elections/{name}:observe": "read",
+    "POST /v1/sessions": "locker",
+    "POST /v1/sessions/{name}:renew": "locker",
+    "POST /v1/sessions/{name}:close": "locker",
+    "GET /v1/sessions/{name}": "read",
+    "GET /v1/sessions": "read",
+    **{f"{method} /v1/{collection}/{{name}}{verb}": need
+       for collection in ("semaphores", "rwlocks")
+       for method, verb, need in _SHARED_RULES},
+    "GET /v1/semaphores": "read",
+    "GET /v1/rwlocks": "read",
+    "GET /v1/groups": "read",
+    **{template: _READ if template.startswith("GET ") else _LOCK
+       for template in GROUP_TEMPLATES},
     "GET /v1/cluster": "token",
     "GET /v1/members": "read",
     "POST /v1/members": "admin",
@@ -78,6 +104,11 @@ RULES: dict[str, Need] = {
 }
 """Every route of ``routes.add_routes`` (``METHOD template``) and what it needs. A route
 missing here is refused 403 to every principal but admin (fail closed), and a test fails."""
+
+
+LISTS = frozenset({"GET /v1/leases", "GET /v1/semaphores", "GET /v1/rwlocks", "GET /v1/groups",
+                   "GET /v1/sessions"})  # fmt: skip
+"""List routes: their name is the prefix asked for."""
 
 
 class AuthFileError(ValueError):
@@ -149,10 +180,15 @@ class Authenticator:
             return
         if need == "open" or need == "metrics" or need == "token":
             return
+        if need == "locker":
+            if not any(grant.role in ("lock", "admin") for grant in principal.grants):
+                raise Forbidden(f"principal {principal.name!r} has no lock role: it may not "
+                                "open or end sessions", principal=principal.name)  # fmt: skip
+            return
         if name is None:  # a list: the prefix asked for must be covered whole
             name = query_prefix(request)
         if not principal.may(need, name):
-            what = f"names under {name!r}" if route == "GET /v1/leases" else repr(name)
+            what = f"names under {name!r}" if route in LISTS else repr(name)
             raise Forbidden(f"principal {principal.name!r} may not {need} {what}",
                             principal=principal.name)  # fmt: skip
 

@@ -1,10 +1,7 @@
 """The handlers of the HTTP API (the README lists its routes), thin: parse (``wire``), call
-the ``Leasing`` service, shape.
-
-Names may contain ``/``, so one route per collection (``/v1/leases/{tail:.+}``) takes the
-rest of the path and splits the custom verb off its last ``:`` (names cannot contain ``:``).
-Each dispatched request records its route *template* (``/v1/leases/{name}:acquire``) for
-the HTTP metrics, and the seconds it may legitimately wait, for the forwarding timeout.
+the ``Leasing`` service, shape. Leases and elections live here; sessions, semaphores and
+read/write locks in ``coord_routes``, groups in ``group_routes``; the dispatcher and the keys
+they share in ``dispatch``. ``add_routes`` and ``route_of`` cover them all.
 
 Errors are raised, never returned: ``api.errors`` shapes them, and a ``NotPrimary`` raised
 by the service is caught by the forwarding middleware in ``api.app``.
@@ -12,53 +9,34 @@ by the service is caught by the forwarding middleware in ``api.app``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
 
 import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from paxlock.api.server import wire
+from paxlock.api.server import coord_routes, group_routes, wire
+from paxlock.api.server.dispatch import (
+    COORDINATION, METRICS, PRINCIPAL, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, Action,
+    Actions, Resolver, cancel_streams, consistent, dispatcher, open_stream, principal_of,
+    resolver, resume_after, service_of, split_tail, wants_events,
+)  # fmt: skip
 from paxlock.api.server.errors import error_response, json_response
 from paxlock.api.server.limits import LIMITER
 from paxlock.api.server.members import MEMBER_ACTIONS, add_member, list_members
-from paxlock.coordinator.errors import LeaseError, NotFound
+from paxlock.coordinator.errors import LeaseError
 from paxlock.coordinator.leasing import Leasing
-from paxlock.coordinator.metrics import Metrics
 from paxlock.coordinator.views import LeaseView
 
-SERVICE = web.AppKey("paxlock_service", Leasing)
-METRICS = web.AppKey("paxlock_metrics", Metrics)
-SSE_HEARTBEAT_S = web.AppKey("paxlock_sse_heartbeat_s", float)
-STREAMS = web.AppKey("paxlock_streams", set[asyncio.Task[Any]])
-"""Tasks serving open event streams: cancelled at shutdown, which would otherwise wait for
-them (they never end by themselves) until the runner's ``shutdown_timeout``."""
+__all__ = [
+    "COLLECTIONS", "COORDINATION", "METRICS", "PLAIN_PATHS", "PRINCIPAL", "ROUTE", "SERVICE",
+    "SSE_HEARTBEAT_S", "STREAMS", "WAIT_S", "Action", "add_routes", "cancel_streams",
+    "open_stream", "route_of", "split_tail",
+]  # fmt: skip
 
-PRINCIPAL = web.RequestKey("paxlock_principal", str)
-"""Who sent the request: the principal its bearer token names under ``--auth``, else ``""``
-(everyone is the same anonymous principal). Holds are owned by it; limits count by it."""
-ROUTE = web.RequestKey("paxlock_route", str)
-"""The route template of a dispatched request (metrics label; raw paths would explode)."""
-WAIT_S = web.RequestKey("paxlock_wait_s", float)
-"""How long the request may block at the primary (acquire ``wait``, observe ``timeout``)."""
-
-Action = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
-
-
-def _service(request: web.Request) -> Leasing:
-    return request.app[SERVICE]
-
-
-def _principal(request: web.Request) -> str:
-    principal: str = request.get(PRINCIPAL, "")
-    return principal
-
-
-def _consistent(request: web.Request) -> bool:
-    return wire.query_bool(request, "consistent", True)
+_service = service_of
+_principal = principal_of
+_consistent = consistent
 
 
 # -- leases --------------------------------------------------------------------------------
@@ -68,9 +46,9 @@ async def acquire(request: web.Request, name: str) -> web.StreamResponse:
     body = await wire.read_body(request, wire.AcquireBody)
     request[WAIT_S] = body.wait
     view = await _service(request).acquire(
-        name, holder=body.holder, ttl=body.ttl, wait=body.wait, value=body.value,
+        name, holder=body.holder, ttl=body.ttl or 0.0, wait=body.wait, value=body.value,
         lock_delay=body.lock_delay, request_id=wire.request_id_of(request, body.request_id),
-        principal=_principal(request),
+        principal=_principal(request), session=body.session,
     )  # fmt: skip
     return json_response(view.as_lease())
 
@@ -115,8 +93,9 @@ async def campaign(request: web.Request, name: str) -> web.StreamResponse:
     body = await wire.read_body(request, wire.CampaignBody)
     request[WAIT_S] = body.wait
     view = await _service(request).acquire(
-        name, holder=body.candidate, ttl=body.ttl, wait=body.wait, value=body.value,
+        name, holder=body.candidate, ttl=body.ttl or 0.0, wait=body.wait, value=body.value,
         request_id=wire.request_id_of(request, body.request_id), principal=_principal(request),
+        session=body.session,
     )  # fmt: skip
     return json_response(view.as_leader())
 
@@ -155,9 +134,8 @@ async def observe(request: web.Request, name: str) -> web.StreamResponse:
     """Long poll (200 leader once its revision passes ``after``, 204 on timeout), or with
     ``Accept: text/event-stream`` a stream of every change the service reports."""
     after = wire.query_int(request, "after", 0)
-    if "text/event-stream" in request.headers.get("Accept", ""):
-        with contextlib.suppress(ValueError):  # EventSource resumes with Last-Event-ID
-            after = max(after, int(request.headers.get("Last-Event-ID", "")))
+    if wants_events(request):
+        after = resume_after(request, after)  # EventSource resumes with Last-Event-ID
         with request.app[LIMITER].stream(request, events=True):  # --max-streams
             return await _stream(request, name, after)
     timeout = wire.query_float(
@@ -169,26 +147,6 @@ async def observe(request: web.Request, name: str) -> web.StreamResponse:
     if view is None:
         return web.Response(status=204)
     return json_response(view.as_leader())
-
-
-@contextlib.contextmanager
-def open_stream(request: web.Request) -> Iterator[None]:
-    """Register the current handler as a never-ending stream for ``cancel_streams``."""
-    task = asyncio.current_task()
-    assert task is not None
-    streams = request.app[STREAMS]
-    streams.add(task)
-    try:
-        yield
-    finally:
-        streams.discard(task)
-
-
-async def cancel_streams(app: web.Application) -> None:
-    """``on_shutdown``: end open streams so a node stops promptly; clients reconnect."""
-    streams: set[asyncio.Task[Any]] = app[STREAMS]
-    for task in list(streams):
-        task.cancel()
 
 
 def _sse_event(view: LeaseView) -> bytes:
@@ -256,38 +214,18 @@ ELECTION_ACTIONS: dict[tuple[str, str | None], Action] = {
 }
 
 
-def dispatcher(collection: str, actions: dict[tuple[str, str | None], Action]
-               ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:  # fmt: skip
-    """One handler for ``/v1/{collection}/{tail:.+}``: split ``name:verb``, route on both."""
-
-    methods_of: dict[str | None, set[str]] = {}
-    for method, action_verb in actions:
-        methods_of.setdefault(action_verb, set()).add(method)
-
-    async def dispatch(request: web.Request) -> web.StreamResponse:
-        name, verb = split_tail(request.match_info["tail"])
-        key = verb or None
-        allowed = methods_of.get(key)
-        if not allowed:
-            verbs = ", ".join(sorted({f":{v}" for _, v in actions if v}))
-            raise NotFound(f"unknown action :{verb}; {collection} take {verbs}")
-        request[ROUTE] = f"/v1/{collection}/{{name}}" + (f":{verb}" if verb else "")
-        action = actions.get((request.method, key))
-        if action is None:
-            raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
-        return await action(request, wire.check_name(name))
-
-    return dispatch
-
-
-def split_tail(tail: str) -> tuple[str, str]:
-    """``a/b:acquire`` -> (``a/b``, ``acquire``); ``a/b`` -> (``a/b``, ``""``)."""
-    name, colon, verb = tail.rpartition(":")
-    return (name, verb) if colon else (verb, "")
-
-
-COLLECTIONS = {"leases": LEASE_ACTIONS, "elections": ELECTION_ACTIONS, "members": MEMBER_ACTIONS}
-PLAIN_PATHS = ("/v1/leases", "/v1/members", "/v1/cluster", "/healthz", "/readyz", "/metrics")
+COLLECTIONS: dict[str, Actions] = {
+    "leases": LEASE_ACTIONS, "elections": ELECTION_ACTIONS, "members": MEMBER_ACTIONS,
+    **coord_routes.COLLECTIONS,
+}  # fmt: skip
+"""The collections served by ``dispatch.dispatcher`` (``/v1/{collection}/{name}:verb``)."""
+RESOLVERS: dict[str, Resolver] = {
+    **{collection: resolver(collection, actions) for collection, actions in COLLECTIONS.items()},
+    **coord_routes.RESOLVERS, "groups": group_routes.resolve,
+}  # fmt: skip
+"""Every ``/v1/{collection}/{tail}`` route, and how its template and name are found."""
+PLAIN_PATHS = ("/v1/leases", "/v1/members", "/v1/cluster", "/healthz", "/readyz", "/metrics",
+               *coord_routes.PLAIN_PATHS, *group_routes.PLAIN_PATHS)  # fmt: skip
 """The routes of ``add_routes`` that take no name."""
 
 
@@ -301,12 +239,11 @@ def route_of(request: web.Request) -> tuple[str | None, str | None]:
         return None, None
     canonical = resource.canonical  # with the mount prefix when mounted: compare the end
     method = "GET" if request.method == "HEAD" else request.method
-    for collection, actions in COLLECTIONS.items():
-        if canonical.endswith(f"/v1/{collection}/{{tail}}"):
-            name, verb = split_tail(request.match_info["tail"])
-            if (method, verb or None) not in actions:
-                return None, None
-            return f"{method} /v1/{collection}/{{name}}" + (f":{verb}" if verb else ""), name
+    if canonical.endswith("/{tail}"):
+        for collection, resolve in RESOLVERS.items():
+            if canonical.endswith(f"/v1/{collection}/{{tail}}"):
+                found = resolve(method, request.match_info["tail"])
+                return (None, None) if found is None else found
     for path in PLAIN_PATHS:
         if canonical.endswith(path):
             return f"{method} {path}", None
@@ -349,3 +286,5 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/healthz", healthz)
     router.add_get("/readyz", readyz)
     router.add_get("/metrics", metrics, allow_head=False)
+    coord_routes.add_routes(router)
+    group_routes.add_routes(router)

@@ -3,8 +3,9 @@
 Every check here answers 400 ``bad_request`` with a message naming the field, so a client
 learns what to fix without reading server logs. The bounds:
 
-- ``ttl``: seconds, > 0 and ≤ 3600. Longer leases belong to sessions (not built yet), and an
-  upper bound keeps a crashed holder from blocking a name for days.
+- ``ttl``: seconds, > 0 and ≤ 3600, an upper bound that keeps a crashed holder from
+  blocking a name for days. A grant may name a ``session`` instead (exactly one of the two):
+  it then lives as long as the session (``coord_wire``).
 - ``wait``, ``lock_delay``: seconds, 0..3600. ``observe``'s ``timeout``: 0..3600, default 30.
 - ``value``: at most 4096 bytes of UTF-8 (the lease state machine's limit, §3).
 - ``holder``/``candidate``/``request_id``: 1..256 characters.
@@ -42,6 +43,8 @@ Ttl = Annotated[float, msgspec.Meta(gt=0, le=TTL_S_MAX, description="seconds")]
 Wait = Annotated[float, msgspec.Meta(ge=0, le=WAIT_S_MAX, description="seconds")]
 LockDelay = Annotated[float, msgspec.Meta(ge=0, le=LOCK_DELAY_S_MAX, description="seconds")]
 Ident = Annotated[str, msgspec.Meta(min_length=1, max_length=ID_CHARS_MAX)]
+SessionId = Annotated[str, msgspec.Meta(pattern=r"^s[0-9]{1,19}$",
+                                        description="a session id: s + its token")]
 Token = Annotated[int, msgspec.Meta(ge=0, le=TOKEN_MAX)]
 """Fencing tokens are revisions: 64-bit signed on the wire and in the store, so larger is a
 400, never an overflow deep inside (a 500)."""
@@ -53,20 +56,29 @@ def _check_value(value: str | None) -> None:
         raise ValueError(f"`value` must be at most {VALUE_BYTES_MAX} bytes of UTF-8")
 
 
+def check_ttl_or_session(ttl: float | None, session: str | None) -> None:
+    """A grant lives by its own ``ttl`` or by its ``session``: exactly one is given."""
+    if (ttl is None) == (session is None):
+        raise ValueError("give either `ttl` (seconds) or `session` (an id), not "
+                         + ("both" if ttl is not None else "neither"))
+
+
 class _Body(msgspec.Struct, forbid_unknown_fields=True):
     pass
 
 
 class AcquireBody(_Body):
     holder: Ident
-    ttl: Ttl
+    ttl: Ttl | None = None
     wait: Wait = 0.0
     value: str | None = None
     lock_delay: LockDelay = 0.0
     request_id: Ident | None = None
+    session: SessionId | None = None
 
     def __post_init__(self) -> None:
         _check_value(self.value)
+        check_ttl_or_session(self.ttl, self.session)
 
 
 class RenewBody(_Body):
@@ -86,13 +98,15 @@ class VerifyBody(_Body):
 
 class CampaignBody(_Body):
     candidate: Ident
-    ttl: Ttl
+    ttl: Ttl | None = None
     value: str | None = None
     wait: Wait = 0.0
     request_id: Ident | None = None
+    session: SessionId | None = None
 
     def __post_init__(self) -> None:
         _check_value(self.value)
+        check_ttl_or_session(self.ttl, self.session)
 
 
 class ProclaimBody(_Body):

@@ -71,7 +71,8 @@ class FakeLeasing:
 
     async def acquire(self, name: str, *, holder: str, ttl: float, wait: float = 0.0,
                       value: str | None = None, lock_delay: float = 0.0,
-                      request_id: str | None = None, principal: str = "") -> LeaseView:  # fmt: skip
+                      request_id: str | None = None, principal: str = "",
+                      session: str | None = None) -> LeaseView:  # fmt: skip
         self._enter("acquire", name=name, holder=holder, ttl=ttl, wait=wait, value=value,
                     lock_delay=lock_delay, request_id=request_id)  # fmt: skip
         held = self._held(name)

@@ -12,6 +12,7 @@ from aiohttp import web
 from paxlock.api.cli.serve import ConfigError, node_config
 from paxlock.api.server import auth
 from paxlock.api.server.auth import RULES, AuthFileError, Authenticator, load_auth
+from paxlock.api.server.group_routes import TEMPLATES as GROUP_TEMPLATES
 from paxlock.api.server.routes import COLLECTIONS, PLAIN_PATHS, add_routes
 
 ALICE, BOB = "alice-token", "bob-token"
@@ -162,6 +163,9 @@ def every_route() -> set[str]:
                    for r in app.router.routes())  # fmt: skip
         for method, verb in actions:
             routes.add(f"{method} /v1/{collection}/{{name}}" + (f":{verb}" if verb else ""))
+    assert any(r.resource is not None and r.resource.canonical == "/v1/groups/{tail}"
+               for r in app.router.routes())  # fmt: skip
+    routes |= set(GROUP_TEMPLATES)
     assert {path for path in PLAIN_PATHS} <= {r.split(" ", 1)[1] for r in routes}
     return routes
 
@@ -182,11 +186,17 @@ def test_writes_need_lock_and_reads_need_read() -> None:
         verb = path.rpartition(":")[2] if ":" in path else ""
         if path.startswith("/v1/members") and method != "GET":
             assert need == "admin", route  # membership changes (issue 13)
+        elif path.startswith("/v1/sessions") and method != "GET":
+            assert need == "locker", route  # owned by their principal, named by no lease
         elif verb in ("acquire", "renew", "release", "campaign", "proclaim", "resign"):
             assert need == "lock", route
+        elif path.startswith("/v1/groups/") and method != "GET":
+            assert need == "lock", route  # create, delete, join, leave, capabilities
         elif path.startswith("/v1/") and path != "/v1/cluster":
             assert need == "read", route
-        assert method in ("GET", "POST") or route == "DELETE /v1/members/{name}"
+        assert method in ("GET", "POST") or route in (
+            "DELETE /v1/members/{name}", "PUT /v1/groups/{group}", "DELETE /v1/groups/{group}",
+            "PATCH /v1/groups/{group}/members/{member}")
 
 
 @pytest.mark.parametrize("route", sorted(RULES))
