@@ -19,13 +19,12 @@ import tooz
 from tooz import coordination, locking, utils
 
 from paxlock.api.client.errors import LeaseHeld, NotHolder, PaxlockError, Unavailable
-from paxlock.api.client.keepalive import Kind, TaskSet, end_grant, obtain, path_of
+from paxlock.api.client.keepalive import RWLOCKS, TaskSet, end_grant, obtain, path_of
 from paxlock.api.client.transport import Transport
 
 __all__ = ["LockHost", "PaxlockLock", "decode_id", "encode_id", "raise_tooz"]
 
 T = TypeVar("T")
-RWLOCKS = Kind("rwlocks", "holder", "acquire", "release")
 HEX_PREFIX = "hex."
 NAME_CHARS_MAX = 256
 ONE_SEGMENT = re.compile(r"[A-Za-z0-9._-]{1,256}")
