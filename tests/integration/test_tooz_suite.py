@@ -18,11 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytest.importorskip("tooz", reason="the tooz extra is not installed (pip install -e '.[test]')")
 pytest.importorskip("testtools", reason="tooz's tests need testtools")
 pytest.importorskip("fixtures", reason="tooz's tests need fixtures")
 pytest.importorskip("pytest_timeout", reason="the run uses pytest-timeout")
+
+from paxlock.api.client.tooz_lock import (  # noqa: E402
+    MANY_SEGMENTS, ONE_SEGMENT, decode_id, encode_id,
+)  # fmt: skip
 
 HARNESS = sys.modules["paxlock_test_harness"]  # loaded by tests/conftest.py
 SUITE = ["tooz.tests.test_coordination", "tooz.tests.test_partitioner"]
@@ -80,3 +86,11 @@ def test_tooz_suite_passes_against_a_three_node_cluster(cluster: Any, tmp_path: 
         print(f"  skipped {test}: {reason}")
     assert not failures, "\n\n".join(failures) + "\n\n" + done.stdout[-3000:] + cluster.logs()
     assert counts["passed"] > 0 and done.returncode == 0, done.stdout[-5000:]
+
+
+@given(st.binary(min_size=1, max_size=120) | st.sampled_from(
+    [b"a", b"hex.", b"hex.41", b".", b"..", b"a/b", b"/a", b"a//b", b"x" * 256]))
+def test_ids_become_names_the_server_takes_and_come_back(raw: bytes) -> None:
+    for slashes, pattern in ((False, ONE_SEGMENT), (True, MANY_SEGMENTS)):
+        name = encode_id(raw, slashes=slashes)
+        assert pattern.fullmatch(name) and decode_id(name) == raw
