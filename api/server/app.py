@@ -44,11 +44,10 @@ from paxlock.api.server.limits import LIMITER, Limiter, Limits
 from paxlock.api.server.members import IDENTITY_OF, MEMBERSHIP, MemberService, identity_fetcher
 from paxlock.api.server.peer import NODE_HEADER, TOKEN_HEADER, WS_PATH, token_ok
 from paxlock.api.server.routes import (
-    COORDINATION, METRICS, PRINCIPAL, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S,
+    METRICS, PRINCIPAL, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S,
     add_routes, cancel_streams, open_stream,
 )
 from paxlock.api.server.wire import IDEMPOTENCY_HEADER, MAX_BODY_BYTES
-from paxlock.coordinator.coordination import Coordination
 from paxlock.coordinator.errors import NotPrimary, TooMany, Unavailable
 from paxlock.coordinator.leasing import Leasing
 from paxlock.coordinator.metrics import Metrics
@@ -289,9 +288,6 @@ def create_app(service: Leasing, *, peers: dict[str, str], metrics: Metrics,
         middlewares=[*middlewares, limits_middleware, forwarding_middleware],
     )
     app[SERVICE] = service
-    coordination = getattr(service, "coordination", None)
-    if isinstance(coordination, Coordination):  # a lease-only test double has none
-        app[COORDINATION] = coordination
     app[METRICS] = metrics
     app[SSE_HEARTBEAT_S] = sse_heartbeat_s
     app[STREAMS] = set()

@@ -24,8 +24,6 @@ from paxlock.coordinator.leasing import Leasing
 from paxlock.coordinator.metrics import Metrics
 
 SERVICE = web.AppKey("paxlock_service", Leasing)
-COORDINATION = web.AppKey("paxlock_coordination", Coordination)
-"""Sessions, semaphores, read/write locks and groups (absent for a lease-only test double)."""
 METRICS = web.AppKey("paxlock_metrics", Metrics)
 SSE_HEARTBEAT_S = web.AppKey("paxlock_sse_heartbeat_s", float)
 STREAMS = web.AppKey("paxlock_streams", set[asyncio.Task[Any]])
@@ -52,8 +50,11 @@ def service_of(request: web.Request) -> Leasing:
 
 
 def coordination_of(request: web.Request) -> Coordination:
-    coordination = request.app.get(COORDINATION)
-    if coordination is None:
+    """Sessions, semaphores, read/write locks and groups: the service's ``coordination``
+    (read per request: a member's service exists only once it bootstrapped; a lease-only
+    test double has none)."""
+    coordination = getattr(request.app[SERVICE], "coordination", None)
+    if not isinstance(coordination, Coordination):
         raise NotFound("this node serves leases and elections only")
     return coordination
 

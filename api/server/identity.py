@@ -11,6 +11,7 @@ from aiohttp import web
 
 from paxlock.api.server.bootstrap import Identity
 from paxlock.api.server.errors import json_response
+from paxlock.coordinator.coordination import Coordination
 from paxlock.coordinator.core.membership import Schedule
 from paxlock.coordinator.core.messages import Configuration, Member
 from paxlock.coordinator.errors import Unavailable
@@ -91,6 +92,11 @@ class MemberLeasing:
 
     async def observe(self, name: str, *, after: int, timeout: float) -> LeaseView | None:
         return await self._running().observe(name, after=after, timeout=timeout)
+
+    @property
+    def coordination(self) -> Coordination:
+        """Sessions, semaphores, read/write locks and groups (``api.server.dispatch``)."""
+        return self._running().coordination
 
     def membership(self) -> dict[str, Any]:
         return self._running().membership()

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from paxlock.api.server import coord_routes, group_routes, wire
 from paxlock.api.server.dispatch import (
-    COORDINATION, METRICS, PRINCIPAL, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, Action,
+    METRICS, PRINCIPAL, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, Action,
     Actions, Resolver, cancel_streams, consistent, dispatcher, open_stream, principal_of,
     resolver, resume_after, service_of, split_tail, wants_events,
 )  # fmt: skip
@@ -29,7 +29,7 @@ from paxlock.coordinator.leasing import Leasing
 from paxlock.coordinator.views import LeaseView
 
 __all__ = [
-    "COLLECTIONS", "COORDINATION", "METRICS", "PLAIN_PATHS", "PRINCIPAL", "ROUTE", "SERVICE",
+    "COLLECTIONS", "METRICS", "PLAIN_PATHS", "PRINCIPAL", "ROUTE", "SERVICE",
     "SSE_HEARTBEAT_S", "STREAMS", "WAIT_S", "Action", "add_routes", "cancel_streams",
     "open_stream", "route_of", "split_tail",
 ]  # fmt: skip
