@@ -51,7 +51,7 @@ def read_report(path: Path) -> tuple[dict[str, int], list[tuple[str, str]], list
     skips: list[tuple[str, str]] = []
     failures: list[str] = []
     for case in ElementTree.parse(path).getroot().iter("testcase"):
-        test = f"{case.get('classname')}.{case.get('name')}"
+        test = f"{case.get('classname') or ''}.{case.get('name')}".lstrip(".")
         outcomes = {child.tag: child for child in case}
         if "skipped" in outcomes:
             counts["skipped"] += 1
