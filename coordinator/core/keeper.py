@@ -354,6 +354,8 @@ class LeaseKeeper(Renewing):
         if kind == Kind.WAIT:
             assert isinstance(ident, int)
             waiter = self._waiters.timed_out(ident)
+            if waiter is None:
+                return
             if isinstance(waiter.request.command, AcquireShared):
                 self._shared.wait_ran_out(waiter, now, ready)
             else:
