@@ -554,3 +554,16 @@ def test_random_rwlock_workload_grants_in_arrival_order_and_answers_every_reques
     for key in sent:
         p.tick(p.now + 10.0)  # every hold expires, every wait runs out
     assert set(sent) <= set(p.replies) | gone
+
+
+def test_a_bound_lease_is_not_renewable_after_its_session_expired() -> None:
+    p = Primary()
+    s = p.open(ttl_s=5.0)
+    lease = p.result(p.send(Acquire("db", "w", 0.0, session=s.id)))
+    assert isinstance(lease, Lease)
+    p.tick(5.0)
+    key = p.key()
+    p.handle(p.keeper.renew("db", "w", lease.token, key, p.now))
+    refused = p.result(key)
+    assert isinstance(refused, Refused) and refused.code == "not_holder"
+    assert refused.holder is None
