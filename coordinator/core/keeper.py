@@ -15,11 +15,10 @@ from __future__ import annotations
 import math
 from typing import assert_never
 
-import msgspec
-
 from paxlock.coordinator.core import quotas
 from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
 from paxlock.coordinator.core.deadlines import Deadlines
+from paxlock.coordinator.core.keeper_timers import Key, Kind, Timer, Timers
 from paxlock.coordinator.core.keeper_effects import (
     AcquireRequest,
     KeeperConfig,
@@ -57,32 +56,6 @@ __all__ = [  # the effect types are re-exported: callers need only this module
 ]
 
 
-class _Kind:
-    """What a deadline is for. Plain ints, not an ``IntEnum``: a key tuple of ints and strings
-    (and the heap entry holding it) leaves the garbage collector's care after its first pass,
-    where an enum member would keep one key per lease tracked, scanned by every full
-    collection: a primary holding 100k leases paused for it."""
-
-    EXPIRE = 0
-    UNBLOCK = 1
-    WAIT = 2
-
-
-_Key = tuple[int, str | int]
-"""A deadline: (EXPIRE or UNBLOCK, name) or (WAIT, waiter id)."""
-
-
-class _Timer(msgspec.Struct, gc=False):
-    """Untracked by the garbage collector (``gc=False``): it holds numbers only, so it can
-    be in no reference cycle, and one exists per lease."""
-
-    token: int
-    deadline: float
-    """When the lease (or its lock-delay) runs out; fixed until restarted."""
-    proposed: bool = False
-    """Its Expire/Unblock was proposed; the deadline entry now means "propose it again"."""
-
-
 class LeaseKeeper:
     def __init__(self, config: KeeperConfig | None = None) -> None:
         self.config = config or KeeperConfig()
@@ -94,10 +67,11 @@ class LeaseKeeper:
         self._machine: LeaseMachine | None = None
         self._ballot = ZERO_BALLOT
         """The ballot this keeper is in office under: stamped on every decision it makes."""
-        self._timers: dict[tuple[int, str], _Timer] = {}
-        self._deadlines: Deadlines[_Key] = Deadlines()
+        self._deadlines: Deadlines[Key] = Deadlines()
+        self._clock = Timers(self._deadlines)
+        self._timers = self._clock.by_key
         self._waiters = Waiters(self.config.waiters_per_name_max, self.config.waiters_max,
-                                self._deadlines, lambda wid: (_Kind.WAIT, wid))  # fmt: skip
+                                self._deadlines, lambda wid: (Kind.WAIT, wid))  # fmt: skip
         self._reserved: dict[str, Acquire] = {}
         """Names with an Acquire proposed by this keeper and not yet applied."""
 
@@ -125,17 +99,12 @@ class LeaseKeeper:
         assert self._machine is None, "take_office twice without step_down"
         self._machine = machine
         self._ballot = ballot
-        timers = self._timers
-        starts: list[tuple[_Key, float]] = []
+        starts: list[tuple[Key, int, float]] = []
         for lease in machine.leases():  # O(n) with no sort: 100k leases take office at once
-            key, at = (_Kind.EXPIRE, lease.name), now + lease.ttl_s
-            timers[key] = _Timer(lease.token, at)
-            starts.append((key, at))
+            starts.append(((Kind.EXPIRE, lease.name), lease.token, now + lease.ttl_s))
         for block in machine.blocks():
-            key, at = (_Kind.UNBLOCK, block.name), now + block.lock_delay_s
-            timers[key] = _Timer(block.token, at)
-            starts.append((key, at))
-        self._deadlines.set_many(starts)
+            starts.append(((Kind.UNBLOCK, block.name), block.token, now + block.lock_delay_s))
+        self._clock.start_all(starts)
         return self._ready()
 
     def step_down(self) -> list[Reply]:
@@ -227,7 +196,7 @@ class LeaseKeeper:
 
     def expires_in(self, name: str, now: float) -> float | None:
         """Seconds left of the lease on ``name`` (or of its lock-delay), None if neither."""
-        timer = self._timers.get((_Kind.EXPIRE, name)) or self._timers.get((_Kind.UNBLOCK, name))
+        timer = self._timers.get((Kind.EXPIRE, name)) or self._timers.get((Kind.UNBLOCK, name))
         return None if timer is None else max(0.0, timer.deadline - now)
 
     @property
@@ -258,7 +227,7 @@ class LeaseKeeper:
             if lease is None or not self._renewable(renewal.name, renewal.holder, renewal.token):
                 replies.append(Reply(renewal.key, self._not_holder(renewal.name)))
                 continue
-            self._start(_Kind.EXPIRE, lease.name, lease.token, now + lease.ttl_s)
+            self._start(Kind.EXPIRE, lease.name, lease.token, now + lease.ttl_s)
             replies.append(Reply(renewal.key, lease, lease.ttl_s))
         return self._ready(replies=replies)
 
@@ -272,26 +241,26 @@ class LeaseKeeper:
             case Acquire():
                 self._acquire_applied(command, result, now, replies)
             case Release():
-                timer = self._timers.get((_Kind.EXPIRE, command.name))
+                timer = self._timers.get((Kind.EXPIRE, command.name))
                 # Only the grant it released: a retried Release answered from the
                 # idempotency window must not stop the timer of the name's next holder.
                 if isinstance(result, Released) and timer is not None \
                         and timer.token == command.token:  # fmt: skip
-                    self._stop(_Kind.EXPIRE, command.name)
+                    self._stop(Kind.EXPIRE, command.name)
             case Proclaim():
                 pass
             case Expire():
                 if isinstance(result, Expired):
-                    lease_timer = self._stop(_Kind.EXPIRE, command.name)
+                    lease_timer = self._stop(Kind.EXPIRE, command.name)
                     assert lease_timer is None or lease_timer.token == command.token
                     if result.blocked:
                         block = self.machine.blocked(command.name)
                         assert block is not None and block.token == command.token
                         deadline = now + block.lock_delay_s
-                        self._start(_Kind.UNBLOCK, block.name, block.token, deadline)
+                        self._start(Kind.UNBLOCK, block.name, block.token, deadline)
             case Unblock():
                 if isinstance(result, Unblocked):
-                    self._stop(_Kind.UNBLOCK, command.name)
+                    self._stop(Kind.UNBLOCK, command.name)
             case Office():
                 return self._ready()
             case _:
@@ -334,9 +303,9 @@ class LeaseKeeper:
             else:
                 replies.append(self._reply(handoff.request.key, result, now))
         if isinstance(result, Lease) and self.machine.verify(result.name, result.token).current:
-            timer = self._timers.get((_Kind.EXPIRE, result.name))
+            timer = self._timers.get((Kind.EXPIRE, result.name))
             if timer is None or timer.token != result.token:  # a grant, not a replay of it
-                self._start(_Kind.EXPIRE, result.name, result.token, now + result.ttl_s)
+                self._start(Kind.EXPIRE, result.name, result.token, now + result.ttl_s)
         if command.request_id is not None:  # parked retries of it get the same answer
             for waiter in self._waiters.unpark_retries(command):
                 replies.append(self._reply(waiter.request.key, result, now))
@@ -353,29 +322,24 @@ class LeaseKeeper:
             proposals.append(Propose(waiter.request.command, waiter.request.key))
         return proposals
 
-    def _fire(self, key: _Key, now: float, ready: KeeperReady) -> None:
+    def _fire(self, key: Key, now: float, ready: KeeperReady) -> None:
         kind, ident = key
-        if kind == _Kind.WAIT:
+        if kind == Kind.WAIT:
             assert isinstance(ident, int)
             ready.replies.append(self._wait_ran_out(self._waiters.timed_out(ident), now))
             return
         assert isinstance(ident, str)
-        timer = self._timers[(kind, ident)]
-        timer.proposed = True
-        self._deadlines.set(key, now + self.config.retry_s)  # until it is applied
-        token = timer.token
+        token = self._clock.fired(key, now + self.config.retry_s).token  # until applied
         ballot = self._ballot
-        command = (Expire(ident, token, ballot) if kind == _Kind.EXPIRE
+        command = (Expire(ident, token, ballot) if kind == Kind.EXPIRE
                    else Unblock(ident, token, ballot))  # fmt: skip
         ready.proposals.append(Propose(command, None))
 
-    def _start(self, kind: int, name: str, token: int, deadline: float) -> None:
-        self._timers[(kind, name)] = _Timer(token, deadline)
-        self._deadlines.set((kind, name), deadline)
+    def _start(self, kind: int, ident: str | int, token: int, deadline: float) -> None:
+        self._clock.start(kind, ident, token, deadline)
 
-    def _stop(self, kind: int, name: str) -> _Timer | None:
-        self._deadlines.cancel((kind, name))
-        return self._timers.pop((kind, name), None)
+    def _stop(self, kind: int, ident: str | int) -> Timer | None:
+        return self._clock.stop(kind, ident)
 
     def _free(self, name: str) -> bool:
         machine = self.machine
@@ -390,7 +354,7 @@ class LeaseKeeper:
         """Holder and token name the current grant, whose timer runs; with ``principal``,
         also owned by it."""
         lease = self.machine.get(name)
-        timer = self._timers.get((_Kind.EXPIRE, name))
+        timer = self._timers.get((Kind.EXPIRE, name))
         return (
             lease is not None
             and lease.holder == holder
@@ -419,7 +383,7 @@ class LeaseKeeper:
         lease = self.machine.get(name)
         if lease is None:
             return Refused("not_holder", name)
-        timer = self._timers.get((_Kind.EXPIRE, name))
+        timer = self._timers.get((Kind.EXPIRE, name))
         if timer is not None and timer.token == lease.token and timer.proposed:
             # Its Expire is on the way to the log: the grant is over, though not yet applied.
             # Naming it as the current grant would contradict the refusal.

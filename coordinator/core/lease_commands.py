@@ -15,27 +15,27 @@ so that two equal commands always encode to the same bytes (snapshots must be by
 
 from __future__ import annotations
 
-import math
-import re
-from typing import Literal, NamedTuple, TypeAlias
+from typing import Literal, TypeAlias
 
 import msgspec
-from msgspec.structs import force_setattr
 
 from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
-
-NAME_RE = re.compile(r"[A-Za-z0-9._/-]{1,256}")
-"""The name pattern of DESIGN.md §4."""
-VALUE_BYTES_MAX = 4096
-HOLDER_CHARS_MAX = 256
-REQUEST_ID_CHARS_MAX = 256
-
-
-def _widen(struct: msgspec.Struct, *fields: str) -> None:
-    for field in fields:
-        value = getattr(struct, field)
-        if isinstance(value, int) and not isinstance(value, bool):
-            force_setattr(struct, field, float(value))
+from paxlock.coordinator.core.command_parts import HOLDER_CHARS_MAX as HOLDER_CHARS_MAX
+from paxlock.coordinator.core.command_parts import NAME_RE as NAME_RE
+from paxlock.coordinator.core.command_parts import REQUEST_ID_CHARS_MAX as REQUEST_ID_CHARS_MAX
+from paxlock.coordinator.core.command_parts import VALUE_BYTES_MAX as VALUE_BYTES_MAX
+from paxlock.coordinator.core.command_parts import Block as Block
+from paxlock.coordinator.core.command_parts import Verification as Verification
+from paxlock.coordinator.core.command_parts import duration_ok, lease_name_ok
+from paxlock.coordinator.core.command_parts import widen as _widen
+from paxlock.coordinator.core.coord_commands import (
+    CoordClientCommand,
+    CoordCommand,
+    CoordDecision,
+    CoordResult,
+    coord_invalid_reason,
+    subject,
+)
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -51,6 +51,8 @@ class Acquire(msgspec.Struct, frozen=True, tag="acquire"):
     lock_delay_s: float = 0.0
     request_id: str | None = None
     principal: str = ""
+    session: str | None = None
+    """Bound to this session: ``ttl_s`` (>= 0) is ignored, the lease lives as long as it."""
 
     def __post_init__(self) -> None:
         _widen(self, "ttl_s", "lock_delay_s")
@@ -111,11 +113,14 @@ class Office(msgspec.Struct, frozen=True, tag="office"):
     ballot: Ballot
 
 
-PrimaryDecision: TypeAlias = Expire | Unblock
+PrimaryDecision: TypeAlias = Expire | Unblock | CoordDecision
 """Commands a primary proposes from its own timers or memory: each carries its ballot."""
-LeaseCommand: TypeAlias = Acquire | Release | Proclaim | Expire | Unblock | Office
+LeaseCommand: TypeAlias = Acquire | Release | Proclaim | Expire | Unblock | Office | CoordCommand
+"""Every command of the log (the lease's and those of ``coord_commands``)."""
 ClientCommand: TypeAlias = Acquire | Release | Proclaim
-"""The commands a client sends, and so the ones that may carry a ``request_id``."""
+"""The lease commands a client sends (each names a lease)."""
+AnyClientCommand: TypeAlias = ClientCommand | CoordClientCommand
+"""Every command a client sends, and so the ones that may carry a ``request_id``."""
 
 
 # --- results -------------------------------------------------------------------------------
@@ -166,7 +171,8 @@ class Unblocked(msgspec.Struct, frozen=True, tag="unblocked"):
 
 
 ErrorCode: TypeAlias = Literal[
-    "held", "not_holder", "bad_request", "request_expired", "forbidden"
+    "held", "not_holder", "bad_request", "request_expired", "forbidden",
+    "not_found", "not_member", "exists", "not_empty", "limit_mismatch",
 ]
 
 
@@ -180,6 +186,9 @@ class Refused(msgspec.Struct, frozen=True, tag="refused"):
     command is malformed, or reuses a request id of a *different* command.
     ``request_expired``: a retry whose first result is no longer remembered.
     ``forbidden``: holder and token name the current grant, but another principal owns it.
+    ``not_found``: no such session or group (404); ``not_member``: not a member of the group
+    (404); ``exists``: the group exists or the member already joined (409); ``not_empty``: a
+    group with members (409); ``limit_mismatch``: another limit than the semaphore's (409).
     """
 
     code: ErrorCode
@@ -208,35 +217,12 @@ class InOffice(msgspec.Struct, frozen=True, tag="in_office"):
     current: bool
 
 
-Result: TypeAlias = Lease | Released | Expired | Unblocked | Refused | Ignored | InOffice
-
-
-class Block(msgspec.Struct, frozen=True):
-    """A name in lock-delay after the expiry of grant ``token`` of ``holder``."""
-
-    name: str
-    holder: str
-    token: int
-    revision: int
-    lock_delay_s: float
-
-    def __post_init__(self) -> None:
-        _widen(self, "lock_delay_s")
-
-
-class Verification(NamedTuple):
-    """Answer to a resource server's fencing check (Chubby's CheckSequencer)."""
-
-    current: bool
-    token: int | None
-    """The current grant's token, None when the name is free."""
+Result: TypeAlias = (
+    Lease | Released | Expired | Unblocked | Refused | Ignored | InOffice | CoordResult
+)
 
 
 # --- validation ----------------------------------------------------------------------------
-
-
-def _duration_ok(seconds: float, *, positive: bool) -> bool:
-    return math.isfinite(seconds) and (seconds > 0 if positive else seconds >= 0)
 
 
 def invalid_reason(command: LeaseCommand) -> str | None:
@@ -248,7 +234,9 @@ def invalid_reason(command: LeaseCommand) -> str | None:
     """
     if isinstance(command, Office):
         return None
-    if NAME_RE.fullmatch(command.name) is None:
+    if not isinstance(command, Acquire | Release | Proclaim | Expire | Unblock):
+        return coord_invalid_reason(command)
+    if not lease_name_ok(command.name):
         return "name must match [A-Za-z0-9._/-]{1,256}"
     if isinstance(command, Expire | Unblock):
         return None
@@ -261,9 +249,11 @@ def invalid_reason(command: LeaseCommand) -> str | None:
     ):
         return f"request_id must have 1 to {REQUEST_ID_CHARS_MAX} characters"
     if isinstance(command, Acquire):
-        if not _duration_ok(command.ttl_s, positive=True):
+        if not duration_ok(command.ttl_s, positive=command.session is None):
             return "ttl must be a positive finite number of seconds"
-        if not _duration_ok(command.lock_delay_s, positive=False):
+        if command.session == "":
+            return "session must name a session"
+        if not duration_ok(command.lock_delay_s, positive=False):
             return "lock_delay must be a non-negative finite number of seconds"
     if isinstance(command, Acquire | Proclaim) and value_bytes(command.value) > VALUE_BYTES_MAX:
         return f"value must be at most {VALUE_BYTES_MAX} bytes"
@@ -273,3 +263,12 @@ def invalid_reason(command: LeaseCommand) -> str | None:
 def value_bytes(value: str | None) -> int:
     """The size a value counts for, against ``VALUE_BYTES_MAX`` and the total-bytes limit."""
     return 0 if value is None else len(value.encode("utf-8", "surrogatepass"))
+
+
+def subject_of(command: LeaseCommand) -> str:
+    """The name a ``Refused`` or ``Ignored`` answering ``command`` carries."""
+    if isinstance(command, Office):
+        return ""
+    if isinstance(command, Acquire | Release | Proclaim | Expire | Unblock):
+        return command.name
+    return subject(command)

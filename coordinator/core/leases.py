@@ -44,6 +44,7 @@ import msgspec
 from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
 from paxlock.coordinator.core.lease_commands import (
     Acquire,
+    AnyClientCommand,
     Block,
     ClientCommand,
     Expire,
@@ -63,6 +64,7 @@ from paxlock.coordinator.core.lease_commands import (
     Unblocked,
     Verification,
     invalid_reason,
+    subject_of,
     value_bytes,
 )
 from paxlock.coordinator.core.window import WINDOW_PER_HOLDER, WINDOW_TOTAL, Remembered, Window
@@ -165,7 +167,7 @@ class LeaseMachine:
         current = None if lease is None else lease.token
         return Verification(current == token, current)
 
-    def replay(self, command: ClientCommand) -> Result | None:
+    def replay(self, command: AnyClientCommand) -> Result | None:
         """What the window answers for ``command`` without applying it (None: not in it).
 
         Lets the primary answer a retry of an already-applied command without a log write;
@@ -176,14 +178,14 @@ class LeaseMachine:
         entry = self._window.get(command)
         if entry is None:
             if self._window.evicted(command):
-                return Refused("request_expired", command.name,
+                return Refused("request_expired", subject_of(command),
                                message="the result of this request_id is no longer kept: "
                                        "read the current state before acting again")  # fmt: skip
             return None
         if entry.command != command:
             return Refused(
                 "bad_request",
-                command.name,
+                subject_of(command),
                 message="request_id was already used for a different request",
             )
         return entry.result
@@ -199,7 +201,9 @@ class LeaseMachine:
             return self._take_office(command)
         reason = invalid_reason(command)
         if reason is not None:
-            return Refused("bad_request", command.name, message=reason)
+            return Refused("bad_request", subject_of(command), message=reason)
+        if not isinstance(command, Acquire | Release | Proclaim | Expire | Unblock):
+            return Refused("bad_request", subject_of(command), message="not supported yet")
         if isinstance(command, Expire | Unblock) and self._deposed(command):
             return Ignored(command.name, command.token, deposed=True)
         match command:

@@ -18,8 +18,11 @@ class Renewal:
     """Arrival number: a round serves the renewals numbered up to its id."""
     key: RequestKey
     name: str
+    """The lease's name, the session's id, or the shared name of a permit."""
     holder: str
     token: int
+    kind: str = "lease"
+    """"lease", "session", or the kind of a shared name ("semaphore", "rwlock")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +45,13 @@ class Renewals:
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def add(self, key: RequestKey, name: str, holder: str, token: int) -> bool:
+    def add(self, key: RequestKey, name: str, holder: str, token: int, kind: str = "lease"
+            ) -> bool:  # fmt: skip
         """Queue a renewal for the next round; false when the bound is reached."""
         if len(self._waiting) >= self.renewals_max:
             return False
         self._seq += 1
-        self._waiting.append(Renewal(self._seq, key, name, holder, token))
+        self._waiting.append(Renewal(self._seq, key, name, holder, token, kind))
         return True
 
     def needs_round(self) -> bool:

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from paxlock.coordinator.core.lease_commands import ClientCommand, Result
+from paxlock.coordinator.core.lease_commands import AnyClientCommand, Result
 
 WINDOW_PER_HOLDER = 1024
 """Results remembered per holder. The SDK gives every mutating call its own request id, so a
@@ -41,7 +41,7 @@ class Remembered(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
     holder: str
     request_id: str
-    command: ClientCommand
+    command: AnyClientCommand
     result: Result
 
     @property
@@ -75,16 +75,16 @@ class Window:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, command: ClientCommand) -> Remembered | None:
+    def get(self, command: AnyClientCommand) -> Remembered | None:
         assert command.request_id is not None
         return self._entries.get((command.principal, command.holder, command.request_id))
 
-    def evicted(self, command: ClientCommand) -> bool:
+    def evicted(self, command: AnyClientCommand) -> bool:
         """Whether ``command``'s entry was remembered once and has been evicted since."""
         assert command.request_id is not None
         return fingerprint(command.holder, command.request_id, command.principal) in self._expired
 
-    def remember(self, command: ClientCommand, result: Result) -> None:
+    def remember(self, command: AnyClientCommand, result: Result) -> None:
         assert command.request_id is not None
         entry = Remembered(command.holder, command.request_id, command, result)
         assert entry.key not in self._entries, "a remembered request is replayed, not re-applied"
