@@ -97,6 +97,25 @@ class LeaseWorld(Protocol):
         ...
 
 
+class Workload(Protocol):
+    """The simulated clients (``LeaseClients``, or ``coord_clients.CoordClients``)."""
+
+    clients: list[Any]
+    requests: dict[RequestKey, Any]
+    """Requests in flight: each has the ``op`` a node is asked."""
+    grants: int
+    renewals: int
+    retries: int
+    answered_after_heal: int
+
+    def start(self) -> None: ...
+    def act(self, index: int) -> None: ...
+    def timeout(self, key: RequestKey) -> bool: ...
+    def reply_sent(self, reply: Reply, node_id: str, ballot: Ballot) -> None: ...
+    def reply_arrives(self, key: RequestKey, reply: Reply, node_id: str,
+                      ballot: Ballot) -> None: ...  # fmt: skip
+
+
 class LeaseClients:
     """The clients and their requests in flight. Events it schedules and handles:
     ``("lc-act", index)``, ``("lc-timeout", key)`` and ``("lrep", key, reply, node, ballot)``;

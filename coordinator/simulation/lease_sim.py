@@ -57,9 +57,8 @@ from paxlock.coordinator.simulation.lease_clients import (
     SKEW_MAX,
     TTLS_S,
     LeaseClients,
+    Workload,
     _Clock,
-    _Client,
-    _Request,
     skewed_clock,
 )
 from paxlock.coordinator.simulation.sim import EarlySend, NodeFactory, Result, SimConfig, Simulation
@@ -114,7 +113,7 @@ class LeaseSimulation(Simulation):
         self.pauses = 0
         self.handovers = 0
 
-    def _parts(self, clients: int) -> tuple[LeaseChecks, LeaseClients]:
+    def _parts(self, clients: int) -> tuple[LeaseChecks, Workload]:
         """The checkers and the workload (a subclass drives other clients, ``coord_sim``)."""
         checks = LeaseChecks(self.checker, NAMES)
         return checks, LeaseClients(self, checks, clients)
@@ -122,11 +121,11 @@ class LeaseSimulation(Simulation):
     # -- the parts' counters and state, for tests and scripts --------------------------------
 
     @property
-    def clients(self) -> list[_Client]:
+    def clients(self) -> list[Any]:
         return self.workload.clients
 
     @property
-    def requests(self) -> dict[RequestKey, _Request]:
+    def requests(self) -> dict[RequestKey, Any]:
         return self.workload.requests
 
     @property
