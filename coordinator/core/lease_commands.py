@@ -142,6 +142,8 @@ class Lease(msgspec.Struct, frozen=True, tag="lease"):
     lock_delay_s: float
     owner: str = ""
     """The principal that took the grant: only it may renew, release or proclaim it."""
+    session: str | None = None
+    """The session it is bound to (then ``ttl_s`` is the session's and it has no timer)."""
 
     def __post_init__(self) -> None:
         _widen(self, "ttl_s", "lock_delay_s")

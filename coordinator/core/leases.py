@@ -1,4 +1,7 @@
-"""The lease state machine (DESIGN.md §3): applied identically on every node, in slot order.
+"""The lease state machine (DESIGN.md §3, §7): applied identically on every node, in slot
+order. Leases live here; sessions, shared names (semaphores, read/write locks) and groups in
+the sub-machines ``sessions``, ``shared`` and ``groups``, which share one ``Ledger`` (the
+revision, the last token and the counts for the limits) and are driven from ``apply``.
 
 It never reads a clock: expiry is a command (``Expire``) proposed by the primary's timer, so
 every node agrees on *when* in the log a lease ended. Decisions written down here:
@@ -26,9 +29,16 @@ every node agrees on *when* in the log a lease ended. Decisions written down her
 - **Lock-delay** follows an expiry only, never a release, and answers acquires ``held``.
 - **Office.** The machine keeps the ballot of the latest applied ``Office`` entry (the
   highest: a ghost office entry of a lower ballot changes nothing). A primary decision
-  (``Expire``, ``Unblock``) stamped with a lower ballot is ``Ignored(deposed=True)``: a
+  (``Expire``, ``Unblock``, ``ExpireSession``, ``ExpireShared``, ``UnblockShared``) stamped with a lower ballot is ``Ignored(deposed=True)``: a
   deposed primary's minority-accepted proposal, recovered later by P2c(b), must not end a
   lease its successor has since renewed (DESIGN.md §2).
+- **Sessions.** A hold bound to a session (``Acquire.session`` …) has no timer and takes
+  the session's ttl; an unknown session is ``not_found``, another principal's ``forbidden``.
+  ``CloseSession``/``ExpireSession`` end every bound hold in one apply that raises the
+  revision once; expiry leaves lock-delay blocks like ``Expire``, close does not. An
+  ``Expire``/``ExpireShared`` naming a bound hold is Ignored (no timer can have sent it).
+- **Group leaders.** ``Acquire`` of ``group:<g>`` is ``not_found`` while group g does not
+  exist; membership is not required.
 - **Determinism.** Snapshots list leases and blocks sorted by name and the window in
   insertion order; nothing is ever produced by iterating a set or a hash-ordered structure.
 """
@@ -39,16 +49,35 @@ import builtins
 from collections.abc import Iterator
 from typing import assert_never
 
-import msgspec
-
 from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
+from paxlock.coordinator.core.command_parts import group_of
+from paxlock.coordinator.core.coord_commands import (
+    AcquireShared,
+    CloseSession,
+    CreateGroup,
+    DeleteGroup,
+    ExpireSession,
+    ExpireShared,
+    Freed,
+    Group,
+    JoinGroup,
+    LeaveGroup,
+    OpenSession,
+    ReleaseShared,
+    Session,
+    SessionEnded,
+    SharedKind,
+    SharedName,
+    UnblockShared,
+    UpdateCapabilities,
+    session_id,
+)
+from paxlock.coordinator.core.groups import Groups
 from paxlock.coordinator.core.lease_commands import (
     Acquire,
     AnyClientCommand,
     Block,
-    ClientCommand,
     Expire,
-    Expired,
     Ignored,
     InOffice,
     Lease,
@@ -58,42 +87,28 @@ from paxlock.coordinator.core.lease_commands import (
     Proclaim,
     Refused,
     Release,
-    Released,
     Result,
     Unblock,
-    Unblocked,
     Verification,
     invalid_reason,
     subject_of,
-    value_bytes,
 )
-from paxlock.coordinator.core.window import WINDOW_PER_HOLDER, WINDOW_TOTAL, Remembered, Window
-
-SNAPSHOT_VERSION = 3
-SNAPSHOT_VERSIONS_READ = (1, 2, 3)
-"""Version 1 predates office entries: it restores with the zero office ballot. Version 2
-predates principals: its leases, commands and window decode with the principal ``""``."""
-
-
-class _Snapshot(msgspec.Struct, frozen=True, array_like=True):
-    version: int
-    revision: int
-    last_token: int
-    window_per_holder: int
-    window_total: int
-    leases: tuple[Lease, ...]
-    blocks: tuple[Block, ...]
-    window: tuple[Remembered, ...]
-    office: Ballot = ZERO_BALLOT
-    expired: tuple[bytes, ...] = ()
-
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(_Snapshot)
+from paxlock.coordinator.core.lease_table import LeaseTable
+from paxlock.coordinator.core.ledger import Ledger
+from paxlock.coordinator.core.machine_snapshot import (
+    SNAPSHOT_VERSION,
+    Snapshot,
+    decode_snapshot,
+    encode_snapshot,
+)
+from paxlock.coordinator.core.sessions import BoundHold, Sessions
+from paxlock.coordinator.core.shared import SharedNames
+from paxlock.coordinator.core.window import WINDOW_PER_HOLDER, WINDOW_TOTAL, Window
 
 
 class LeaseMachine:
-    """Leases, lock-delay blocks, the revision counter and the idempotency window."""
+    """Leases, lock-delay blocks, sessions, shared names, groups, the revision counter and
+    the idempotency window."""
 
     def __init__(
         self,
@@ -103,14 +118,12 @@ class LeaseMachine:
     ) -> None:
         """The window sizes must be equal on every node (they are part of the snapshot)."""
         self._window = Window(window_per_holder, window_total)
-        self._revision = 0
-        self._last_token = 0
+        self._ledger = Ledger()
         self._office = ZERO_BALLOT
-        self._leases: dict[str, Lease] = {}
-        self._blocks: dict[str, Block] = {}
-        self._holds_by_owner: dict[str, int] = {}
-        self._value_bytes = 0
-        """Bytes of the values of current leases (``value_bytes``), for the limits."""
+        self._sessions = Sessions()
+        self._leases = LeaseTable(self._ledger, self._sessions)
+        self._shared = SharedNames(self._ledger, self._sessions)
+        self._groups = Groups(self._ledger, self._sessions)
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -124,7 +137,7 @@ class LeaseMachine:
 
     @property
     def revision(self) -> int:
-        return self._revision
+        return self._ledger.revision
 
     @property
     def office(self) -> Ballot:
@@ -136,36 +149,78 @@ class LeaseMachine:
 
     def blocked(self, name: str) -> Block | None:
         """The lock-delay block on ``name``, if the name is waiting for an ``Unblock``."""
-        return self._blocks.get(name)
+        return self._leases.blocked(name)
 
     def list(self, prefix: str = "") -> list[Lease]:
         """Current leases whose name starts with ``prefix``, sorted by name."""
-        return [self._leases[n] for n in sorted(self._leases) if n.startswith(prefix)]
+        return self._leases.listing(prefix)
 
     def leases(self) -> Iterator[Lease]:
         """Every current lease, unsorted: in the order of the grants since the machine was
         made or restored (so the same on every run of the same history, never by hash)."""
-        return iter(self._leases.values())
+        return self._leases.leases()
 
     def blocks(self) -> builtins.list[Block]:
         """Every name in lock-delay, sorted by name."""
-        return [self._blocks[n] for n in sorted(self._blocks)]
+        return self._leases.blocks()
 
     def holds(self) -> int:
-        return len(self._leases)
+        """Current leases, permits, read/write holds and memberships."""
+        return self._ledger.holds()
 
     def holds_of(self, principal: str) -> int:
-        """Current leases owned by ``principal``."""
-        return self._holds_by_owner.get(principal, 0)
+        """Current leases, permits, read/write holds and memberships owned by ``principal``."""
+        return self._ledger.holds_by_owner.get(principal, 0)
 
     def value_bytes(self) -> int:
-        """Total bytes of the values of current leases."""
-        return self._value_bytes
+        """Total bytes of the values of current leases and the capabilities of members."""
+        return self._ledger.value_bytes
 
     def verify(self, name: str, token: int) -> Verification:
-        lease = self._leases.get(name)
-        current = None if lease is None else lease.token
-        return Verification(current == token, current)
+        return self._leases.verify(name, token)
+
+    def session(self, id: str) -> Session | None:
+        return self._sessions.get(id)
+
+    def sessions(self, holder: str | None = None) -> builtins.list[Session]:
+        """Open sessions (of ``holder`` when given), in token order."""
+        return self._sessions.listing(holder)
+
+    def bound(self, id: str) -> builtins.list[Freed]:
+        """What session ``id`` holds, in token order (``blocked`` false; [] when none)."""
+        return self._sessions.bound(id)
+
+    def shared(self, kind: SharedKind, name: str) -> SharedName | None:
+        return self._shared.get(kind, name)
+
+    def shared_list(self, kind: SharedKind, prefix: str = "") -> builtins.list[SharedName]:
+        """Shared names of ``kind`` starting with ``prefix``, sorted by name."""
+        return self._shared.listing(kind, prefix)
+
+    def shared_names(self) -> builtins.list[SharedName]:
+        """Every shared name of both kinds, sorted by (kind, name)."""
+        return self._shared.listing()
+
+    def verify_shared(self, kind: SharedKind, name: str, token: int) -> Verification:
+        return self._shared.verify(kind, name, token)
+
+    def shared_refusal(self, command: AcquireShared) -> Refused | None:
+        """What applying ``command`` now would refuse, or None: it would be granted (or
+        answered from the window). For the keeper's waiters; changes nothing."""
+        reason = invalid_reason(command)
+        if reason is not None:
+            return Refused("bad_request", command.name, message=reason)
+        if command.session is not None:
+            binding = self._sessions.binding(command.session, command.principal, command.name)
+            if isinstance(binding, Refused):
+                return binding
+        return self._shared.refusal(command)
+
+    def group(self, name: str) -> Group | None:
+        return self._groups.get(name)
+
+    def groups(self) -> builtins.list[str]:
+        return self._groups.names()
 
     def replay(self, command: AnyClientCommand) -> Result | None:
         """What the window answers for ``command`` without applying it (None: not in it).
@@ -202,12 +257,12 @@ class LeaseMachine:
         reason = invalid_reason(command)
         if reason is not None:
             return Refused("bad_request", subject_of(command), message=reason)
-        if not isinstance(command, Acquire | Release | Proclaim | Expire | Unblock):
-            return Refused("bad_request", subject_of(command), message="not supported yet")
-        if isinstance(command, Expire | Unblock) and self._deposed(command):
-            return Ignored(command.name, command.token, deposed=True)
         match command:
-            case Acquire() | Release() | Proclaim():
+            case Expire() | Unblock() | ExpireSession() | ExpireShared() | UnblockShared():
+                if self._deposed(command):
+                    return Ignored(subject_of(command), command.token, deposed=True)
+                return self._decide(command)
+            case _:
                 replayed = self.replay(command)
                 if replayed is not None:
                     return replayed
@@ -215,12 +270,6 @@ class LeaseMachine:
                 if command.request_id is not None:
                     self._window.remember(command, result)
                 return result
-            case Expire():
-                return self._expire(command)
-            case Unblock():
-                return self._unblock(command)
-            case _:
-                assert_never(command)
 
     def _take_office(self, command: Office) -> InOffice:
         if command.ballot <= self._office:
@@ -232,131 +281,127 @@ class LeaseMachine:
         """A decision from under a ballot older than the one in office is a ghost."""
         return decision.ballot < self._office
 
-    def _apply_client(self, command: ClientCommand) -> Result:
+    def _decide(self, command: PrimaryDecision) -> Result:
+        match command:
+            case Expire():
+                return self._leases.expire(command)
+            case Unblock():
+                return self._leases.unblock(command)
+            case ExpireSession():
+                session = self._sessions.get(command.id)
+                if session is None or session.token != command.token:
+                    return Ignored(command.id, command.token)
+                return self._end_session(session, expired=True)
+            case ExpireShared():
+                return self._shared.expire(command)
+            case UnblockShared():
+                return self._shared.unblock(command)
+            case _:
+                assert_never(command)
+
+    def _apply_client(self, command: AnyClientCommand) -> Result:
         match command:
             case Acquire():
                 return self._acquire(command)
             case Release():
-                return self._release(command)
+                return self._leases.release(command)
             case Proclaim():
-                return self._proclaim(command)
+                return self._leases.proclaim(command)
+            case OpenSession():
+                token = self._ledger.grant()
+                session = Session(session_id(token), command.holder, command.ttl_s, token,
+                                  token, command.principal)  # fmt: skip
+                self._sessions.open(session)
+                return session
+            case CloseSession():
+                return self._close_session(command)
+            case AcquireShared():
+                if command.session is None:
+                    return self._shared.acquire(command, None)
+                binding = self._sessions.binding(command.session, command.principal,
+                                                 command.name)  # fmt: skip
+                if isinstance(binding, Refused):
+                    return binding
+                return self._shared.acquire(command, binding)
+            case ReleaseShared():
+                return self._shared.release(command)
+            case CreateGroup():
+                return self._groups.create(command)
+            case DeleteGroup():
+                return self._groups.delete(command)
+            case JoinGroup():
+                missing = self._groups.missing(command.group)
+                if missing is not None:
+                    return missing
+                binding = self._sessions.binding(command.session, command.principal,
+                                                 command.group)  # fmt: skip
+                if isinstance(binding, Refused):
+                    return binding
+                return self._groups.join(command, binding)
+            case LeaveGroup():
+                return self._groups.leave(command)
+            case UpdateCapabilities():
+                return self._groups.update(command)
             case _:
                 assert_never(command)
 
+    # -- sessions -------------------------------------------------------------------------
+
+    def _close_session(self, command: CloseSession) -> SessionEnded | Refused:
+        session = self._sessions.get(command.id)
+        if session is None:
+            return Refused("not_found", command.id, message=f"no session {command.id}")
+        if session.holder != command.holder:
+            return Refused("not_holder", command.id, session.holder, session.token)
+        if session.owner != command.principal:
+            return Refused("forbidden", command.id, message=f"session {command.id} belongs "
+                           "to another principal")  # fmt: skip
+        return self._end_session(session, expired=False)
+
+    def _end_session(self, session: Session, *, expired: bool) -> SessionEnded:
+        """One revision for the whole end; holds freed in token order."""
+        revision = self._ledger.bump()
+        freed = tuple(self._free(token, hold, revision, expired)
+                      for token, hold in self._sessions.end(session.id))  # fmt: skip
+        assert self._sessions.bound_count(session.id) == 0
+        return SessionEnded(session.id, session.holder, session.token, revision, expired, freed)
+
+    def _free(self, token: int, hold: BoundHold, revision: int, expired: bool) -> Freed:
+        kind, name, holder = hold
+        match kind:
+            case "lease":
+                blocked = self._leases.free(name, token, revision, expired=expired)
+                return Freed(kind, name, holder, token, blocked)
+            case "semaphore" | "rwlock":
+                blocked = self._shared.free(kind, name, token, revision, expired=expired)
+                return Freed(kind, name, holder, token, blocked)
+            case "member":
+                self._groups.free(name, holder, revision)
+                return Freed(kind, name, holder, token)
+            case _:
+                assert_never(kind)
+
     def _acquire(self, command: Acquire) -> Lease | Refused:
-        held = self._leases.get(command.name)
-        if held is not None:
-            return Refused("held", command.name, held.holder, held.token)
-        block = self._blocks.get(command.name)
-        if block is not None:
-            return Refused("held", command.name, None, block.token, blocked=True)
-        token = self._bump()
-        assert token > self._last_token, "fencing tokens strictly increase"
-        self._last_token = token
-        lease = Lease(
-            command.name,
-            command.holder,
-            token,
-            token,
-            command.ttl_s,
-            command.value,
-            command.lock_delay_s,
-            command.principal,
-        )
-        self._put(lease)
-        self._check_name(command.name)
-        return lease
-
-    def _matching(self, command: Release | Proclaim) -> Lease | Refused:
-        name = command.name
-        lease = self._leases.get(name)
-        if lease is None:
-            return Refused("not_holder", name)
-        if lease.holder != command.holder or lease.token != command.token:
-            return Refused("not_holder", name, lease.holder, lease.token)
-        if lease.owner != command.principal:
-            return Refused("forbidden", name, message=f"the lease on {name} belongs to "
-                           "another principal")  # fmt: skip
-        return lease
-
-    def _release(self, command: Release) -> Released | Refused:
-        lease = self._matching(command)
-        if isinstance(lease, Refused):
-            return lease
-        self._drop(command.name)
-        return Released(command.name, lease.token, self._bump())
-
-    def _proclaim(self, command: Proclaim) -> Lease | Refused:
-        lease = self._matching(command)
-        if isinstance(lease, Refused):
-            return lease
-        updated = msgspec.structs.replace(lease, value=command.value, revision=self._bump())
-        self._drop(command.name)
-        self._put(updated)
-        self._check_name(command.name)
-        return updated
-
-    def _expire(self, command: Expire) -> Expired | Ignored:
-        lease = self._leases.get(command.name)
-        if lease is None or lease.token != command.token:
-            return Ignored(command.name, command.token)
-        self._drop(command.name)
-        revision = self._bump()
-        blocked = lease.lock_delay_s > 0
-        if blocked:
-            self._blocks[command.name] = Block(
-                lease.name, lease.holder, lease.token, revision, lease.lock_delay_s
-            )
-        self._check_name(command.name)
-        return Expired(lease.name, lease.holder, lease.token, revision, blocked)
-
-    def _unblock(self, command: Unblock) -> Unblocked | Ignored:
-        block = self._blocks.get(command.name)
-        if block is None or block.token != command.token:
-            return Ignored(command.name, command.token)
-        del self._blocks[command.name]
-        return Unblocked(command.name, command.token, self._revision)
-
-    def _put(self, lease: Lease) -> None:
-        """Add a lease, and count it for its owner and its value's bytes."""
-        assert lease.name not in self._leases
-        self._leases[lease.name] = lease
-        self._holds_by_owner[lease.owner] = self._holds_by_owner.get(lease.owner, 0) + 1
-        self._value_bytes += value_bytes(lease.value)
-
-    def _drop(self, name: str) -> Lease:
-        """Remove a lease, and its counts."""
-        lease = self._leases.pop(name)
-        left = self._holds_by_owner[lease.owner] - 1
-        assert left >= 0 and self._value_bytes >= value_bytes(lease.value)
-        if left:
-            self._holds_by_owner[lease.owner] = left
-        else:
-            del self._holds_by_owner[lease.owner]
-        self._value_bytes -= value_bytes(lease.value)
-        return lease
-
-    def _bump(self) -> int:
-        before = self._revision
-        self._revision += 1
-        assert self._revision > before, "the revision never goes down"
-        return self._revision
-
-    def _check_name(self, name: str) -> None:
-        """Negative space: a name is held by at most one grant, and never held while blocked."""
-        assert not (name in self._leases and name in self._blocks), name
-        lease = self._leases.get(name)
-        assert lease is None or lease.token <= lease.revision <= self._revision, lease
+        session = None
+        if command.session is not None:
+            binding = self._sessions.binding(command.session, command.principal, command.name)
+            if isinstance(binding, Refused):
+                return binding
+            session = binding
+        group = group_of(command.name)
+        if group is not None and (missing := self._groups.missing(group)) is not None:
+            return Refused("not_found", command.name, message=missing.message)
+        return self._leases.acquire(command, session)
 
     # -- snapshots ------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """msgpack of the whole state; equal states give equal bytes."""
-        return _encoder.encode(
-            _Snapshot(
+        """msgpack of the whole state (``machine_snapshot``); equal states give equal bytes."""
+        return encode_snapshot(
+            Snapshot(
                 SNAPSHOT_VERSION,
-                self._revision,
-                self._last_token,
+                self._ledger.revision,
+                self._ledger.last_token,
                 self.window_per_holder,
                 self.window_total,
                 tuple(self.list()),
@@ -364,33 +409,35 @@ class LeaseMachine:
                 self._window.entries(),
                 self._office,
                 self._window.expired(),
+                tuple(self._sessions.listing()),
+                self._shared.snapshot(),
+                self._groups.snapshot(),
             )
         )
 
     @classmethod
     def restore(cls, data: bytes) -> LeaseMachine:
-        snap = _decoder.decode(data)
-        if snap.version not in SNAPSHOT_VERSIONS_READ:
-            raise ValueError(f"unsupported lease snapshot version {snap.version}")
+        snap = decode_snapshot(data)
         machine = cls(window_per_holder=snap.window_per_holder, window_total=snap.window_total)
-        machine._revision = snap.revision
-        machine._last_token = snap.last_token
+        machine._ledger.revision = snap.revision
+        machine._ledger.last_token = snap.last_token
         machine._office = snap.office
-        for lease in snap.leases:
-            machine._put(lease)
-        machine._blocks = {block.name: block for block in snap.blocks}
+        machine._leases.restore(snap.leases, snap.blocks)
+        machine._shared.restore(snap.shared)
+        machine._groups.restore(snap.groups)
+        machine._sessions.restore(snap.sessions, machine._leases.bound()
+                                  + machine._shared.bound() + machine._groups.bound())  # fmt: skip
         machine._window = Window.restore(snap.window_per_holder, snap.window_total,
                                          snap.window, snap.expired)  # fmt: skip
         machine._check_restored(snap)
         return machine
 
-    def _check_restored(self, snap: _Snapshot) -> None:
-        """Paired assertions: what ``apply`` checks before writing, checked again on reading."""
-        assert len(self._leases) == len(snap.leases), "one lease per name"
-        assert len(self._blocks) == len(snap.blocks), "one block per name"
+    def _check_restored(self, snap: Snapshot) -> None:
+        """Paired assertions: what ``apply`` checks before writing, checked again on reading
+        (each sub-machine checks its own part as it restores)."""
         assert len(self._window) == len(snap.window), "one window entry per key"
-        assert self._last_token <= self._revision
-        for name in [*self._leases, *self._blocks]:
-            self._check_name(name)
-        for lease in self._leases.values():
-            assert lease.token <= self._last_token
+        assert len(self._sessions) == len(snap.sessions), "one session per id"
+        assert self._ledger.last_token <= self._ledger.revision
+        for session in snap.sessions:
+            assert session.id == session_id(session.token), session
+            assert session.token <= session.revision <= self._ledger.revision, session
