@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.coord_commands import (
@@ -38,6 +38,7 @@ from paxlock.coordinator.core.coord_commands import (
     Session,
     SessionEnded,
     SharedExpired,
+    SharedMode,
     SharedReleased,
 )
 from paxlock.coordinator.core.lease_commands import Acquire, Expired, Lease, Release, Released
@@ -70,11 +71,10 @@ class SessionView:
 class Hold:
     """A grant as its client trusts it: valid from ``start`` (the reply) until ``until``."""
 
-    kind: str
-    """"lease", "semaphore" or "rwlock"."""
+    kind: Literal["lease", "semaphore", "rwlock"]
     name: str
-    mode: str
-    """"permit", "read", "write" (a lease: "write")."""
+    mode: SharedMode
+    """A lease's: "write"."""
     holder: str
     token: int
     limit: int
@@ -102,7 +102,7 @@ class CoordChecks(LeaseChecks):
         """Per node incarnation, the (slot, index) of the next command it applies."""
         self.folded = 0
         """The log is folded (``tokens``, ``session``) up to this slot."""
-        self.last_token = 0
+        self.log_token = 0
         self.bound: dict[str, set[_Bound]] = {}
         self.session_renewed: dict[object, Ballot] = {}
         """The highest ballot under which a client renewed a session (by id) or an unbound
@@ -240,10 +240,10 @@ class CoordChecks(LeaseChecks):
             token = result.token
             self.bound.setdefault(result.id, set())
         if token is not None:
-            if token <= self.last_token:
+            if token <= self.log_token:
                 self.fail("tokens", f"slot {slot}: {result} has token {token}, not above "
-                                    f"{self.last_token}")  # fmt: skip
-            self.last_token = max(self.last_token, token)
+                                    f"{self.log_token}")  # fmt: skip
+            self.log_token = max(self.log_token, token)
         if bound is not None and bound[0] is not None:
             self.bound.setdefault(bound[0], set()).add(bound[1])
         ended = self._ended(command, result)
