@@ -9,13 +9,22 @@ import msgspec
 
 from paxlock.coordinator.core.coord_commands import (
     AcquireShared,
+    CloseSession,
+    ExpireSession,
+    OpenSession,
     Permit,
     Session,
     SessionEnded,
 )
+from paxlock.coordinator.core.keeper import LeaseKeeper
+from paxlock.coordinator.core.keeper_timers import Key as TimerKey
+from paxlock.coordinator.core.keeper_timers import Kind
 from paxlock.coordinator.core.lease_commands import LeaseCommand, Refused, Result
 from paxlock.coordinator.core.leases import LeaseMachine
+from paxlock.coordinator.core.session_keeper import SessionKeeper
 from paxlock.coordinator.core.shared import Key, SharedNames
+from paxlock.coordinator.core.shared_keeper import SharedKeeper
+from paxlock.coordinator.simulation.lease_sim import sim_keeper
 
 
 class _UncheckedNames(SharedNames):
@@ -80,3 +89,53 @@ class SessionEndFreesOne(LeaseMachine):
         if isinstance(result, SessionEnded) and len(result.freed) > 1:
             return msgspec.structs.replace(result, freed=result.freed[:1])
         return result
+
+
+class _HalfTtlSessions(SessionKeeper):
+    """Starts and restarts every session timer at half the session's ttl."""
+
+    def applied(self, command: OpenSession | CloseSession | ExpireSession, result: Result,
+                now: float) -> SessionEnded | None:  # fmt: skip
+        ended = super().applied(command, result, now)
+        if isinstance(result, Session) and self._clock.running(Kind.SESSION, result.id,
+                                                               result.token):  # fmt: skip
+            self._clock.start(Kind.SESSION, result.id, result.token, now + result.ttl_s / 2)
+        return ended
+
+    def restart(self, ident: str, now: float, token: int | None = None) -> Session | None:
+        session = super().restart(ident, now, token)
+        if session is not None:
+            self._clock.start(Kind.SESSION, ident, session.token, now + session.ttl_s / 2)
+        return session
+
+
+class _ForgetfulSessions(SessionKeeper):
+    """Taking office, every session's timer runs out at once (not restarted at the full ttl:
+    as if the old primary's deadlines still held)."""
+
+    def take_office(self, now: float) -> list[tuple[TimerKey, int, float]]:
+        return [(key, token, now) for key, token, _ in super().take_office(now)]
+
+
+class _SessionKeeperPlant(LeaseKeeper):
+    sessions_class: type[SessionKeeper] = SessionKeeper
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._sessions = self.sessions_class(lambda: self.machine, self._clock)
+        self._shared = SharedKeeper(lambda: self.machine, self._clock, self._waiters,
+                                    self._sessions.left)  # fmt: skip
+
+
+class EarlySessionExpiry(_SessionKeeperPlant):
+    sessions_class = _HalfTtlSessions
+
+    def __init__(self) -> None:
+        super().__init__(sim_keeper().config)
+
+
+class ForgetsSessionTimers(_SessionKeeperPlant):
+    sessions_class = _ForgetfulSessions
+
+    def __init__(self) -> None:
+        super().__init__(sim_keeper().config)
