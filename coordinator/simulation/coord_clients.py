@@ -70,8 +70,15 @@ HOLDS_MAX = 3
 """Holds a client keeps at once (so a session's end frees several)."""
 SILENT_P = 0.03
 """The chance, per move of a client with a session, that it goes silent."""
-BOUND_P = 0.6
+BOUND_P = 0.8
 """The chance that an acquire made while a session is open binds to it."""
+OPEN_P = 0.5
+"""The chance, per move of a client without a session, that it opens one."""
+CLOSE_P = 0.03
+"""The chance, per move of a client with a session, that it closes it."""
+HOLD_S = (0.05, 0.6)
+BOUND_HOLD_S = (0.1, 1.2)
+"""How long a client means to keep an unbound and a bound hold (seconds, uniform)."""
 
 
 @dataclass(slots=True)
@@ -144,11 +151,11 @@ class CoordClients(Requests):
                     self._send_op(index, RenewSharedOp(hold.kind, hold.name, client.holder,
                                                     hold.token))  # fmt: skip
                 return
-        if session is None and draw.random() < 0.5:
+        if session is None and draw.random() < OPEN_P:
             view = SessionView("", 0, draw.choice(SESSION_TTLS_S), now, now, [])
             opening = OpenSession(client.holder, view.ttl_s, request_id=self._request_id())
             self._send_op(index, CommandOp(opening), view)
-        elif session is not None and draw.random() < 0.03:
+        elif session is not None and draw.random() < CLOSE_P:
             session.end = min(session.end, now)  # its holds are trusted no more
             client.session = None
             command = CloseSession(session.id, client.holder, request_id=self._request_id())
@@ -297,7 +304,7 @@ class CoordClients(Requests):
             if hold.end <= now:
                 return
         self.grants += 1
-        client.holds.append((hold, now + draw.uniform(0.05, 0.6)))
+        client.holds.append((hold, now + draw.uniform(*(BOUND_HOLD_S if session else HOLD_S))))
         self.checks.on_hold(hold, now)
 
     def _renewed(self, request: _Request, client: _Client, outcome: object,

@@ -26,6 +26,10 @@ SEEDS = 16
 STEPS = 3000
 CHUNK = 8
 PLANT_SEEDS = 6
+"""Each planted machine is caught on 2 to 6 of these (measured)."""
+KEEPER_PLANT_SEEDS = 12
+"""A broken session timer shows only when a client wants a freed name within the few
+hundredths of a second its owner still trusts it: about one seed in four."""
 
 
 @pytest.mark.parametrize("first", range(0, SEEDS, CHUNK))
@@ -69,7 +73,7 @@ def test_exclusive_catches_a_read_granted_beside_a_write() -> None:
 
 
 def test_tokens_catches_permits_that_reuse_tokens() -> None:
-    assert fired(machine_factory=ReusesPermitTokens).get("tokens", 0) > 0
+    assert fired(3, machine_factory=ReusesPermitTokens).get("tokens", 0) > 0
 
 
 def test_session_catches_an_end_that_frees_only_one_hold() -> None:
@@ -77,10 +81,10 @@ def test_session_catches_an_end_that_frees_only_one_hold() -> None:
 
 
 def test_a_keeper_that_expires_sessions_early_is_caught() -> None:
-    counts = fired(keeper_factory=EarlySessionExpiry)
+    counts = fired(KEEPER_PLANT_SEEDS, keeper_factory=EarlySessionExpiry)
     assert counts.get("limit", 0) + counts.get("exclusive", 0) > 0, counts
 
 
 def test_a_keeper_that_does_not_restart_session_timers_on_taking_office_is_caught() -> None:
-    counts = fired(keeper_factory=ForgetsSessionTimers)
+    counts = fired(KEEPER_PLANT_SEEDS, keeper_factory=ForgetsSessionTimers)
     assert counts.get("limit", 0) + counts.get("exclusive", 0) > 0, counts
