@@ -97,30 +97,148 @@ class LeaseWorld(Protocol):
         ...
 
 
-class LeaseClients:
+class Workload(Protocol):
+    """The simulated clients (``LeaseClients``, or ``coord_clients.CoordClients``)."""
+
+    clients: list[Any]
+    requests: dict[RequestKey, Any]
+    """Requests in flight: each has the ``op`` a node is asked."""
+    grants: int
+    renewals: int
+    retries: int
+    answered_after_heal: int
+
+    def start(self) -> None: ...
+    def act(self, index: int) -> None: ...
+    def timeout(self, key: RequestKey) -> bool: ...
+    def reply_sent(self, reply: Reply, node_id: str, ballot: Ballot) -> None: ...
+    def reply_arrives(self, key: RequestKey, reply: Reply, node_id: str,
+                      ballot: Ballot) -> None: ...  # fmt: skip
+
+
+class Requests:
+    """What every simulated workload shares: requests in flight, each sent to the hinted
+    node (else any), timed out and retried with the same op (the same request id), and
+    their answers routed back. A client has ``clock``, ``hint`` and ``request`` (the key of
+    its one request in flight); a request has ``client`` (an index) and ``op``."""
+
+    clients: list[Any]
+    checks: LeaseChecks
+
+    def __init__(self, world: LeaseWorld) -> None:
+        self.world = world
+        self.requests: dict[RequestKey, Any] = {}
+        self.next_key = 0
+        self.next_request_id = 0
+        self.retries = 0
+        self.answered_after_heal = 0
+        """Requests answered by the state machine (a result, not a 503) in the liveness phase."""
+
+    def _delay(self) -> float:
+        world = self.world
+        return world.rng.uniform(world.config.delay_min_s, world.config.delay_max_s)
+
+    def _request_id(self) -> str:
+        self.next_request_id += 1
+        return f"r{self.next_request_id}"
+
+    def _send(self, request: Any) -> None:
+        client = self.clients[request.client]
+        self.next_key += 1
+        key = RequestKey(self.next_key)
+        self.requests[key] = request
+        client.request = key
+        self._dispatch(key, client.hint)
+
+    def _dispatch(self, key: RequestKey, hint: str | None) -> None:
+        world = self.world
+        target = hint if hint in world.members else world.rng.choice(world.members)
+        world._at(world.now + self._delay(), ("lreq", target, int(key)))
+        world._at(world.now + self._timeout_s(self.requests[key]), ("lc-timeout", int(key)))
+
+    def _timeout_s(self, request: Any) -> float:
+        return REQUEST_TIMEOUT_S
+
+    def timeout(self, key: RequestKey) -> bool:
+        """No answer in time; false if it came (the event is void)."""
+        request = self.requests.get(key)
+        if request is None:
+            return False
+        self._retry(key, request, hint=None)
+        return True
+
+    def _retry(self, key: RequestKey, request: Any, hint: str | None) -> None:
+        """An unknown outcome: the same request again (same request id), possibly elsewhere,
+        unless the client gives it up (``_gives_up``)."""
+        client = self.clients[request.client]
+        del self.requests[key]
+        client.hint = hint
+        if self._gives_up(request):
+            client.request = None
+            return
+        self.retries += 1
+        self.next_key += 1
+        again = RequestKey(self.next_key)
+        self.requests[again] = request
+        client.request = again
+        self._dispatch(again, hint)
+
+    def _gives_up(self, request: Any) -> bool:
+        return False
+
+    def reply_sent(self, reply: Reply, node_id: str, ballot: Ballot) -> None:
+        """A node answered: the reply travels back with the replier's ballot at sending (a
+        renewal granted under it goes to the ``deposed`` check first)."""
+        request = self.requests.get(reply.to)
+        if request is None:
+            return
+        if self._renews(request.op, reply.outcome):
+            self.checks.on_renewal(node_id, ballot, reply.to)
+        event = ("lrep", int(reply.to), reply, node_id, ballot)
+        self.world._at(self.world.now + self._delay(), event)
+
+    @staticmethod
+    def _renews(op: Any, outcome: object) -> bool:
+        """Whether ``outcome`` renews what ``op`` asked to (for the ``deposed`` check)."""
+        return False
+
+    def _answer(self, key: RequestKey, reply: Reply, node_id: str) -> Any:
+        """The request ``reply`` answers for good, or None: timed out already, or redirected
+        (not the primary, recovering, 503) and retried."""
+        request = self.requests.get(key)
+        if request is None:
+            return None
+        match reply.outcome:
+            case NotPrimary(primary_hint=hint):
+                self._retry(key, request, hint)
+                return None
+            case Recovering():
+                self._retry(key, request, node_id)
+                return None
+            case Unavailable():
+                self._retry(key, request, None)
+                return None
+        del self.requests[key]
+        self.clients[request.client].request = None
+        self.answered_after_heal += not self.world.faults_on
+        return request
+
+
+class LeaseClients(Requests):
     """The clients and their requests in flight. Events it schedules and handles:
     ``("lc-act", index)``, ``("lc-timeout", key)`` and ``("lrep", key, reply, node, ballot)``;
     a request travels to a node as ``("lreq", node, key)``, which the simulation delivers."""
 
     def __init__(self, world: LeaseWorld, checks: LeaseChecks, count: int) -> None:
-        self.world = world
+        super().__init__(world)
         self.checks = checks
         self.clients = [_Client(f"client{i}", skewed_clock(world.lease_rng))
                         for i in range(count)]  # fmt: skip
-        self.requests: dict[RequestKey, _Request] = {}
-        self.next_key = 0
-        self.next_request_id = 0
-        self.grants = self.renewals = self.retries = 0
-        self.answered_after_heal = 0
-        """Requests answered by the state machine (a result, not a 503) in the liveness phase."""
+        self.grants = self.renewals = 0
 
     def start(self) -> None:
         for index in range(len(self.clients)):
             self.world._at(0.05 * index, ("lc-act", index))
-
-    def _delay(self) -> float:
-        world = self.world
-        return world.rng.uniform(world.config.delay_min_s, world.config.delay_max_s)
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -141,7 +259,7 @@ class LeaseClients:
             wait = lease_rng.choice((0.0, 0.2, 0.5))
             command = Acquire(lease_rng.choice(NAMES), client.holder, ttl,
                               request_id=f"r{self.next_request_id}")  # fmt: skip
-            self._send(index, AcquireOp(command, wait))
+            self._send_op(index, AcquireOp(command, wait))
             return
         name, token, _, _, end, ttl = grant
         if world.now >= client.hold_until:
@@ -149,86 +267,34 @@ class LeaseClients:
             client.grant = None
             self.next_request_id += 1
             release = Release(name, client.holder, token, f"r{self.next_request_id}")
-            self._send(index, ReleaseOp(release))
+            self._send_op(index, ReleaseOp(release))
         elif world.now >= end - ttl * (1 - MARGIN) / 2:
-            self._send(index, RenewOp(name, client.holder, token))
+            self._send_op(index, RenewOp(name, client.holder, token))
 
-    def _send(self, index: int, op: RequestOp) -> None:
+    def _send_op(self, index: int, op: RequestOp) -> None:
         client = self.clients[index]
-        self.next_key += 1
-        key = RequestKey(self.next_key)
-        self.requests[key] = _Request(index, op, client.clock.local(self.world.now))
-        client.request = key
-        self._dispatch(key, client.hint)
+        self._send(_Request(index, op, client.clock.local(self.world.now)))
 
-    def _dispatch(self, key: RequestKey, hint: str | None) -> None:
-        world = self.world
-        target = hint if hint in world.members else world.rng.choice(world.members)
-        world._at(world.now + self._delay(), ("lreq", target, int(key)))
-        world._at(world.now + REQUEST_TIMEOUT_S, ("lc-timeout", int(key)))
-
-    def timeout(self, key: RequestKey) -> bool:
-        """No answer in time; false if it came (the event is void)."""
-        request = self.requests.get(key)
-        if request is None:
-            return False
-        self._retry(key, request, hint=None)
-        return True
-
-    def _retry(self, key: RequestKey, request: _Request, hint: str | None) -> None:
-        """An unknown outcome: the same request again (same request id), possibly elsewhere.
-        A renewal is retried while the lease is still trusted (its validity still counts
+    def _gives_up(self, request: _Request) -> bool:
+        """A renewal is retried while the lease is still trusted (its validity still counts
         from the first attempt, like the SDK's)."""
-        client = self.clients[request.client]
-        del self.requests[key]
-        client.hint = hint
-        if isinstance(request.op, RenewOp) and (client.grant is None
-                                                or self.world.now >= client.grant[4]):  # fmt: skip
-            client.request = None
-            return
-        self.retries += 1
-        self.next_key += 1
-        again = RequestKey(self.next_key)
-        self.requests[again] = request
-        client.request = again
-        self._dispatch(again, hint)
+        grant = self.clients[request.client].grant
+        return isinstance(request.op, RenewOp) and (grant is None or self.world.now >= grant[4])
 
     # -- receiving ---------------------------------------------------------------------------
 
-    def reply_sent(self, reply: Reply, node_id: str, ballot: Ballot) -> None:
-        """A node answered: the reply travels back with the replier's ballot at sending (a
-        renewal granted under it goes to the ``deposed`` check first)."""
-        request = self.requests.get(reply.to)
-        if request is None:
-            return
-        if isinstance(request.op, RenewOp) and isinstance(reply.outcome, Lease):
-            self.checks.on_renewal(node_id, ballot, reply.to)
-        event = ("lrep", int(reply.to), reply, node_id, ballot)
-        self.world._at(self.world.now + self._delay(), event)
+    @staticmethod
+    def _renews(op: Any, outcome: object) -> bool:
+        return isinstance(op, RenewOp) and isinstance(outcome, Lease)
 
     def reply_arrives(self, key: RequestKey, reply: Reply, node_id: str,
                       ballot: Ballot) -> None:  # fmt: skip
-        request = self.requests.get(key)
+        request = self._answer(key, reply, node_id)
         if request is None:
-            return  # timed out already
+            return
         client = self.clients[request.client]
         outcome = reply.outcome
-        match outcome:
-            case NotPrimary(primary_hint=hint):
-                client.hint = hint
-                self._retry(key, request, hint)
-                return
-            case Recovering():
-                self._retry(key, request, node_id)
-                return
-            case Unavailable():
-                client.hint = None
-                self._retry(key, request, None)
-                return
-        del self.requests[key]
-        client.request = None
         now = self.world.now
-        self.answered_after_heal += not self.world.faults_on
         op = request.op
         until = client.clock.real(request.first_sent_local) + self._trusted_s(op, client)
         if isinstance(op, AcquireOp) and isinstance(outcome, Lease) \

@@ -57,9 +57,8 @@ from paxlock.coordinator.simulation.lease_clients import (
     SKEW_MAX,
     TTLS_S,
     LeaseClients,
+    Workload,
     _Clock,
-    _Client,
-    _Request,
     skewed_clock,
 )
 from paxlock.coordinator.simulation.sim import EarlySend, NodeFactory, Result, SimConfig, Simulation
@@ -107,22 +106,26 @@ class LeaseSimulation(Simulation):
         self.machine_factory = machine_factory
         self.checker.every_command_retried = False
         self.checker.model = LeaseModel(machine_factory)
-        self.checks = LeaseChecks(self.checker, NAMES)
         self.lease_rng = random.Random(f"paxlock-sim/{seed}/leases")
         """The lease draws: node and client clocks, then the clients' workload."""
         self.lease_nodes: dict[str, _Node] = {}
-        self.workload = LeaseClients(self, self.checks, clients)
+        self.checks, self.workload = self._parts(clients)
         self.pauses = 0
         self.handovers = 0
+
+    def _parts(self, clients: int) -> tuple[LeaseChecks, Workload]:
+        """The checkers and the workload (a subclass drives other clients, ``coord_sim``)."""
+        checks = LeaseChecks(self.checker, NAMES)
+        return checks, LeaseClients(self, checks, clients)
 
     # -- the parts' counters and state, for tests and scripts --------------------------------
 
     @property
-    def clients(self) -> list[_Client]:
+    def clients(self) -> list[Any]:
         return self.workload.clients
 
     @property
-    def requests(self) -> dict[RequestKey, _Request]:
+    def requests(self) -> dict[RequestKey, Any]:
         return self.workload.requests
 
     @property
@@ -406,9 +409,7 @@ class LeaseSimulation(Simulation):
             if deposing and keeper.in_office and self.rng.random() < 0.8:
                 # Long enough for a lease timer of the stopped primary to run out meanwhile,
                 # so that it decides an Expire the moment it resumes.
-                local = state.clock.local(self.now)
-                left = [keeper.expires_in(lease.name, local) or 0.0
-                        for lease in state.replica.machine.list()]  # fmt: skip
+                left = self._timers_left(state.replica, state.clock.local(self.now))
                 pause_s = max(pause_s, max(left, default=0.0) + self.rng.uniform(0.0, t))
             if deposing and self.rng.random() < 0.8:
                 when = self.now + pause_s + self.rng.uniform(0.0, t)
@@ -416,6 +417,11 @@ class LeaseSimulation(Simulation):
         else:
             pause_s = self.rng.uniform(t, 10 * t)
         self._at(self.now + pause_s, ("resume", node_id))
+
+    def _timers_left(self, replica: LeaseReplica, local: float) -> list[float]:
+        """Seconds left of the in-office keeper's expiry timers (by its node's clock)."""
+        keeper = replica.keeper
+        return [keeper.expires_in(lease.name, local) or 0.0 for lease in replica.machine.list()]
 
     def _heal(self) -> None:
         super()._heal()
