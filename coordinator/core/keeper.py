@@ -17,7 +17,23 @@ from typing import assert_never
 
 from paxlock.coordinator.core import quotas
 from paxlock.coordinator.core.ballot import ZERO_BALLOT, Ballot
+from paxlock.coordinator.core.coord_commands import (
+    AcquireShared,
+    CloseSession,
+    CreateGroup,
+    DeleteGroup,
+    ExpireSession,
+    ExpireShared,
+    JoinGroup,
+    LeaveGroup,
+    OpenSession,
+    ReleaseShared,
+    SessionEnded,
+    UnblockShared,
+    UpdateCapabilities,
+)
 from paxlock.coordinator.core.deadlines import Deadlines
+from paxlock.coordinator.core.keeper_renewing import Renewing
 from paxlock.coordinator.core.keeper_timers import Key, Kind, Timer, Timers
 from paxlock.coordinator.core.keeper_effects import (
     AcquireRequest,
@@ -31,7 +47,7 @@ from paxlock.coordinator.core.keeper_effects import (
 )
 from paxlock.coordinator.core.lease_commands import (
     Acquire,
-    ClientCommand,
+    AnyClientCommand,
     Expire,
     Expired,
     Lease,
@@ -48,6 +64,8 @@ from paxlock.coordinator.core.lease_commands import (
 )
 from paxlock.coordinator.core.leases import LeaseMachine
 from paxlock.coordinator.core.renewals import Renewals
+from paxlock.coordinator.core.session_keeper import SessionKeeper
+from paxlock.coordinator.core.shared_keeper import SharedKeeper
 from paxlock.coordinator.core.waiters import Waiter, Waiters
 
 __all__ = [  # the effect types are re-exported: callers need only this module
@@ -56,7 +74,7 @@ __all__ = [  # the effect types are re-exported: callers need only this module
 ]
 
 
-class LeaseKeeper:
+class LeaseKeeper(Renewing):
     def __init__(self, config: KeeperConfig | None = None) -> None:
         self.config = config or KeeperConfig()
         self._renewals = Renewals(self.config.renewals_max, self.config.confirm_timeout_s)
@@ -74,6 +92,9 @@ class LeaseKeeper:
                                 self._deadlines, lambda wid: (Kind.WAIT, wid))  # fmt: skip
         self._reserved: dict[str, Acquire] = {}
         """Names with an Acquire proposed by this keeper and not yet applied."""
+        self._sessions = SessionKeeper(lambda: self.machine, self._clock)
+        self._shared = SharedKeeper(lambda: self.machine, self._clock, self._waiters,
+                                    self._sessions.left)  # fmt: skip
 
     # -- office ---------------------------------------------------------------------------
 
@@ -101,9 +122,12 @@ class LeaseKeeper:
         self._ballot = ballot
         starts: list[tuple[Key, int, float]] = []
         for lease in machine.leases():  # O(n) with no sort: 100k leases take office at once
-            starts.append(((Kind.EXPIRE, lease.name), lease.token, now + lease.ttl_s))
+            if lease.session is None:  # a bound lease lives as long as its session
+                starts.append(((Kind.EXPIRE, lease.name), lease.token, now + lease.ttl_s))
         for block in machine.blocks():
             starts.append(((Kind.UNBLOCK, block.name), block.token, now + block.lock_delay_s))
+        starts += self._sessions.take_office(now)
+        starts += self._shared.take_office(now)
         self._clock.start_all(starts)
         return self._ready()
 
@@ -122,7 +146,8 @@ class LeaseKeeper:
         """Propose the Acquire when the name is free, else park it FIFO for ``wait_s``.
 
         With ``wait_s == 0`` a contended acquire is still proposed: the log orders it and the
-        state machine answers (and remembers) the exact result."""
+        state machine answers (and remembers) the exact result. (An ``AcquireShared`` goes
+        by the rules of ``shared_keeper``.)"""
         assert math.isfinite(request.wait_s) and request.wait_s >= 0, request
         command, key = request.command, request.key
         reason = invalid_reason(command)
@@ -131,7 +156,7 @@ class LeaseKeeper:
             return self._ready(replies=[Reply(key, refused)])
         replayed = self.machine.replay(command)
         if replayed is not None:
-            return self._ready(replies=[self._reply(key, replayed, now)])
+            return self._ready(replies=[self._reply(key, command, replayed, now)])
         too_many = self.admit(command)
         if too_many is not None:
             return self._ready(replies=[Reply(key, too_many)])
@@ -139,7 +164,9 @@ class LeaseKeeper:
         if command.request_id is not None \
                 and self._waiters.supersede(request, now, ready.replies):  # fmt: skip
             return self._ready(replies=ready.replies)
-        if self._free(command.name) and self._waiters.first(command.name) is None:
+        if isinstance(command, AcquireShared):
+            self._shared.acquire(request, now, ready)
+        elif self._free(command.name) and self._waiters.first(command.name) is None:
             self._reserved[command.name] = command
             ready.proposals.append(Propose(command, key))
         elif request.wait_s == 0:
@@ -150,7 +177,7 @@ class LeaseKeeper:
             self._waiters.park(request, now + request.wait_s)
         return self._ready(ready.proposals, ready.replies)
 
-    def admit(self, command: ClientCommand) -> TooMany | None:
+    def admit(self, command: AnyClientCommand) -> TooMany | None:
         """The limits of ``quotas``, for a request about to be proposed (not a replay)."""
         return quotas.refusal(self.machine, self.config, command)
 
@@ -168,36 +195,22 @@ class LeaseKeeper:
             return self._ready()
         if waiter.deadline <= now:
             return self._ready()
+        command = waiter.request.command
+        assert isinstance(command, Acquire)
         self._waiters.hand_off(waiter)
-        self._reserved[name] = waiter.request.command
-        return self._ready([Propose(waiter.request.command, None)])
+        self._reserved[name] = command
+        return self._ready([Propose(command, None)])
 
-    def cancel(self, key: RequestKey) -> KeeperReady:
+    def cancel(self, key: RequestKey, now: float = 0.0) -> KeeperReady:
         """The request ``key`` went away (its client disconnected): a parked waiter leaves
         its queue, so the name is never granted to nobody. (One already proposed stands:
         its grant is remembered for a retry with the same request id.)"""
-        self._waiters.cancel(key)
-        return self._ready()
-
-    def renew(self, name: str, holder: str, token: int, key: RequestKey, now: float,
-              principal: str = "") -> KeeperReady:  # fmt: skip
-        """Check holder, token and owner now; the reply waits for one confirmation round.
-        (The owner is checked once: a grant's owner never changes, and the round re-checks
-        holder and token.)"""
-        if not self._renewable(name, holder, token):
-            return self._ready(replies=[Reply(key, self._not_holder(name))])
-        if not self._renewable(name, holder, token, principal):
-            forbidden = Refused("forbidden", name,
-                                message=f"the lease on {name} belongs to another principal")
-            return self._ready(replies=[Reply(key, forbidden)])
-        if not self._renewals.add(key, name, holder, token):
-            return self._ready(replies=[Reply(key, Unavailable("too many renewals"))])
-        return self._ready()
-
-    def expires_in(self, name: str, now: float) -> float | None:
-        """Seconds left of the lease on ``name`` (or of its lock-delay), None if neither."""
-        timer = self._timers.get((Kind.EXPIRE, name)) or self._timers.get((Kind.UNBLOCK, name))
-        return None if timer is None else max(0.0, timer.deadline - now)
+        waiter = self._waiters.cancel(key)
+        ready = KeeperReady()
+        command = waiter.request.command if waiter is not None else None
+        if isinstance(command, AcquireShared):  # those behind it may go now
+            self._shared.grant((command.kind, command.name), now, ready)
+        return self._ready(ready.proposals, ready.replies)
 
     @property
     def waiters(self) -> int:
@@ -207,39 +220,15 @@ class LeaseKeeper:
     def renewals_waiting(self) -> int:
         return len(self._renewals)
 
-    # -- confirmation rounds ----------------------------------------------------------------
-
-    def needs_confirmation(self) -> bool:
-        return self._renewals.needs_round()
-
-    def start_round(self, now: float) -> int:
-        return self._renewals.start_round(now)
-
-    def on_round_failed(self, round_id: int) -> None:
-        self._renewals.round_failed(round_id)
-
-    def on_confirmed(self, round_id: int, now: float) -> KeeperReady:
-        """This node was still primary after round ``round_id`` started: every renewal that
-        arrived before restarts its timer at the full TTL."""
-        replies = []
-        for renewal in self._renewals.served_by(round_id):
-            lease = self.machine.get(renewal.name)
-            if lease is None or not self._renewable(renewal.name, renewal.holder, renewal.token):
-                replies.append(Reply(renewal.key, self._not_holder(renewal.name)))
-                continue
-            self._start(Kind.EXPIRE, lease.name, lease.token, now + lease.ttl_s)
-            replies.append(Reply(renewal.key, lease, lease.ttl_s))
-        return self._ready(replies=replies)
-
     # -- the log --------------------------------------------------------------------------
 
     def on_applied(self, command: LeaseCommand, result: Result, now: float) -> KeeperReady:
         """Start and stop timers after a chosen command was applied; a name that became free
-        goes straight to its first waiter."""
-        replies: list[Reply] = []
+        goes straight to its first waiter(s)."""
+        ready = KeeperReady()
         match command:
             case Acquire():
-                self._acquire_applied(command, result, now, replies)
+                self._acquire_applied(command, result, now, ready.replies)
             case Release():
                 timer = self._timers.get((Kind.EXPIRE, command.name))
                 # Only the grant it released: a retried Release answered from the
@@ -254,33 +243,62 @@ class LeaseKeeper:
                     lease_timer = self._stop(Kind.EXPIRE, command.name)
                     assert lease_timer is None or lease_timer.token == command.token
                     if result.blocked:
-                        block = self.machine.blocked(command.name)
-                        assert block is not None and block.token == command.token
-                        deadline = now + block.lock_delay_s
-                        self._start(Kind.UNBLOCK, block.name, block.token, deadline)
+                        self._block(command.name, command.token, now)
             case Unblock():
                 if isinstance(result, Unblocked):
                     self._stop(Kind.UNBLOCK, command.name)
+            case AcquireShared() | ReleaseShared() | ExpireShared() | UnblockShared():
+                self._shared.applied(command, result, now, ready)
+                return self._ready(ready.proposals, ready.replies)
+            case OpenSession() | CloseSession() | ExpireSession():
+                ended = self._sessions.applied(command, result, now)
+                if ended is not None:
+                    self._hand_on(ended, now, ready)
+                return self._ready(ready.proposals, ready.replies)
             case Office():
                 return self._ready()
+            case CreateGroup() | DeleteGroup() | JoinGroup() | LeaveGroup() \
+                    | UpdateCapabilities():  # fmt: skip
+                return self._ready()  # nothing timed, nobody waits
             case _:
                 assert_never(command)
-        proposals = self._grant_next(command.name, now, replies)
-        return self._ready(proposals, replies)
+        ready.proposals += self._grant_next(command.name, now, ready.replies)
+        return self._ready(ready.proposals, ready.replies)
+
+    def _hand_on(self, ended: SessionEnded, now: float, ready: KeeperReady) -> None:
+        """A session's end (one entry) freed these holds: each freed name goes to its first
+        waiter(s), and a freed hold now in lock-delay gets its Unblock timer."""
+        for freed in ended.freed:
+            if freed.kind == "lease":
+                timer = self._timers.get((Kind.EXPIRE, freed.name))
+                if timer is not None and timer.token == freed.token:
+                    self._stop(Kind.EXPIRE, freed.name)
+                if freed.blocked:
+                    self._block(freed.name, freed.token, now)
+                ready.proposals += self._grant_next(freed.name, now, ready.replies)
+            elif freed.kind != "member":
+                self._shared.freed(freed, now, ready)
+
+    def _block(self, name: str, token: int, now: float) -> None:
+        """Start the lock-delay timer of the expired grant ``token`` on ``name``."""
+        block = self.machine.blocked(name)
+        if block is not None and block.token == token:
+            self._start(Kind.UNBLOCK, block.name, block.token, now + block.lock_delay_s)
 
     def on_rejected(self, command: LeaseCommand, now: float) -> KeeperReady:
-        """A proposal that will not enter the log: free its reservation. (Expire and Unblock
-        need nothing: their timers propose them again.)"""
-        replies: list[Reply] = []
-        if isinstance(command, Office):
-            return self._ready()
-        if isinstance(command, Acquire):
-            if self._reserved.get(command.name) == command:
-                del self._reserved[command.name]
-            if (handoff := self._waiters.handoff_over(command)) is not None:
-                gone = Unavailable("not accepted by the primary")
-                replies.append(Reply(handoff.request.key, gone))
-        return self._ready(self._grant_next(command.name, now, replies), replies)
+        """A proposal that will not enter the log: free its reservation. (Decisions need
+        nothing: their timers propose them again.)"""
+        ready = KeeperReady()
+        if isinstance(command, AcquireShared):
+            self._shared.rejected(command, now, ready)
+        if not isinstance(command, Acquire):
+            return self._ready(ready.proposals, ready.replies)
+        if self._reserved.get(command.name) == command:
+            del self._reserved[command.name]
+        if (handoff := self._waiters.handoff_over(command)) is not None:
+            gone = Unavailable("not accepted by the primary")
+            ready.replies.append(Reply(handoff.request.key, gone))
+        return self._ready(self._grant_next(command.name, now, ready.replies), ready.replies)
 
     def tick(self, now: float) -> KeeperReady:
         ready = KeeperReady()
@@ -301,14 +319,15 @@ class LeaseKeeper:
             if isinstance(result, Refused) and result.code == "held":  # the Release failed
                 self._waiters.park(handoff.request, handoff.deadline, front=True)
             else:
-                replies.append(self._reply(handoff.request.key, result, now))
-        if isinstance(result, Lease) and self.machine.verify(result.name, result.token).current:
+                replies.append(self._reply(handoff.request.key, command, result, now))
+        if isinstance(result, Lease) and result.session is None \
+                and self.machine.verify(result.name, result.token).current:  # fmt: skip
             timer = self._timers.get((Kind.EXPIRE, result.name))
             if timer is None or timer.token != result.token:  # a grant, not a replay of it
                 self._start(Kind.EXPIRE, result.name, result.token, now + result.ttl_s)
         if command.request_id is not None:  # parked retries of it get the same answer
             for waiter in self._waiters.unpark_retries(command):
-                replies.append(self._reply(waiter.request.key, result, now))
+                replies.append(self._reply(waiter.request.key, command, result, now))
 
     def _grant_next(self, name: str, now: float, replies: list[Reply]) -> list[Propose]:
         """Give a free name to its first live waiter: one proposal, no thundering herd."""
@@ -318,21 +337,33 @@ class LeaseKeeper:
             if waiter.deadline <= now:
                 replies.append(self._wait_ran_out(waiter, now))
                 continue
-            self._reserved[name] = waiter.request.command
-            proposals.append(Propose(waiter.request.command, waiter.request.key))
+            command = waiter.request.command
+            assert isinstance(command, Acquire)
+            self._reserved[name] = command
+            proposals.append(Propose(command, waiter.request.key))
         return proposals
 
     def _fire(self, key: Key, now: float, ready: KeeperReady) -> None:
         kind, ident = key
         if kind == Kind.WAIT:
             assert isinstance(ident, int)
-            ready.replies.append(self._wait_ran_out(self._waiters.timed_out(ident), now))
+            waiter = self._waiters.timed_out(ident)
+            if isinstance(waiter.request.command, AcquireShared):
+                self._shared.wait_ran_out(waiter, now, ready)
+            else:
+                ready.replies.append(self._wait_ran_out(waiter, now))
             return
-        assert isinstance(ident, str)
         token = self._clock.fired(key, now + self.config.retry_s).token  # until applied
         ballot = self._ballot
-        command = (Expire(ident, token, ballot) if kind == Kind.EXPIRE
-                   else Unblock(ident, token, ballot))  # fmt: skip
+        command: LeaseCommand
+        if kind == Kind.SESSION:
+            assert isinstance(ident, str)
+            command = ExpireSession(ident, token, ballot)
+        elif isinstance(ident, int):
+            command = self._shared.decision(kind, ident, ballot)
+        else:
+            command = (Expire(ident, token, ballot) if kind == Kind.EXPIRE
+                       else Unblock(ident, token, ballot))  # fmt: skip
         ready.proposals.append(Propose(command, None))
 
     def _start(self, kind: int, ident: str | int, token: int, deadline: float) -> None:
@@ -349,22 +380,6 @@ class LeaseKeeper:
             and name not in self._reserved
         )
 
-    def _renewable(self, name: str, holder: str, token: int, principal: str | None = None
-                   ) -> bool:  # fmt: skip
-        """Holder and token name the current grant, whose timer runs; with ``principal``,
-        also owned by it."""
-        lease = self.machine.get(name)
-        timer = self._timers.get((Kind.EXPIRE, name))
-        return (
-            lease is not None
-            and lease.holder == holder
-            and lease.token == token
-            and (principal is None or lease.owner == principal)
-            and timer is not None
-            and timer.token == token
-            and not timer.proposed  # its Expire is already on the way to the log
-        )
-
     def _held(self, name: str) -> Refused:
         lease = self.machine.get(name)
         if lease is not None:
@@ -376,21 +391,14 @@ class LeaseKeeper:
 
     def _wait_ran_out(self, waiter: Waiter, now: float) -> Reply:
         """A waiter whose wait ran out learns who holds the name and for how long."""
+        assert isinstance(waiter.request.command, Acquire)
         name = waiter.request.command.name
         return Reply(waiter.request.key, self._held(name), self.expires_in(name, now))
 
-    def _not_holder(self, name: str) -> Refused:
-        lease = self.machine.get(name)
-        if lease is None:
-            return Refused("not_holder", name)
-        timer = self._timers.get((Kind.EXPIRE, name))
-        if timer is not None and timer.token == lease.token and timer.proposed:
-            # Its Expire is on the way to the log: the grant is over, though not yet applied.
-            # Naming it as the current grant would contradict the refusal.
-            return Refused("not_holder", name, message=f"the lease on {name} is expiring")
-        return Refused("not_holder", name, lease.holder, lease.token)
-
-    def _reply(self, key: RequestKey, result: Result, now: float) -> Reply:
+    def _reply(self, key: RequestKey, command: Acquire | AcquireShared, result: Result,
+               now: float) -> Reply:  # fmt: skip
+        if isinstance(command, AcquireShared):
+            return Reply(key, result, self.reply_expires_in(command, result, now))
         machine = self.machine
         if isinstance(result, Lease) and machine.verify(result.name, result.token).current:
             return Reply(key, result, self.expires_in(result.name, now))

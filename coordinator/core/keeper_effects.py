@@ -24,11 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NewType
 
+from paxlock.coordinator.core.coord_commands import AcquireShared
 from paxlock.coordinator.core.lease_commands import Acquire, LeaseCommand, Result
 from paxlock.coordinator.core.messages import Configuration
 
 RequestKey = NewType("RequestKey", int)
 """The runtime's handle of a client request waiting for its reply."""
+QueueKey = str | tuple[str, str]
+"""Whose waiters a queue holds: a lease name, or (kind, name) of a shared name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +54,19 @@ class KeeperConfig:
 @dataclass(frozen=True, slots=True)
 class AcquireRequest:
     key: RequestKey
-    command: Acquire
+    command: Acquire | AcquireShared
     wait_s: float = 0.0
     """How long the request may be parked while the name is taken (0: answer at once)."""
+
+    @property
+    def queue(self) -> QueueKey:
+        return queue_of(self.command)
+
+
+def queue_of(command: Acquire | AcquireShared) -> QueueKey:
+    """The queue an acquire waits in (the two shared kinds are separate namespaces, and
+    separate from leases)."""
+    return command.name if isinstance(command, Acquire) else (command.kind, command.name)
 
 
 @dataclass(frozen=True, slots=True)

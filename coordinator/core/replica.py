@@ -41,8 +41,9 @@ from paxlock.coordinator.core.keeper_effects import (
     RequestKey,
     Unavailable,
 )
+from paxlock.coordinator.core.coord_commands import AcquireShared, Permit, Session, SharedKind
 from paxlock.coordinator.core.lease_commands import (
-    ClientCommand,
+    AnyClientCommand,
     InOffice,
     Lease,
     LeaseCommand,
@@ -68,6 +69,7 @@ from paxlock.coordinator.core.ready import (
 from paxlock.coordinator.core.replica_io import (
     AcquireOp,
     Applied,
+    CommandOp,
     LeftOffice,
     ProclaimOp,
     ReadOp,
@@ -75,6 +77,8 @@ from paxlock.coordinator.core.replica_io import (
     ReleaseOp,
     Renewed,
     RenewOp,
+    RenewSessionOp,
+    RenewSharedOp,
     ReplicaReady,
     ReplicaStatus,
     RequestOp,
@@ -200,11 +204,22 @@ class LeaseReplica:
                 self._run(keeper.acquire(AcquireRequest(key, command, wait_s), now), now, out)
             case RenewOp(name=name, holder=holder, token=token, principal=principal):
                 self._run(keeper.renew(name, holder, token, key, now, principal), now, out)
-            case ReleaseOp(command=command) | ProclaimOp(command=command):
+            case CommandOp(command=AcquireShared() as command, wait_s=wait_s):
+                self._run(keeper.acquire(AcquireRequest(key, command, wait_s), now), now, out)
+            case RenewSessionOp(id=ident, holder=holder, principal=principal):
+                self._run(keeper.renew_session(ident, holder, key, now, principal), now, out)
+            case RenewSharedOp(kind=kind, name=name, holder=holder, token=token,
+                               principal=principal):  # fmt: skip
+                self._run(keeper.renew_shared(kind, name, holder, token, key, now, principal),
+                          now, out)  # fmt: skip
+            case ReleaseOp(command=command) | ProclaimOp(command=command) \
+                    | CommandOp(command=command):  # fmt: skip
                 replayed = self.machine.replay(command)
                 too_many = keeper.admit(command) if replayed is None else None
                 if replayed is not None:  # a retry of an applied command: its first answer
-                    out.replies.append(Reply(key, replayed))
+                    expires_in = (keeper.reply_expires_in(command, replayed, now)
+                                  if isinstance(op, CommandOp) else None)  # fmt: skip
+                    out.replies.append(Reply(key, replayed, expires_in))
                 elif too_many is not None:
                     out.replies.append(Reply(key, too_many))
                 else:
@@ -227,7 +242,7 @@ class LeaseReplica:
         its queue, so the name is never granted to nobody."""
         out = ReplicaReady()
         if self.keeper.in_office:
-            self._run(self.keeper.cancel(key), now, out)
+            self._run(self.keeper.cancel(key, now), now, out)
         if key in self._pending.reads:
             self._pending.reads.remove(key)
         return self._finish(out, now)
@@ -247,6 +262,18 @@ class LeaseReplica:
     def expires_in(self, name: str, now: float) -> float | None:
         """Seconds left of the lease on ``name`` by the keeper's timer (None off office)."""
         return self.keeper.expires_in(name, now) if self.keeper.in_office else None
+
+    def session_expires_in(self, id: str, now: float) -> float | None:
+        """Seconds left of session ``id`` by the keeper's timer (None off office)."""
+        return self.keeper.session_expires_in(id, now) if self.keeper.in_office else None
+
+    def shared_expires_in(self, kind: SharedKind, name: str, holder: str, now: float
+                          ) -> float | None:  # fmt: skip
+        """Seconds left of ``holder``'s hold on a shared name (None off office, or if it
+        holds none)."""
+        if not self.keeper.in_office:
+            return None
+        return self.keeper.shared_expires_in(kind, name, holder, now)
 
     def status(self) -> ReplicaStatus:
         node = self.node
@@ -315,9 +342,10 @@ class LeaseReplica:
                 self._maybe_take_office(result, entry.slot, now, out)
             mine = self._mine.pop(proposal.seq, None) if proposal.origin == self.origin else None
             if mine is not None and mine.reply_to is not None:
-                assert isinstance(command, ClientCommand), "only a client's command is answered"
-                out.replies.append(Reply(mine.reply_to, result,
-                                         self.expires_in(command.name, now)))  # fmt: skip
+                assert isinstance(command, AnyClientCommand), "only a client's command is answered"
+                expires_in = (self.keeper.reply_expires_in(command, result, now)
+                              if self.keeper.in_office else None)  # fmt: skip
+                out.replies.append(Reply(mine.reply_to, result, expires_in))
 
     def _maybe_take_office(self, office: InOffice, slot: int, now: float,
                            out: ReplicaReady) -> None:  # fmt: skip
@@ -372,7 +400,7 @@ class LeaseReplica:
         if mine.reply_to is None:
             return
         command = proposal.command
-        assert isinstance(command, ClientCommand), "only a client's command is answered"
+        assert isinstance(command, AnyClientCommand), "only a client's command is answered"
         if not rejection.maybe_chosen:
             why = "not accepted by the primary"
         elif command.request_id is not None:
@@ -451,7 +479,8 @@ class LeaseReplica:
         out.replies += [Reply(key, ReadConfirmed()) for key in round_.reads]
         if round_.keeper_round is not None and self.keeper.in_office:
             ready = self.keeper.on_confirmed(round_.keeper_round, now)
-            renewed = sum(isinstance(reply.outcome, Lease) for reply in ready.replies)
+            renewed = sum(isinstance(reply.outcome, Lease | Session | Permit)
+                          for reply in ready.replies)  # fmt: skip
             if renewed:
                 out.events.append(Renewed(renewed))
             self._run(ready, now, out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from paxlock.coordinator.core.ballot import Ballot
+from paxlock.coordinator.core.coord_commands import CoordClientCommand, SharedKind
 from paxlock.coordinator.core.heard import Contact
 from paxlock.coordinator.core.keeper_effects import (
     MembershipRefused,
@@ -39,9 +40,9 @@ from paxlock.coordinator.core.proposer import Role
 from paxlock.coordinator.core.ready import CoreEvent
 
 __all__ = [
-    "AcquireOp", "Applied", "Contact", "LeftOffice", "MembershipRefused", "NotPrimary",
+    "AcquireOp", "Applied", "CommandOp", "Contact", "LeftOffice", "MembershipRefused", "NotPrimary",
     "ProclaimOp", "ReadOp", "ReadConfirmed", "Reconfigured", "ReconfigureOp", "Recovering",
-    "ReleaseOp", "Renewed", "RenewOp", "ReplicaEvent", "ReplicaReady", "Reply", "RequestKey",
+    "ReleaseOp", "Renewed", "RenewOp", "RenewSessionOp", "RenewSharedOp", "ReplicaEvent", "ReplicaReady", "Reply", "RequestKey",
     "ReplicaStatus", "RequestOp", "TookOffice", "TooMany", "Unavailable",
 ]
 
@@ -77,6 +78,39 @@ class ProclaimOp:
 
 
 @dataclass(frozen=True, slots=True)
+class CommandOp:
+    """Any new client command (sessions, semaphores, read/write locks, groups): answered with
+    its applied result, from the idempotency window for a retry, or refused by the limits
+    before anything is proposed. ``wait_s`` is for an ``AcquireShared`` only: how long it may
+    wait in its name's FIFO queue (0: answer at once)."""
+
+    command: CoordClientCommand
+    wait_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RenewSessionOp:
+    """Renew session ``id`` (one confirmation round, no log write): keeps every hold bound
+    to it alive; answered with the ``Session``."""
+
+    id: str
+    holder: str
+    principal: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RenewSharedOp:
+    """Renew the permit (or read/write hold) ``token``, like a lease; a bound one renews its
+    session. Answered with the ``Permit``."""
+
+    kind: SharedKind
+    name: str
+    holder: str
+    token: int
+    principal: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ReadOp:
     """A linearizable read barrier: answered ``ReadConfirmed`` once a quorum round sent after
     the request confirmed this node still primary (its keeper in office, so the log before
@@ -103,8 +137,8 @@ class LeftOffice:
 
 @dataclass(frozen=True, slots=True)
 class Renewed:
-    """A confirmation round renewed ``count`` leases (renewals write nothing to the log, so
-    no ``Applied`` reports them)."""
+    """A confirmation round renewed ``count`` leases, sessions and permits (renewals write
+    nothing to the log, so no ``Applied`` reports them)."""
 
     count: int
 
@@ -136,7 +170,8 @@ class ReconfigureOp:
     change: Reconfigure
 
 
-RequestOp = AcquireOp | RenewOp | ReleaseOp | ProclaimOp | ReadOp | ReconfigureOp
+RequestOp = (AcquireOp | RenewOp | ReleaseOp | ProclaimOp | ReadOp | ReconfigureOp | CommandOp
+             | RenewSessionOp | RenewSharedOp)
 
 
 # --- one step's effects --------------------------------------------------------------------

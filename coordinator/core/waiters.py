@@ -16,11 +16,14 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from paxlock.coordinator.core.deadlines import Deadlines
+from paxlock.coordinator.core.coord_commands import AcquireShared
 from paxlock.coordinator.core.keeper_effects import (
     AcquireRequest,
+    QueueKey,
     Reply,
     RequestKey,
     Unavailable,
+    queue_of,
 )
 from paxlock.coordinator.core.lease_commands import Acquire
 
@@ -46,7 +49,7 @@ class Waiters(Generic[K]):
         ties."""
         self.per_name_max = per_name_max
         self.total_max = total_max
-        self._queues: dict[str, deque[Waiter]] = {}
+        self._queues: dict[QueueKey, deque[Waiter]] = {}
         """Never holds an empty queue, so ``name in _queues`` means "has waiters"."""
         self._by_id: dict[int, Waiter] = {}
         self._by_key: dict[RequestKey, int] = {}
@@ -68,11 +71,15 @@ class Waiters(Generic[K]):
         """Every waiter: name by name in the order the names were first queued, FIFO within."""
         return (waiter for queue in self._queues.values() for waiter in queue)
 
-    def first(self, name: str) -> Waiter | None:
+    def first(self, name: QueueKey) -> Waiter | None:
         queue = self._queues.get(name)
         return queue[0] if queue else None
 
-    def full(self, name: str) -> bool:
+    def queued(self, name: QueueKey) -> list[Waiter]:
+        """The waiters of ``name``, head first."""
+        return list(self._queues.get(name, ()))
+
+    def full(self, name: QueueKey) -> bool:
         """Parking one more for ``name`` would pass a bound: the request is answered 503."""
         queue = self._queues.get(name, ())
         handed = len(self._handoffs)
@@ -84,7 +91,7 @@ class Waiters(Generic[K]):
         Release that failed goes back to where it was)."""
         self._next_wid += 1
         waiter = Waiter(self._next_wid, request, deadline)
-        queue = self._queues.setdefault(request.command.name, deque())
+        queue = self._queues.setdefault(request.queue, deque())
         if front:
             queue.appendleft(waiter)
         else:
@@ -95,7 +102,7 @@ class Waiters(Generic[K]):
         assert len(self._by_id) <= self.total_max and len(self._by_key) == len(self._by_id)
 
     def unpark(self, waiter: Waiter) -> None:
-        name = waiter.request.command.name
+        name = waiter.request.queue
         queue = self._queues[name]
         queue.remove(waiter)
         del self._by_id[waiter.wid]
@@ -105,7 +112,9 @@ class Waiters(Generic[K]):
             del self._queues[name]
 
     def hand_off(self, waiter: Waiter) -> None:
-        """Unpark ``waiter``: its Acquire goes to the log right behind the holder's Release."""
+        """Unpark ``waiter``: its Acquire goes to the log right behind the holder's Release
+        (leases only)."""
+        assert isinstance(waiter.request.command, Acquire), waiter
         self.unpark(waiter)
         self._handoffs[waiter.request.command.name] = waiter
 
@@ -123,10 +132,11 @@ class Waiters(Generic[K]):
         del self._handoffs[command.name]
         return handoff
 
-    def unpark_retries(self, command: Acquire) -> list[Waiter]:
+    def unpark_retries(self, command: Acquire | AcquireShared) -> list[Waiter]:
         """Unpark the parked retries of ``command`` (same request id, so equal), FIFO: once
         it is applied, they get its answer."""
-        retries = [w for w in self._queues.get(command.name, ()) if w.request.command == command]
+        queue = self._queues.get(queue_of(command), ())
+        retries = [w for w in queue if w.request.command == command]
         for waiter in retries:
             self.unpark(waiter)
         return retries
@@ -135,7 +145,7 @@ class Waiters(Generic[K]):
         """A retry of a parked request takes its place in the queue (and its own wait); the
         old one is answered 503. A retry that will not wait only removes the old one.
         True if the retry is parked."""
-        queue = self._queues.get(request.command.name, deque())
+        queue = self._queues.get(request.queue, deque())
         for index, waiter in enumerate(queue):
             if waiter.request.command == request.command:
                 replies.append(Reply(waiter.request.key, Unavailable("superseded by a retry")))
@@ -150,12 +160,15 @@ class Waiters(Generic[K]):
                 return True
         return False
 
-    def cancel(self, key: RequestKey) -> None:
+    def cancel(self, key: RequestKey) -> Waiter | None:
         """The client of ``key`` went away: its waiter leaves, so nobody is granted a name
         for a request no one will read."""
         wid = self._by_key.get(key)
-        if wid is not None:
-            self.unpark(self._by_id[wid])
+        if wid is None:
+            return None
+        waiter = self._by_id[wid]
+        self.unpark(waiter)
+        return waiter
 
     def timed_out(self, wid: int) -> Waiter:
         """The deadline ``key(wid)`` was popped: waiter ``wid`` leaves its queue."""
