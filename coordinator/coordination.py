@@ -53,9 +53,11 @@ class Coordination:
         self.leases = service
         self.replica = service.replica
         self.clock = service.clock
-        machine = lambda: self.replica.machine  # noqa: E731 (a snapshot install replaces it)
-        self.group_events = GroupEvents(self._group_now, lambda: machine().revision, self.clock)
+        self.group_events = GroupEvents(self._group_now, self._revision, self.clock)
         self._started = False
+
+    def _revision(self) -> int:
+        return self.replica.machine.revision  # read each time: a snapshot install replaces it
 
     # -- what each replica step applied ------------------------------------------------------
 

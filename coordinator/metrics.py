@@ -127,7 +127,8 @@ class Metrics:
         )  # fmt: skip
         self.renewals = Counter(
             "paxlock_lease_renewals",
-            "Lease renewals confirmed by a quorum round, counted by the primary.", registry=r,
+            "Renewals confirmed by a quorum round, counted by the primary: one per lease, "
+            "permit or session renewed (a session's renews everything bound to it).", registry=r,
         )  # fmt: skip
         self.waiters = Gauge(
             "paxlock_lease_waiters", "Acquires parked at this node waiting for a name.", registry=r

@@ -52,10 +52,11 @@ def _json(value: Any) -> str:
             return base64.b64encode(item).decode("ascii")
         raise TypeError(f"not JSON: {type(item).__name__}")
 
-    plain = asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
-    if isinstance(value, list):
-        plain = [asdict(item) if is_dataclass(item) else item for item in value]
-    return json.dumps(plain, indent=2, default=default)
+    def plain(item: Any) -> Any:
+        return asdict(item) if is_dataclass(item) and not isinstance(item, type) else item
+
+    data = [plain(item) for item in value] if isinstance(value, list) else plain(value)
+    return json.dumps(data, indent=2, default=default)
 
 
 def _say(args: argparse.Namespace, value: Any, text: str) -> str:

@@ -18,11 +18,12 @@ from paxlock.api.client.coord_types import (
 from paxlock.api.client.holding import HeldPermit
 from paxlock.api.client.types import Leader, Verification
 
+from paxlock.api.client.sync_loop import SyncHolding, _LoopThread, _SyncHeld
+
 if TYPE_CHECKING:
     from paxlock.api.client.aio import AsyncClient
-    from paxlock.api.client.sync import SyncHeldPermit, SyncHolding, _LoopThread
 
-__all__ = ["SyncCoordination", "SyncRWLock", "SyncSession"]
+__all__ = ["SyncCoordination", "SyncHeldPermit", "SyncRWLock", "SyncSession"]
 
 
 class SyncSession:
@@ -84,6 +85,27 @@ class SyncSessionHolding:
         self._runner.run(self._holding.__aexit__(exc_type, exc, tb))
 
 
+class SyncHeldPermit(_SyncHeld):
+    """What ``Client.semaphore()`` and ``Client.rwlock(name).read()``/``.write()`` yield."""
+
+    _held: HeldPermit
+
+    @property
+    def permit(self) -> Permit:
+        return self._held.permit
+
+    @property
+    def holders(self) -> tuple[str, ...]:
+        return self._held.holders
+
+    @property
+    def mode(self) -> str:
+        return self._held.mode
+
+    def __repr__(self) -> str:
+        return f"SyncHeldPermit(name={self.name!r}, token={self.token}, lost={self.lost.is_set()})"
+
+
 class SyncRWLock:
     def __init__(self, client: SyncCoordination, name: str) -> None:
         self._client, self.name = client, name
@@ -125,8 +147,6 @@ class SyncCoordination:
 
     def _shared(self, make: Any, options: dict[str, Any]
                 ) -> SyncHolding[HeldPermit, SyncHeldPermit]:  # fmt: skip
-        from paxlock.api.client.sync import SyncHeldPermit, SyncHolding  # (sync imports this)
-
         cancel_on_loss = bool(options.pop("cancel_on_loss", False))
         options["session"] = held_session(options.get("session"))
         runner = self._runner

@@ -106,8 +106,7 @@ RULES: dict[str, Need] = {
 missing here is refused 403 to every principal but admin (fail closed), and a test fails."""
 
 
-LISTS = frozenset({"GET /v1/leases", "GET /v1/semaphores", "GET /v1/rwlocks", "GET /v1/groups",
-                   "GET /v1/sessions"})  # fmt: skip
+LISTS = frozenset({"GET /v1/leases", "GET /v1/semaphores", "GET /v1/rwlocks", "GET /v1/groups"})
 """List routes: their name is the prefix asked for."""
 
 

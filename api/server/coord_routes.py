@@ -160,6 +160,9 @@ COLLECTIONS: dict[str, Actions] = {
     "sessions": SESSION_ACTIONS, "semaphores": SHARED_ACTIONS, "rwlocks": SHARED_ACTIONS,
 }  # fmt: skip
 PLAIN_PATHS = ("/v1/sessions", "/v1/semaphores", "/v1/rwlocks")
+PLAIN_NAMES = {"/v1/sessions": ""}
+"""Plain paths whose access rule names a name, not a list's prefix: sessions are listed by
+holder, and may hold names under any prefix."""
 
 
 def _any_session(resolve: Resolver) -> Resolver:

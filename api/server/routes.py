@@ -246,7 +246,7 @@ def route_of(request: web.Request) -> tuple[str | None, str | None]:
                 return (None, None) if found is None else found
     for path in PLAIN_PATHS:
         if canonical.endswith(path):
-            return f"{method} {path}", None
+            return f"{method} {path}", coord_routes.PLAIN_NAMES.get(path)
     return f"{method} {canonical}", None
 
 

@@ -20,7 +20,7 @@ import pytest
 from paxlock.api.client.aio import AsyncClient
 from paxlock.api.client.errors import Forbidden as ClientForbidden
 from paxlock.api.client.errors import Unauthenticated as ClientUnauthenticated
-from paxlock.api.server.auth import RULES
+from paxlock.api.server.auth import LISTS, RULES
 
 harness = sys.modules["paxlock_test_harness"]  # registered by tests/conftest.py
 http = harness.http
@@ -72,12 +72,20 @@ def primary(cluster: Any) -> str:
 def call(cluster: Any, node: str, route: str, name: str = "", body: Any = None,
          principal: str | None = None, query: str = "") -> tuple[int, dict[str, str], Any]:  # fmt: skip
     method, template = route.split(" ", 1)
-    path = template.replace("{name}", name) + (f"?{query}" if query else "")
+    path = named(template, name) + (f"?{query}" if query else "")
     headers = bearer(principal) if principal else {}
     result: tuple[int, dict[str, str], Any] = http(method, cluster.url(node) + path, body,
                                                    headers=headers)  # fmt: skip
     return result
 
+
+def named(template: str, name: str) -> str:
+    """A route's path: its name (a group's too) and member filled in."""
+    return template.replace("{name}", name).replace("{group}", name).replace("{member}", "m")
+
+
+EVERY_NAME = ("GET /v1/members", "GET /v1/sessions", "GET /v1/sessions/{name}")
+"""Read routes whose rule names every name: only a role over the prefix "" covers them."""
 
 BODIES: dict[str, Any] = {
     "acquire": {"holder": "h", "ttl": 10}, "renew": {"holder": "h", "token": 1},
@@ -106,7 +114,7 @@ def test_every_v1_route_is_401_without_a_valid_token(cluster: Any, primary: str,
     for headers in ({}, {"Authorization": "Bearer not-a-token"},
                     {"Authorization": f"Basic {TOKENS['admin']}"}):  # fmt: skip
         method, template = route.split(" ", 1)
-        url = cluster.url(primary) + template.replace("{name}", "a/x")
+        url = cluster.url(primary) + named(template, "a/x")
         status, got, body = http(method, url, body_of(route), headers=headers)
         assert status == 401, (route, body)
         assert body["error"] == "unauthenticated" and got["Content-Type"].startswith(
@@ -125,14 +133,14 @@ def test_every_v1_route_is_403_outside_the_roles(cluster: Any, primary: str,
         return
     name = "b/x" if need == "read" else "a/x"
     status, _, body = call(cluster, primary, route, name, body_of(route), "reader",
-                           query="prefix=b/" if route == "GET /v1/leases" else query_of(route))
+                           query="prefix=b/" if route in LISTS else query_of(route))
     assert status == 403, (route, body)
     assert body["error"] == "forbidden"
     if need == "read":  # the same route on a name the role covers passes the check
         # (the member list has no name: it needs read on every name, which bob's role covers)
-        covering = "bob" if route == "GET /v1/members" else "reader"
+        covering = "bob" if route in EVERY_NAME else "reader"
         status, _, body = call(cluster, primary, route, "a/x", body_of(route), covering,
-                               query="prefix=a/" if route == "GET /v1/leases"
+                               query="prefix=a/" if route in LISTS
                                else query_of(route))  # fmt: skip
         assert status in (200, 204, 404), (route, body)
 

@@ -19,7 +19,9 @@ import pytest
 from paxlock.api.cli.main import build_parser
 
 harness = sys.modules["paxlock_test_harness"]
-COMMANDS = [[], ["sim"], ["serve"], ["up"], ["status"], ["lock"]]
+COMMANDS = [[], ["sim"], ["serve"], ["up"], ["status"], ["lock"], ["session", "open"],
+            ["session", "list"], ["semaphore", "acquire"], ["rwlock", "acquire"],
+            ["group", "list"], ["group", "join"]]
 
 
 def paxlock(*args: str) -> subprocess.CompletedProcess[str]:
@@ -54,6 +56,12 @@ def test_help_is_plain_text_and_shows_every_default(words: list[str]) -> None:
             continue  # positionals, flags, and options whose absence is described in words
         entry = entry_of(done.stdout, action.option_strings[-1])
         assert f"default: {action.default}" in entry, f"no default shown: {entry}"
+
+
+def test_the_help_lists_sessions_semaphores_rwlocks_and_groups() -> None:
+    listed = paxlock("--help").stdout
+    for command in ("session", "semaphore", "rwlock", "group"):
+        assert re.search(rf"^    {command}\b", listed, re.M), listed
 
 
 def test_version_is_the_installed_distributions() -> None:

@@ -8,6 +8,8 @@ One module-scoped cluster; every wait is on a condition with a deadline."""
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
 import sys
 import threading
 import uuid
@@ -177,3 +179,28 @@ def test_a_follower_forwards_the_new_routes_to_the_primary(cluster: Any) -> None
                              {"holder": "fwd"})  # fmt: skip
     assert status == 200 and len(closed["freed"]) == 2  # the membership and the leadership
     assert http("GET", f"{follower}/v1/groups/{group}/leader")[2]["leader"] is None
+
+
+def test_the_cli_opens_binds_and_closes(cluster: Any) -> None:
+    """``paxlock session|semaphore|group`` with ``--json``, one process per command."""
+    endpoints = ["--endpoint", ",".join(cluster.urls()), "--json"]
+
+    def paxlock(*words: str) -> Any:
+        done = subprocess.run([sys.executable, "-m", "paxlock.api.cli", *words, *endpoints],
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    session = paxlock("session", "open", "--ttl", "30")
+    sem, group = unique("cli"), unique("cli")
+    permit = paxlock("semaphore", "acquire", sem, "--limit", "2", "--session", session["id"])
+    assert permit["session"] == session["id"] and permit["limit"] == 2
+    paxlock("group", "create", group)
+    paxlock("group", "join", group, "m1", "--session", session["id"], "--capabilities", "x")
+    assert [m["member"] for m in paxlock("group", "members", group)] == ["m1"]
+    freed = paxlock("session", "close", session["id"])
+    assert sorted(f["kind"] for f in freed) == ["member", "semaphore"]
+    held = subprocess.run([sys.executable, "-m", "paxlock.api.cli", "session", "get",
+                           session["id"], *endpoints], capture_output=True, text=True,
+                          timeout=30)  # fmt: skip
+    assert held.returncode == 1 and "no session" in held.stderr

@@ -20,7 +20,8 @@ harness = sys.modules["paxlock_test_harness"]  # registered by tests/conftest.py
 http = harness.http
 wait_for = harness.wait_for
 
-LEADER_KEYS = {"name", "leader", "value", "token", "revision", "ttl", "expires_in"}
+LEADER_KEYS = {"name", "leader", "value", "token", "revision", "ttl", "expires_in",
+               "session"}
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ harness = sys.modules["paxlock_test_harness"]  # registered by tests/conftest.py
 http = harness.http
 wait_for = harness.wait_for
 
-LEASE_KEYS = {"name", "holder", "token", "revision", "ttl", "expires_in", "value", "lock_delay"}
+LEASE_KEYS = {"name", "holder", "token", "revision", "ttl", "expires_in", "value", "lock_delay",
+              "session"}
 WAITERS = "paxlock_lease_waiters"
 
 
