@@ -48,7 +48,8 @@ class _Name:
     holds: dict[int, Permit] = field(default_factory=dict)
     """By token, in token order."""
     blocks: dict[int, tuple[Block, SharedMode]] = field(default_factory=dict)
-    """By token of the expired hold, in token order, with that hold's mode."""
+    """By token of the expired hold, with that hold's mode: in token order, whatever order
+    the holds expired in, so a restored snapshot encodes as the machine that applied it."""
 
     def view(self, key: Key) -> SharedName:
         blocks = tuple(block for block, _ in self.blocks.values())
@@ -184,6 +185,8 @@ class SharedNames:
         if blocked:
             block = Block(name, permit.holder, token, revision, permit.lock_delay_s)
             entry.blocks[token] = (block, permit.mode)
+            if any(other > token for other in entry.blocks):  # expired out of token order
+                entry.blocks = dict(sorted(entry.blocks.items()))
         self._forget_if_empty(key)
         return blocked
 
