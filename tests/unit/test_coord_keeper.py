@@ -643,8 +643,8 @@ def test_random_semaphore_workload_with_acquires_in_flight_never_refuses_a_waite
                 assert waiting == [], f"{key} granted while {waiting} wait ahead of it"
     p.auto_apply = True
     p.flush()
-    for _ in sent:
-        p.tick(p.now + 10.0)
+    for _ in range(len(sent) + 2):
+        p.tick(p.now + 60.0)  # the session, every hold and every wait run out
     assert set(sent) <= set(p.replies) | gone
 
 
@@ -664,3 +664,16 @@ def test_an_acquire_proposed_for_the_log_to_refuse_still_counts_while_in_flight(
     p.auto_apply = True
     p.release(p.permit(c))
     assert isinstance(p.result(d), Permit)
+
+
+def test_a_new_primary_times_bound_holds_by_their_session_only() -> None:
+    old = Primary()
+    s = old.open(ttl_s=5.0)
+    old.send(Acquire("db", "w", 0.0, session=s.id))
+    old.permit(rw(old, "m", "w", "write", session=s.id))
+    new = Primary(machine=old.machine, now=100.0, ballot=B2)
+    assert new.keeper.expires_in("db", 100.0) == 5.0
+    assert new.keeper.shared_expires_in("rwlock", "m", "w", 100.0) == 5.0
+    new.tick(105.0)
+    assert decisions(new) == [ExpireSession(s.id, s.token, B2)]
+    assert new.machine.get("db") is None and new.machine.shared("rwlock", "m") is None
