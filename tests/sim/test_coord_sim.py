@@ -6,7 +6,6 @@ results — and a broken part for each of these checks to catch (``coord_plants`
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from coord_plants import (
     ReusesPermitTokens,
     SessionEndFreesOne,
 )
+from plant_runs import checks_fired
 
 from paxlock.coordinator.simulation.coord_sim import CoordSimulation
 from paxlock.coordinator.simulation.runner import config_for
@@ -50,14 +50,7 @@ def test_sessions_permits_and_rwlocks_keep_every_check(first: int) -> None:
 
 
 def fired(seeds: int = PLANT_SEEDS, **parts: Any) -> dict[str, int]:
-    """How many seeds each check fired on (static membership, like ``test_lease_sim``)."""
-    counts: dict[str, int] = {}
-    for seed in range(seeds):
-        config = replace(config_for(seed, STEPS), reconfigure_every_s=0.0)
-        result = CoordSimulation(config, seed, stop_on_violation=False, **parts).run()
-        for check in {v.check for v in result.violations}:
-            counts[check] = counts.get(check, 0) + 1
-    return counts
+    return checks_fired(CoordSimulation, seeds, STEPS, **parts)
 
 
 def test_the_correct_parts_fire_nothing_on_the_plant_seeds() -> None:
