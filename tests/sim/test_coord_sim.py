@@ -14,6 +14,7 @@ from coord_plants import (
     ForgetsSessionTimers,
     IgnoresSemaphoreLimit,
     ReadBesideWrite,
+    RestoresAheadRevision,
     ReusesPermitTokens,
     SessionEndFreesOne,
 )
@@ -67,6 +68,10 @@ def test_exclusive_catches_a_read_granted_beside_a_write() -> None:
 
 def test_tokens_catches_permits_that_reuse_tokens() -> None:
     assert fired(3, machine_factory=ReusesPermitTokens).get("tokens", 0) > 0
+
+
+def test_results_catches_a_replica_whose_restore_moves_the_revision() -> None:
+    assert fired(3, machine_factory=RestoresAheadRevision).get("results", 0) > 0
 
 
 def test_session_catches_an_end_that_frees_only_one_hold() -> None:
