@@ -12,7 +12,13 @@ Decisions the spec left open, written down here:
 - A bound hold records its session's ``ttl_s`` in its own ``ttl_s`` (for display only: it has
   no timer); the ``ttl_s`` a bound acquire sends must be a finite number >= 0 and is ignored.
 - ``Refused.name`` for these commands is ``subject(command)``: the session id ("" for an
-  open), the shared name, or the group.
+  open), the shared name, or the group (``lease_commands.subject_of`` for any command).
+
+Machine queries (``LeaseMachine``), the spec's names: ``session(id)``, ``sessions(holder)``,
+``bound(id)`` (a list of ``Freed``), ``shared(kind, name)``, ``shared_list(kind, prefix)``,
+``verify_shared(kind, name, token)``, ``group(name)``, ``groups()``; and beyond the spec
+``shared_names()`` (both kinds) and ``shared_refusal(command)`` (what applying an
+``AcquireShared`` now would refuse, for the keeper's waiters; changes nothing).
 """
 
 from __future__ import annotations

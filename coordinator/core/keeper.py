@@ -1,5 +1,6 @@
-"""The primary's side of leases (DESIGN.md §3): expiry and lock-delay timers, renewals that
-cost one quorum round instead of a log write, and FIFO waiters.
+"""The primary's side of leases, sessions and shared names (DESIGN.md §3, §7): expiry and
+lock-delay timers, renewals that cost one quorum round instead of a log write, and FIFO
+waiters.
 
 Only the current primary runs a keeper, and its state is volatile: a new primary rebuilds
 it from the applied ``LeaseMachine`` in ``take_office``. Pure like the rest of the core:
@@ -7,7 +8,11 @@ every entry point takes ``now`` (monotonic seconds) and returns a ``KeeperReady`
 commands to propose, the replies to deliver and when to call ``tick`` next.
 
 The runtime's side of the contract (proposals, replies, confirmation rounds) is written in
-``keeper_effects``; the queues of parked acquires are kept by ``waiters.Waiters``.
+``keeper_effects``; the queues of parked acquires are kept by ``waiters.Waiters``, all timers
+by ``keeper_timers.Timers`` in one heap. Sessions are ``session_keeper``'s part, semaphores
+and read/write locks ``shared_keeper``'s, renewals ``keeper_renewing``'s; this class takes
+office for all of them and hands on what a session's end freed (one entry: every freed
+lease and shared name goes to its first waiter(s), a blocked one after its lock-delay).
 """
 
 from __future__ import annotations
@@ -112,8 +117,9 @@ class LeaseKeeper(Renewing):
         return self._ballot
 
     def take_office(self, machine: LeaseMachine, now: float, ballot: Ballot) -> KeeperReady:
-        """Restart every lease timer at the full TTL and every lock-delay at its full length:
-        the old primary's timers are unknown, so a lease may outlive its TTL, never end early.
+        """Restart every lease, session and unbound permit timer at the full TTL and every
+        lock-delay at its full length: the old primary's timers are unknown, so a grant may
+        outlive its TTL, never end early. (Bound holds have no timer: their session's runs.)
 
         Called once the ``Office`` entry of ``ballot`` is applied: ``machine`` then holds
         everything chosen before this ballot, and it names ``ballot`` as the one in office."""
@@ -201,7 +207,7 @@ class LeaseKeeper(Renewing):
         self._reserved[name] = command
         return self._ready([Propose(command, None)])
 
-    def cancel(self, key: RequestKey, now: float = 0.0) -> KeeperReady:
+    def cancel(self, key: RequestKey, now: float) -> KeeperReady:
         """The request ``key`` went away (its client disconnected): a parked waiter leaves
         its queue, so the name is never granted to nobody. (One already proposed stands:
         its grant is remembered for a retry with the same request id.)"""
@@ -348,6 +354,8 @@ class LeaseKeeper(Renewing):
         if kind == Kind.WAIT:
             assert isinstance(ident, int)
             waiter = self._waiters.timed_out(ident)
+            if waiter is None:
+                return
             if isinstance(waiter.request.command, AcquireShared):
                 self._shared.wait_ran_out(waiter, now, ready)
             else:

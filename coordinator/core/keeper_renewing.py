@@ -201,4 +201,7 @@ class Renewing:
             # Its Expire is on the way to the log: the grant is over, though not yet applied.
             # Naming it as the current grant would contradict the refusal.
             return Refused("not_holder", name, message=f"the lease on {name} is expiring")
+        if lease.session is not None and not self._sessions.running(lease.session):
+            return Refused("not_holder", name, message=f"the lease on {name} is ending with "
+                           f"its session {lease.session}")  # fmt: skip
         return Refused("not_holder", name, lease.holder, lease.token)

@@ -15,7 +15,8 @@ name)``). Decisions written down here:
 - **Limit mismatch** is the log's answer: a newcomer whose limit differs from the one in
   force is proposed at once (it cannot be granted, so it overtakes no one).
 - **The grant rule is the machine's** (``shared_refusal``); the keeper adds only the
-  acquires it has in flight (a semaphore's count, a writer alone, the first fixes a limit).
+  acquires it has in flight (a semaphore's count, a writer alone, the first fixes a limit),
+  so that an acquire proposed to wait no longer is never refused ``held`` by the log.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ class SharedKeeper:
         self._blocks: dict[int, tuple[SharedKind, str]] = {}
         """Token -> (kind, name) of every lock-delay running."""
         self._reserved: dict[tuple[SharedKind, str], list[AcquireShared]] = {}
-        """Acquires this keeper proposed as grantable, not yet applied (or rejected)."""
+        """Acquires this keeper proposed, not yet applied or rejected. Each counts as a hold,
+        even one proposed for the log to refuse (``wait == 0``): a release applied before it
+        may let the log grant it, and a waiter proposed meanwhile must not then be refused."""
 
     def take_office(self, now: float) -> list[tuple[Key, int, float]]:
         """Every unbound hold's timer at its full ttl, every lock-delay at its full length."""
@@ -96,13 +99,11 @@ class SharedKeeper:
         verdict = self.verdict(command)
         waiting = self._waiters.first(queue) is not None
         if verdict == "refuse" or (verdict == "grant" and not waiting):
-            if verdict == "grant":
-                self._reserved.setdefault(queue, []).append(command)
-            ready.proposals.append(Propose(command, request.key))
+            self._propose(command, request, ready)
         elif request.wait_s == 0 and waiting:
             ready.replies.append(self.held_reply(request, now))
         elif request.wait_s == 0:
-            ready.proposals.append(Propose(command, request.key))  # the log answers held
+            self._propose(command, request, ready)  # the log answers (held, most likely)
         elif self._waiters.full(queue):
             ready.replies.append(Reply(request.key, Unavailable("too many waiters")))
         else:
@@ -141,9 +142,7 @@ class SharedKeeper:
             if verdict == "wait":
                 return
             self._waiters.unpark(waiter)
-            if verdict == "grant":
-                self._reserved.setdefault(queue, []).append(command)
-            ready.proposals.append(Propose(command, waiter.request.key))
+            self._propose(command, waiter.request, ready)
 
     def wait_ran_out(self, waiter: Waiter, now: float, ready: KeeperReady) -> None:
         """A waiter left its queue (timed out, or its client went away): the ones behind it
@@ -289,6 +288,11 @@ class SharedKeeper:
             return
         self._blocks[token] = (kind, name)
         self._clock.start(Kind.SHARED_UNBLOCK, token, token, now + block.lock_delay_s)
+
+    def _propose(self, command: AcquireShared, request: AcquireRequest, ready: KeeperReady
+                 ) -> None:  # fmt: skip
+        self._reserved.setdefault((command.kind, command.name), []).append(command)
+        ready.proposals.append(Propose(command, request.key))
 
     def _unreserve(self, command: AcquireShared) -> None:
         queue = (command.kind, command.name)

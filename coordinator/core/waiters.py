@@ -170,8 +170,11 @@ class Waiters(Generic[K]):
         self.unpark(waiter)
         return waiter
 
-    def timed_out(self, wid: int) -> Waiter:
-        """The deadline ``key(wid)`` was popped: waiter ``wid`` leaves its queue."""
-        waiter = self._by_id[wid]
-        self.unpark(waiter)
+    def timed_out(self, wid: int) -> Waiter | None:
+        """The deadline ``key(wid)`` was popped: waiter ``wid`` leaves its queue. None when it
+        left already: one ``tick`` pops every due deadline first, and a shared name's waiter
+        that ran out may be answered while its queue is walked (``SharedKeeper.grant``)."""
+        waiter = self._by_id.get(wid)
+        if waiter is not None:
+            self.unpark(waiter)
         return waiter

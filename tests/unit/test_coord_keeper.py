@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.coord_commands import (
     AcquireShared,
@@ -26,6 +29,7 @@ from paxlock.coordinator.core.keeper import (
     KeeperConfig,
     KeeperReady,
     LeaseKeeper,
+    Propose,
     Reply,
     RequestKey,
     Unavailable,
@@ -72,6 +76,9 @@ class Primary:
     """The proposals of each keeper step that proposed any."""
     results: list[Result] = field(default_factory=list)
     next_key: int = 0
+    auto_apply: bool = True
+    """Off: proposals wait in ``pending`` until ``flush`` (acquires in flight)."""
+    pending: list[Propose] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.keeper = LeaseKeeper(self.config)
@@ -85,8 +92,16 @@ class Primary:
             self.replies[reply.to] = reply
         if ready.proposals:
             self.batches.append([p.command for p in ready.proposals])
-        for proposal in ready.proposals:  # chosen and applied in order, at once
-            self.proposed.append(proposal.command)
+        self.proposed += [proposal.command for proposal in ready.proposals]
+        self.pending += ready.proposals
+        if self.auto_apply:
+            self.flush()
+
+    def flush(self, count: int | None = None) -> None:
+        """Choose and apply the first ``count`` pending proposals (all: None), in order."""
+        while self.pending and (count is None or count > 0):
+            count = None if count is None else count - 1
+            proposal = self.pending.pop(0)
             result = self.machine.apply(proposal.command)
             self.results.append(result)
             after = self.keeper.on_applied(proposal.command, result, self.now)
@@ -109,7 +124,6 @@ class Primary:
     def propose(self, command: LeaseCommand) -> Result:
         """A client command the replica proposes as it is (close, release, open)."""
         key = self.key()
-        from paxlock.coordinator.core.keeper_effects import Propose
         self.handle(KeeperReady([Propose(command, key)]))
         outcome = self.replies[key].outcome
         assert not isinstance(outcome, Unavailable)
@@ -498,3 +512,155 @@ def test_the_replica_parks_a_shared_acquire_and_answers_it_when_the_name_frees()
     released = one.ask(CommandOp(ReleaseShared("semaphore", "p", "a", first.outcome.token)))
     assert released.outcome.__class__.__name__ == "SharedReleased"
     assert isinstance(one.replies[parked].outcome, Permit)
+
+
+# --- a random workload -----------------------------------------------------------------------------
+
+HOLDERS = ("a", "b", "c", "d", "e")
+shared_ops = st.lists(st.one_of(
+    st.tuples(st.just("acquire"), st.sampled_from(HOLDERS), st.sampled_from(["read", "write"]),
+              st.sampled_from([0.0, 2.0, 30.0])),
+    st.tuples(st.just("release"), st.sampled_from(HOLDERS)),
+    st.tuples(st.just("tick"), st.sampled_from([0.5, 3.0])),
+    st.tuples(st.just("cancel"), st.integers(0, 30)),
+), max_size=40)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(shared_ops)
+def test_random_rwlock_workload_grants_in_arrival_order_and_answers_every_request_once(
+    ops: list[tuple[object, ...]],
+) -> None:
+    """Whatever the mix: never a writer beside another holder, every request answered at
+    most once (the harness checks), and a grant only once every earlier request for the name
+    was answered or hung up (FIFO: no reader overtakes a waiting writer)."""
+    p = Primary()
+    sent: list[RequestKey] = []
+    gone: set[RequestKey] = set()
+    for op in ops:
+        before = set(p.replies)
+        match op:
+            case ("acquire", holder, mode, wait_s):
+                sent.append(rw(p, "m", str(holder), mode, ttl_s=4.0,  # type: ignore[arg-type]
+                               wait_s=wait_s))  # type: ignore[arg-type]
+            case ("release", holder):
+                view = p.machine.shared("rwlock", "m")
+                hold = next((h for h in view.holds if h.holder == holder), None) if view else None
+                if hold is not None:
+                    p.release(hold)
+            case ("tick", dt):
+                p.tick(p.now + dt)  # type: ignore[operator]
+            case ("cancel", index):
+                if sent and sent[index % len(sent)] not in p.replies:  # type: ignore[operator]
+                    key = sent[index % len(sent)]  # type: ignore[operator]
+                    gone.add(key)
+                    p.handle(p.keeper.cancel(key, p.now))
+        view = p.machine.shared("rwlock", "m")
+        if view is not None and any(h.mode == "write" for h in view.holds):
+            assert len(view.holds) == 1, view
+        for key in set(p.replies) - before:
+            if isinstance(p.replies[key].outcome, Permit):
+                waiting = [k for k in sent if k < key and k not in p.replies and k not in gone]
+                assert waiting == [], f"{key} granted while {waiting} wait ahead of it"
+    for key in sent:
+        p.tick(p.now + 10.0)  # every hold expires, every wait runs out
+    assert set(sent) <= set(p.replies) | gone
+
+
+def test_a_bound_lease_is_not_renewable_after_its_session_expired() -> None:
+    p = Primary()
+    s = p.open(ttl_s=5.0)
+    lease = p.result(p.send(Acquire("db", "w", 0.0, session=s.id)))
+    assert isinstance(lease, Lease)
+    p.tick(5.0)
+    key = p.key()
+    p.handle(p.keeper.renew("db", "w", lease.token, key, p.now))
+    refused = p.result(key)
+    assert isinstance(refused, Refused) and refused.code == "not_holder"
+    assert refused.holder is None
+
+
+semaphore_ops = st.lists(st.one_of(
+    st.tuples(st.just("acquire"), st.sampled_from(HOLDERS), st.sampled_from([0.0, 2.0, 30.0]),
+              st.booleans()),
+    st.tuples(st.just("release"), st.sampled_from(HOLDERS)),
+    st.tuples(st.just("flush"), st.integers(1, 3)),
+    st.tuples(st.just("tick"), st.sampled_from([0.5, 3.0])),
+    st.tuples(st.just("close"),),
+    st.tuples(st.just("cancel"), st.integers(0, 30)),
+), max_size=50)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(semaphore_ops)
+def test_random_semaphore_workload_with_acquires_in_flight_never_refuses_a_waiter_early(
+    ops: list[tuple[object, ...]],
+) -> None:
+    """Proposals apply only when flushed, so acquires are in flight while others arrive, and
+    the session binding some permits may end: a request allowed to wait is never refused
+    ``held`` before its wait ran out (what is in flight counts), grants follow arrival order,
+    and every request is answered once."""
+    p = Primary(auto_apply=False)
+    p.auto_apply = True
+    session = p.open(ttl_s=50.0)
+    p.auto_apply = False
+    sent: dict[RequestKey, float] = {}
+    """Each request and when its wait runs out."""
+    gone: set[RequestKey] = set()
+    for op in ops:
+        before = set(p.replies)
+        match op:
+            case ("acquire", holder, wait_s, bound):
+                key = p.shared("semaphore", "p", str(holder), "permit", limit=2, ttl_s=4.0,
+                               session=session.id if bound else None,
+                               wait_s=wait_s)  # type: ignore[arg-type]
+                sent[key] = p.now + wait_s  # type: ignore[operator]
+            case ("release", holder):
+                view = p.machine.shared("semaphore", "p")
+                hold = next((h for h in view.holds if h.holder == holder), None) if view else None
+                if hold is not None:
+                    p.handle(KeeperReady([Propose(ReleaseShared(
+                        "semaphore", "p", hold.holder, hold.token), None)]))
+            case ("flush", count):
+                p.flush(count)  # type: ignore[arg-type]
+            case ("tick", dt):
+                p.tick(p.now + dt)  # type: ignore[operator]
+            case ("close",):
+                p.handle(KeeperReady([Propose(CloseSession(session.id, "w"), None)]))
+            case ("cancel", index):
+                keys = list(sent)
+                if keys and keys[index % len(keys)] not in p.replies:  # type: ignore[operator]
+                    gone.add(keys[index % len(keys)])  # type: ignore[operator]
+                    p.handle(p.keeper.cancel(keys[index % len(keys)], p.now))  # type: ignore[operator]
+        view = p.machine.shared("semaphore", "p")
+        assert view is None or len(view.holds) + len(view.blocked) <= 2
+        for key in set(p.replies) - before:
+            outcome = p.replies[key].outcome
+            if isinstance(outcome, Refused) and outcome.code == "held":
+                assert p.now >= sent[key], f"{key} refused held before its wait ran out"
+            if isinstance(outcome, Permit):
+                waiting = [k for k in sent if k < key and k not in p.replies and k not in gone]
+                assert waiting == [], f"{key} granted while {waiting} wait ahead of it"
+    p.auto_apply = True
+    p.flush()
+    for _ in range(len(sent) + 2):
+        p.tick(p.now + 60.0)  # the session, every hold and every wait run out
+    assert set(sent) <= set(p.replies) | gone
+
+
+def test_an_acquire_proposed_for_the_log_to_refuse_still_counts_while_in_flight() -> None:
+    """B holds the only permit; its release and then C's acquire (wait 0, so proposed for
+    the log to answer) are in flight. Once the release is applied, D arrives willing to wait:
+    C will be granted first, so D must wait rather than be proposed and refused ``held``."""
+    p = Primary()
+    b = p.permit(p.shared("semaphore", "p", "b", "permit", limit=1))
+    p.auto_apply = False
+    p.handle(KeeperReady([Propose(ReleaseShared("semaphore", "p", "b", b.token), None)]))
+    c = p.shared("semaphore", "p", "c", "permit", limit=1)
+    p.flush(1)  # the release
+    d = p.shared("semaphore", "p", "d", "permit", limit=1, wait_s=30.0)
+    p.flush()
+    assert isinstance(p.result(c), Permit) and d not in p.replies
+    p.auto_apply = True
+    p.release(p.permit(c))
+    assert isinstance(p.result(d), Permit)
