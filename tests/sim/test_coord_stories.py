@@ -1,5 +1,7 @@
 """Stories the coordination simulation found, replayed at the smallest scale that shows them.
-Both fail on the core as merged (core 567d194): they are bugs to fix there, not here."""
+The first fails on core as merged here (core 8ba9db2): a bug to fix there, not here. The
+second failed on core 567d194 and was fixed in core 3a68c10 (found there independently by
+the keeper's property test): it stays as a regression test."""
 
 from __future__ import annotations
 
