@@ -28,9 +28,6 @@ STEPS = 3000
 CHUNK = 8
 PLANT_SEEDS = 6
 """Each planted machine is caught on 2 to 6 of these (measured)."""
-KEEPER_PLANT_SEEDS = 12
-"""A broken session timer shows only when a client wants a freed name within the few
-hundredths of a second its owner still trusts it: about one seed in four."""
 
 
 @pytest.mark.parametrize("first", range(0, SEEDS, CHUNK))
@@ -78,11 +75,12 @@ def test_session_catches_an_end_that_frees_only_one_hold() -> None:
     assert fired(machine_factory=SessionEndFreesOne).get("session", 0) > 0
 
 
-def test_a_keeper_that_expires_sessions_early_is_caught() -> None:
-    counts = fired(KEEPER_PLANT_SEEDS, keeper_factory=EarlySessionExpiry)
-    assert counts.get("limit", 0) + counts.get("exclusive", 0) > 0, counts
+def test_expiry_catches_a_keeper_that_expires_sessions_early() -> None:
+    """Every seed (a freed name wanted by another client meanwhile, so that ``limit`` or
+    ``exclusive`` fires too: about one seed in four)."""
+    assert fired(keeper_factory=EarlySessionExpiry).get("expiry", 0) > 0
 
 
-def test_a_keeper_that_does_not_restart_session_timers_on_taking_office_is_caught() -> None:
-    counts = fired(KEEPER_PLANT_SEEDS, keeper_factory=ForgetsSessionTimers)
-    assert counts.get("limit", 0) + counts.get("exclusive", 0) > 0, counts
+def test_expiry_catches_a_keeper_that_does_not_restart_session_timers_on_taking_office() -> None:
+    """Most seeds: those where a primary takes office while a client trusts its session."""
+    assert fired(keeper_factory=ForgetsSessionTimers).get("expiry", 0) > 0
