@@ -21,7 +21,7 @@ def test_a_snapshot_round_trip_keeps_blocks_that_expired_out_of_token_order() ->
     member that restored a snapshot encodes the same state differently from one that
     applied the entries (snapshots of one prefix are no longer byte-equal, and the order
     of ``SharedName.blocked`` depends on the member's history). With the shipped parts:
-    ``run_seed(118, 12000, coord=True)``."""
+    ``run_seed(123, 12000, coord=True)``."""
     machine = LeaseMachine()
     for holder in ("a", "b"):
         machine.apply(AcquireShared("rwlock", "x", holder, "read", 0, 1.0, None, 0.05))
@@ -39,8 +39,8 @@ def test_two_waiters_of_one_shared_name_whose_waits_run_out_in_one_tick() -> Non
     second one (its deadline passed too) and answers it; then the second popped key names a
     waiter that is gone, and ``Waiters.timed_out`` raises ``KeyError`` in the primary's
     tick. Any late tick (a loaded event loop, a SIGSTOP'd primary resuming) with two waits
-    of one semaphore or rwlock overdue reaches it; with the shipped parts,
-    ``run_seed(122, 12000, coord=True)`` raises it."""
+    of one semaphore or rwlock overdue reaches it (with the shipped parts of core 567d194,
+    ``coord_sim`` seed 122 of 12000 steps raised it)."""
     machine = LeaseMachine()
     machine.apply(AcquireShared("semaphore", "s", "h0", "permit", 1, 5.0))
     keeper = LeaseKeeper()
