@@ -9,6 +9,9 @@ when what it looks at changes (a grant, a renewal, an applied entry), so after e
                 together with any other holder, by the same clocks;
 - ``tokens``    in log order, every grant (lease, permit, read/write hold, membership, session)
                 has a token above every earlier grant's, cluster-wide;
+- ``expiry``    no session, unbound permit or hold, or lease ends by expiry while its client
+                still trusts it by its conservative clock (checked where the expiry is applied,
+                and again when a renewal's answer extends the trust);
 - ``results``   every replica applies the same command with the same result in each slot;
 - ``session``   a session's end frees, in its one entry, exactly the holds bound to it (folded
                 from the applied results in log order), and the machine keeps none after it;
@@ -90,12 +93,18 @@ class Hold:
 
 
 class CoordChecks(LeaseChecks):
-    def __init__(self, checker: Checker, machine_of: Callable[[str], Any]) -> None:
-        """``machine_of(node_id)``: that node's replica's machine now (for ``session``)."""
+    def __init__(self, checker: Checker, machine_of: Callable[[str], Any],
+                 clock: Callable[[], float]) -> None:  # fmt: skip
+        """``machine_of(node_id)``: that node's replica's machine now (for ``session``);
+        ``clock()``: the simulation's real time."""
         super().__init__(checker, ())
         self.machine_of = machine_of
+        self.clock = clock
+        self.trusted: dict[object, SessionView | Hold] = {}
+        """What clients trust, by session id or (kind, name, token) of an unbound hold."""
+        self.expired_at: dict[object, float] = {}
         self.holds: dict[tuple[str, str], list[Hold]] = {}
-        self.reported: set[tuple[int, int]] = set()
+        self.reported: set[object] = set()
         self.reference: dict[int, list[tuple[object, object, bool]]] = {}
         """Per slot, the (command, result, changed) its first applier got."""
         self.position: dict[tuple[str, int], tuple[int, int]] = {}
@@ -109,11 +118,21 @@ class CoordChecks(LeaseChecks):
         permit (by (kind, name, token))."""
         self.sessions_ended = 0
         self.freed_at_end = 0
+        self.freed_kinds: dict[str, int] = {}
 
     # -- the clients' side ---------------------------------------------------------------------
 
+    def on_session(self, session: SessionView) -> None:
+        self.trusted[session.id] = session
+
     def on_hold(self, hold: Hold, now: float) -> None:
         self.holds.setdefault((hold.kind, hold.name), []).append(hold)
+        if hold.session is None:
+            self.trusted[(hold.kind, hold.name, hold.token)] = hold
+        self.overlap_of(hold.kind, hold.name, now)
+
+    def on_hold_renewed(self, hold: Hold, now: float) -> None:
+        self._trusted_past_expiry((hold.kind, hold.name, hold.token), hold.until)
         self.overlap_of(hold.kind, hold.name, now)
 
     def overlap_of(self, kind: str, name: str, now: float) -> None:
@@ -146,11 +165,28 @@ class CoordChecks(LeaseChecks):
                              f"{at:.4f}: {shown}")
 
     def on_session_renewed(self, session: SessionView, now: float) -> None:
+        self._trusted_past_expiry(session.id, session.end)
         for hold in session.holds:
             self.overlap_of(hold.kind, hold.name, now)
 
     def on_renewed_under(self, key: object, ballot: Ballot) -> None:
         self.session_renewed[key] = max(ballot, self.session_renewed.get(key, ballot))
+
+    def _expired(self, key: object) -> None:
+        """``expiry``: what just ended by expiry must not be trusted any more."""
+        now = self.clock()
+        self.expired_at.setdefault(key, now)
+        trusted = self.trusted.get(key)
+        if trusted is not None:
+            self._trusted_past_expiry(key, trusted.end if isinstance(trusted, SessionView)
+                                      else trusted.until)  # fmt: skip
+
+    def _trusted_past_expiry(self, key: object, until: float) -> None:
+        expired = self.expired_at.get(key)
+        if expired is not None and until > expired and ("expiry", key) not in self.reported:
+            self.reported.add(("expiry", key))
+            self.fail("expiry", f"{key} ended by expiry at {expired:.4f}, but its client "
+                                f"trusts it until {until:.4f}")  # fmt: skip
 
     def _report(self, check: str, one: Hold, other: Hold, detail: str) -> None:
         pair = (min(id(one), id(other)), max(id(one), id(other)))
@@ -172,6 +208,12 @@ class CoordChecks(LeaseChecks):
         self._compare(node_id, incarnation, applied)
         if isinstance(command, ExpireSession | ExpireShared):
             self._deposed(node_id, raw, command, result)
+        if isinstance(result, SessionEnded) and result.expired and applied.changed:
+            self._expired(result.id)
+        elif isinstance(result, SharedExpired) and applied.changed:
+            self._expired((result.kind, result.name, result.token))
+        elif isinstance(result, Expired) and applied.changed:
+            self._expired(("lease", result.name, result.token))
         if isinstance(result, SessionEnded) and applied.changed:
             left = self.machine_of(node_id).bound(result.id)
             if left:
@@ -255,6 +297,8 @@ class CoordChecks(LeaseChecks):
             freed = {self._key(f) for f in result.freed}
             self.sessions_ended += 1
             self.freed_at_end += len(freed)
+            for f in result.freed:
+                self.freed_kinds[f.kind] = self.freed_kinds.get(f.kind, 0) + 1
             if freed != expected:
                 self.fail("session", f"slot {slot}: the end of {result.id} freed "
                                      f"{sorted(freed)}, but bound were {sorted(expected)}")

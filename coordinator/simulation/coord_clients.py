@@ -23,6 +23,11 @@ from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.coord_commands import (
     AcquireShared,
     CloseSession,
+    CreateGroup,
+    Group,
+    JoinGroup,
+    LeaveGroup,
+    Member,
     OpenSession,
     Permit,
     ReleaseShared,
@@ -59,7 +64,14 @@ from paxlock.coordinator.simulation.lease_clients import (
 SEMAPHORES = {"pool": 2, "licences": 3}
 """Semaphore names and the limit every client asks for."""
 RWLOCKS = ("cache", "index")
-LEASES = ("alpha",)
+LEASES = ("alpha", "group:fleet")
+"""A plain lease, and the leader election of group ``GROUP`` (a lease on a reserved name,
+refused ``not_found`` until the group exists)."""
+GROUP = "fleet"
+JOIN_P = 0.3
+"""The chance, per move of a client with a session it has not joined ``GROUP`` under, that
+it joins (bound to that session; the first joiner creates the group)."""
+LEAVE_P = 0.02
 NAMES = {"semaphore": tuple(SEMAPHORES), "rwlock": RWLOCKS, "lease": LEASES}
 KINDS: tuple[Literal["semaphore", "rwlock", "lease"], ...] = (
     "semaphore", "semaphore", "rwlock", "rwlock", "lease")
@@ -101,6 +113,8 @@ class _Client:
     holds: list[tuple[Hold, float]] = field(default_factory=list)
     """What it trusts, each with when it means to release it (real time)."""
     silent_until: float = 0.0
+    member: SessionView | None = None
+    """The session its membership of ``GROUP`` is bound to (it ends with it)."""
 
 
 class CoordClients(Requests):
@@ -115,6 +129,8 @@ class CoordClients(Requests):
         self.grants = self.renewals = 0
         self.bound_grants = self.sessions = self.session_renewals = self.silences = 0
         self.refused: dict[str, int] = {}
+        self.group_made = False
+        self.joins = 0
 
     def start(self) -> None:
         for index in range(len(self.clients)):
@@ -160,8 +176,22 @@ class CoordClients(Requests):
             client.session = None
             command = CloseSession(session.id, client.holder, request_id=self._request_id())
             self._send_op(index, CommandOp(command), session)
+        elif session is not None and client.member is not session and draw.random() < JOIN_P:
+            self._join(index, client, session)
+        elif session is not None and client.member is session and draw.random() < LEAVE_P:
+            leave = LeaveGroup(GROUP, client.holder, client.holder, self._request_id())
+            self._send_op(index, CommandOp(leave), session)
         elif len(client.holds) < HOLDS_MAX:
             self._acquire(index, client)
+
+    def _join(self, index: int, client: _Client, session: SessionView) -> None:
+        if not self.group_made:
+            create = CreateGroup(GROUP, client.holder, self._request_id())
+            self._send_op(index, CommandOp(create))
+            return
+        join = JoinGroup(GROUP, client.holder, client.holder, client.holder.encode(),
+                         session.id, self._request_id())  # fmt: skip
+        self._send_op(index, CommandOp(join), session)
 
     def _acquire(self, index: int, client: _Client) -> None:
         draw = self.world.lease_rng
@@ -260,6 +290,7 @@ class CoordClients(Requests):
             if view.end > now and client.session is None:
                 self.sessions += 1
                 client.session = view
+                self.checks.on_session(view)
         elif isinstance(op, RenewSessionOp) and isinstance(outcome, Session):
             view = request.session
             assert view is not None
@@ -279,9 +310,24 @@ class CoordClients(Requests):
                           outcome.holder, outcome.token, command.limit, command.ttl_s)  # fmt: skip
         elif isinstance(op, RenewOp | RenewSharedOp):
             self._renewed(request, client, outcome, ballot)
+        elif isinstance(command, CreateGroup | JoinGroup | LeaveGroup):
+            self._grouped(request, client, outcome)
         elif isinstance(op, ReleaseOp) or isinstance(command, ReleaseShared | CloseSession):
             if not isinstance(outcome, Released | SharedReleased | SessionEnded | Refused):
                 self.checks.fail("release", f"unexpected answer to {op}: {outcome}")
+
+    def _grouped(self, request: _Request, client: _Client, outcome: object) -> None:
+        op = request.op
+        assert isinstance(op, CommandOp)
+        exists = isinstance(outcome, Refused) and outcome.code == "exists"
+        if isinstance(op.command, CreateGroup) and (isinstance(outcome, Group) or exists):
+            self.group_made = True
+        elif isinstance(op.command, JoinGroup) and (isinstance(outcome, Member) or exists):
+            self.joins += isinstance(outcome, Member)
+            if request.session is client.session:
+                client.member = request.session
+        elif isinstance(op.command, LeaveGroup) and client.member is request.session:
+            client.member = None
 
     def _granted(self, request: _Request, client: _Client,
                  kind: Literal["lease", "semaphore", "rwlock"], name: str, mode: SharedMode,
@@ -324,7 +370,7 @@ class CoordClients(Requests):
         until = sent + self._trusted(hold.ttl_s, client)
         if until > hold.end:
             hold.end = until
-            self.checks.overlap_of(hold.kind, hold.name, self.world.now)
+            self.checks.on_hold_renewed(hold, self.world.now)
 
     @staticmethod
     def _trusted(ttl_s: float, client: _Client) -> float:

@@ -28,7 +28,7 @@ class CoordSimulation(LeaseSimulation):
         super().__init__(*args, clients=clients, **kwargs)
 
     def _parts(self, clients: int) -> tuple[CoordChecks, CoordClients]:
-        checks = CoordChecks(self.checker, self._machine_of)
+        checks = CoordChecks(self.checker, self._machine_of, lambda: self.now)
         return checks, CoordClients(self, checks, clients)
 
     def _machine_of(self, node_id: str) -> Any:
@@ -59,5 +59,5 @@ class CoordSimulation(LeaseSimulation):
         coord, checks = self.coord, self.coord_checks
         return dict(grants=coord.grants, bound=coord.bound_grants, renewals=coord.renewals,
                     sessions=coord.sessions, session_renewals=coord.session_renewals,
-                    silences=coord.silences, retries=coord.retries,
+                    silences=coord.silences, retries=coord.retries, joins=coord.joins,
                     sessions_ended=checks.sessions_ended, freed=checks.freed_at_end)  # fmt: skip

@@ -42,10 +42,16 @@ def config_for(seed: int, steps: int, nodes: int | None = None,
 
 
 def run_seed(seed: int, steps: int, nodes: int | None = None, learn_mode: str | None = None,
-             *, trace: bool = False, leases: bool = False) -> Result:  # fmt: skip
+             *, trace: bool = False, leases: bool = False,
+             coord: bool = False) -> Result:  # fmt: skip
     """One seed; ``leases`` runs the lease-level simulation (state machine, keeper, lease
-    clients and their checkers) instead of the log-level one."""
+    clients and their checkers) instead of the log-level one, ``coord`` the lease-level one
+    with sessions, semaphores and read/write locks (``coord_sim``)."""
     config = config_for(seed, steps, nodes, learn_mode)
+    if coord:
+        from paxlock.coordinator.simulation.coord_sim import CoordSimulation
+
+        return CoordSimulation(config, seed, trace=trace).run()
     if leases:
         from paxlock.coordinator.simulation.lease_sim import LeaseSimulation
 

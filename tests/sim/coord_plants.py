@@ -91,6 +91,17 @@ class SessionEndFreesOne(LeaseMachine):
         return result
 
 
+class RestoresAheadRevision(LeaseMachine):
+    """Restores a snapshot one revision ahead: a member that restarted or caught up by
+    snapshot hands out other tokens than its peers for the same entries."""
+
+    @classmethod
+    def restore(cls, data: bytes) -> LeaseMachine:
+        machine = super().restore(data)
+        machine._ledger.revision += 1
+        return machine
+
+
 class _HalfTtlSessions(SessionKeeper):
     """Starts and restarts every session timer at half the session's ttl."""
 

@@ -11,6 +11,7 @@ from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.coord_commands import (
     AcquireShared,
     CloseSession,
+    ExpireSession,
     Freed,
     OpenSession,
     Permit,
@@ -31,7 +32,7 @@ class _Machine:
 
 def checks() -> CoordChecks:
     checker = Checker(genesis([Member("n1", "")]))
-    return CoordChecks(checker, lambda node: _Machine())
+    return CoordChecks(checker, lambda node: _Machine(), lambda: 0.0)
 
 
 def fired(c: CoordChecks) -> list[str]:
@@ -114,3 +115,18 @@ def test_tokens_and_results_fire_on_a_reused_token_and_a_divergent_replica() -> 
     _apply(c, "n1", 1, [_permit(2, None)])
     _apply(c, "n2", 1, [_permit(3, None)])
     assert fired(c) == ["results"]
+
+
+def test_expiry_fires_for_a_session_ended_while_its_client_trusts_it() -> None:
+    now = [0.3]
+    c = CoordChecks(Checker(genesis([Member("n1", "")])), lambda node: _Machine(),
+                    lambda: now[0])  # fmt: skip
+    session = SessionView("s1", 1, 0.2, 0.0, 0.5, [])
+    c.on_session(session)
+    ended = (ExpireSession("s1", 1), SessionEnded("s1", "h", 1, 2, True))
+    now[0] = 0.6
+    _apply(c, "n1", 1, [ended])
+    assert fired(c) == []
+    session.end = 0.7  # a renewal answered after the expiry: trusted past it
+    c.on_session_renewed(session, 0.6)
+    assert fired(c) == ["expiry"]

@@ -6,7 +6,6 @@ results — and a broken part for each of these checks to catch (``coord_plants`
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,9 +14,11 @@ from coord_plants import (
     ForgetsSessionTimers,
     IgnoresSemaphoreLimit,
     ReadBesideWrite,
+    RestoresAheadRevision,
     ReusesPermitTokens,
     SessionEndFreesOne,
 )
+from plant_runs import checks_fired
 
 from paxlock.coordinator.simulation.coord_sim import CoordSimulation
 from paxlock.coordinator.simulation.runner import config_for
@@ -27,9 +28,6 @@ STEPS = 3000
 CHUNK = 8
 PLANT_SEEDS = 6
 """Each planted machine is caught on 2 to 6 of these (measured)."""
-KEEPER_PLANT_SEEDS = 12
-"""A broken session timer shows only when a client wants a freed name within the few
-hundredths of a second its owner still trusts it: about one seed in four."""
 
 
 @pytest.mark.parametrize("first", range(0, SEEDS, CHUNK))
@@ -50,14 +48,7 @@ def test_sessions_permits_and_rwlocks_keep_every_check(first: int) -> None:
 
 
 def fired(seeds: int = PLANT_SEEDS, **parts: Any) -> dict[str, int]:
-    """How many seeds each check fired on (static membership, like ``test_lease_sim``)."""
-    counts: dict[str, int] = {}
-    for seed in range(seeds):
-        config = replace(config_for(seed, STEPS), reconfigure_every_s=0.0)
-        result = CoordSimulation(config, seed, stop_on_violation=False, **parts).run()
-        for check in {v.check for v in result.violations}:
-            counts[check] = counts.get(check, 0) + 1
-    return counts
+    return checks_fired(CoordSimulation, seeds, STEPS, **parts)
 
 
 def test_the_correct_parts_fire_nothing_on_the_plant_seeds() -> None:
@@ -76,15 +67,20 @@ def test_tokens_catches_permits_that_reuse_tokens() -> None:
     assert fired(3, machine_factory=ReusesPermitTokens).get("tokens", 0) > 0
 
 
+def test_results_catches_a_replica_whose_restore_moves_the_revision() -> None:
+    assert fired(3, machine_factory=RestoresAheadRevision).get("results", 0) > 0
+
+
 def test_session_catches_an_end_that_frees_only_one_hold() -> None:
     assert fired(machine_factory=SessionEndFreesOne).get("session", 0) > 0
 
 
-def test_a_keeper_that_expires_sessions_early_is_caught() -> None:
-    counts = fired(KEEPER_PLANT_SEEDS, keeper_factory=EarlySessionExpiry)
-    assert counts.get("limit", 0) + counts.get("exclusive", 0) > 0, counts
+def test_expiry_catches_a_keeper_that_expires_sessions_early() -> None:
+    """Every seed (a freed name wanted by another client meanwhile, so that ``limit`` or
+    ``exclusive`` fires too: about one seed in four)."""
+    assert fired(keeper_factory=EarlySessionExpiry).get("expiry", 0) > 0
 
 
-def test_a_keeper_that_does_not_restart_session_timers_on_taking_office_is_caught() -> None:
-    counts = fired(KEEPER_PLANT_SEEDS, keeper_factory=ForgetsSessionTimers)
-    assert counts.get("limit", 0) + counts.get("exclusive", 0) > 0, counts
+def test_expiry_catches_a_keeper_that_does_not_restart_session_timers_on_taking_office() -> None:
+    """Most seeds: those where a primary takes office while a client trusts its session."""
+    assert fired(keeper_factory=ForgetsSessionTimers).get("expiry", 0) > 0

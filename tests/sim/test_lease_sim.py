@@ -6,7 +6,6 @@ code as it stood before office entries (issue 10's faults 1 and 2)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 from typing import Any
 
@@ -19,6 +18,7 @@ from lease_plants import (
     ReusesTokens,
     never_checks_quorum,
 )
+from plant_runs import checks_fired
 
 from paxlock.coordinator.simulation.lease_sim import LeaseSimulation
 from paxlock.coordinator.simulation.runner import config_for
@@ -47,15 +47,7 @@ def test_no_two_clients_ever_hold_one_name_and_tokens_increase(first: int) -> No
 
 
 def fired(seeds: int = PLANT_SEEDS, **parts: Any) -> dict[str, int]:
-    """How many seeds each check fired on, with static membership (as these planted parts
-    were measured: their faults need no membership change to show)."""
-    counts: dict[str, int] = {}
-    for seed in range(seeds):
-        config = replace(config_for(seed, STEPS), reconfigure_every_s=0.0)
-        result = LeaseSimulation(config, seed, stop_on_violation=False, **parts).run()
-        for check in {v.check for v in result.violations}:
-            counts[check] = counts.get(check, 0) + 1
-    return counts
+    return checks_fired(LeaseSimulation, seeds, STEPS, **parts)
 
 
 def test_the_simulator_finds_both_faults_in_the_code_before_office_entries() -> None:
