@@ -40,7 +40,7 @@ from tooz import coordination, utils
 
 from paxlock.api.client.errors import LeaseHeld, NotHolder, PaxlockError
 from paxlock.api.client.keepalive import TaskSet
-from paxlock.api.client.sync import _LoopThread
+from paxlock.api.client.sync_loop import _LoopThread
 from paxlock.api.client.tooz_lock import PaxlockLock, decode_id, encode_id, raise_tooz
 from paxlock.api.client.transport import (
     RetryPolicy, Transport, client_ssl_context, normalize_endpoints,
