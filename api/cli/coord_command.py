@@ -89,8 +89,8 @@ async def _session_get(client: AsyncClient, args: argparse.Namespace) -> str:
         from paxlock.api.client.errors import NotFound
 
         raise NotFound(f"no session {args.id}")
-    lines = [f"{info.id}  holder {info.holder}  ttl {info.ttl:g}  expires in "
-             f"{info.expires_in if info.expires_in is not None else '-'}"]  # fmt: skip
+    left = "-" if info.expires_in is None else f"{info.expires_in:.1f} s"
+    lines = [f"{info.id}  holder {info.holder}  ttl {info.ttl:g}  expires in {left}"]
     lines += [f"  {h.kind} {h.name} ({h.holder}, token {h.token})" for h in info.holds]
     return _say(args, info, "\n".join(lines))
 

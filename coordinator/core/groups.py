@@ -74,8 +74,9 @@ class Groups:
         if members is None:
             return self._no_group(command.group)
         if members:
-            return Refused("not_empty", command.group, message=f"group {command.group} has "
-                           f"{len(members)} members")  # fmt: skip
+            count = f"{len(members)} member" + ("s" if len(members) > 1 else "")
+            return Refused("not_empty", command.group,
+                           message=f"group {command.group} has {count}")
         del self._groups[command.group], self._revisions[command.group]
         return GroupDeleted(command.group, self._ledger.bump())
 
