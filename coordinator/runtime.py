@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from paxlock._logs import get_logger
 from paxlock.coordinator.core.ballot import ZERO_BALLOT
@@ -35,7 +36,7 @@ from paxlock.coordinator.core.messages import (
 )  # fmt: skip
 from paxlock.coordinator.core.ready import commit_may_wait, leaves_before_durable
 from paxlock.coordinator.core.replica import LeaseReplica
-from paxlock.coordinator.core.replica_io import ReplicaReady, RequestOp
+from paxlock.coordinator.core.replica_io import ReplicaReady, RequestOp, UnreadableEntry
 from paxlock.coordinator.ports import Clock, Store, Transport
 
 log = get_logger("paxlock.runtime")
@@ -46,7 +47,8 @@ LAZY_COMMIT_S = 0.02
 
 
 class ReplicaFailed(RuntimeError):
-    """The store failed: the node stops (fail-stop) rather than run on unsure durability."""
+    """The store failed, or the log holds an entry this version cannot read: the node stops
+    (fail-stop) rather than run on unsure durability or on a state that diverges."""
 
 
 class Runtime:
@@ -119,7 +121,7 @@ class Runtime:
     # -- inputs (synchronous: each runs one replica step now) --------------------------------
 
     def receive(self, src: str, msg: Message) -> None:
-        self._absorb(self.replica.receive(src, msg, self.clock()))
+        self._absorb(self._unless_unreadable(self.replica.receive, src, msg, self.clock()))
 
     def receive_many(self, src: str, msgs: Sequence[Message]) -> None:
         for msg in msgs:
@@ -133,7 +135,19 @@ class Runtime:
 
     def step(self, entry: Callable[[float], ReplicaReady]) -> None:
         """Run one replica entry point that takes only the time (``start``, ``tick``)."""
-        self._absorb(entry(self.clock()))
+        self._absorb(self._unless_unreadable(entry, self.clock()))
+
+    def _unless_unreadable(self, entry: Callable[..., ReplicaReady], *args: Any) -> ReplicaReady:
+        """Run a replica step; an entry written by a newer version stops the node, like a
+        store failure (the replica applied none of it, and this member must not run on)."""
+        try:
+            return entry(*args)
+        except UnreadableEntry as error:
+            if self.failure is None:
+                self.failure = error
+                log.error("replica_failed", node=self.id, error=str(error))
+                self._wake()
+            raise ReplicaFailed(f"node {self.id} stopped: {error}") from error
 
     # -- the step and the flusher --------------------------------------------------------------
 
@@ -163,6 +177,10 @@ class Runtime:
         self._deadline = ready.deadline
         for sink in self.sinks:
             sink(ready)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Let the flusher's loop run now (new work, or a failure to stop on)."""
         self._woken = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -174,7 +192,7 @@ class Runtime:
 
     async def _run(self) -> None:
         try:
-            while True:
+            while self.failure is None:  # set by a step that met an unreadable entry
                 await self._flush()
                 now = self.clock()
                 delay = self._deadline - now
@@ -188,8 +206,9 @@ class Runtime:
         except asyncio.CancelledError:
             raise
         except BaseException as error:  # the store failed: stop, sending nothing more
-            self.failure = error
-            log.error("replica_failed", node=self.id, error=repr(error))
+            if self.failure is None:
+                self.failure = error
+                log.error("replica_failed", node=self.id, error=repr(error))
 
     async def _sleep(self, delay: float) -> None:
         """Until new work arrives or the replica's deadline passes. A bare future and a

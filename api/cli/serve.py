@@ -19,6 +19,7 @@ from paxlock.api.cli.cluster_token import (
 )  # fmt: skip
 from paxlock.api.server.limits import Limits
 from paxlock.api.server.node import Node, NodeConfig
+from paxlock.coordinator.core.replica_io import UnreadableEntry
 
 ENV_PREFIX = "PAXLOCK_"
 SETTINGS = {
@@ -318,7 +319,7 @@ async def serve(config: NodeConfig, *, unauthenticated: bool = False) -> int:
     failed.cancel()
     await node.stop()
     if failure is not None:
-        print(f"paxlock: node {config.node_id} stopped: store failed: {failure}",
-              file=sys.stderr)  # fmt: skip
+        why = failure if isinstance(failure, UnreadableEntry) else f"store failed: {failure}"
+        print(f"paxlock: node {config.node_id} stopped: {why}", file=sys.stderr)
         return 1
     return 0

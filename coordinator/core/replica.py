@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import assert_never
 
+import msgspec
+
 from paxlock.coordinator.core.ballot import Ballot
 from paxlock.coordinator.core.config import CoreConfig, Rng
 from paxlock.coordinator.core.keeper import AcquireRequest, KeeperReady, LeaseKeeper
@@ -83,9 +85,10 @@ from paxlock.coordinator.core.replica_io import (
     ReplicaStatus,
     RequestOp,
     TookOffice,
+    UnreadableEntry,
 )
 
-__all__ = ["LeaseReplica", "ReplicaStatus"]
+__all__ = ["LeaseReplica", "ReplicaStatus", "UnreadableEntry"]
 
 READS_WAITING_MAX = 65_536
 """Linearizable reads waiting for the next confirmation round (a bound on every queue)."""
@@ -322,12 +325,10 @@ class LeaseReplica:
 
     def _apply(self, entry: ChosenEntry, now: float, out: ReplicaReady) -> None:
         assert entry.slot == self.applied_slot + 1, "entries apply in slot order, once"
+        proposals = _readable(entry)  # all of it, before any of it is applied
         out.learned.append(entry)
         self.applied_slot = entry.slot
-        if not isinstance(entry.value, Batch):
-            return
-        for raw in entry.value.commands:
-            proposal = decode_proposal(raw)
+        for proposal in proposals:
             command = proposal.command
             revision = self.machine.revision
             result = self.machine.apply(command)
@@ -376,7 +377,11 @@ class LeaseReplica:
     def _install(self, slot: int, data: bytes, now: float, out: ReplicaReady) -> None:
         """A snapshot replaces the machine (restart, or catch-up from a peer)."""
         assert out.installed is None, "one snapshot install per step"
-        self.machine = type(self.machine).restore(data)
+        try:
+            machine = type(self.machine).restore(data)
+        except (ValueError, msgspec.DecodeError) as error:  # a newer snapshot version
+            raise UnreadableEntry(slot, error) from error
+        self.machine = machine
         self.applied_slot = slot
         out.installed = (slot, data)
         if self.keeper.in_office and self.machine.office == self.keeper.ballot:
@@ -530,3 +535,13 @@ class LeaseReplica:
         if self.applied_slot // every > last // every and self.applied_slot > last:
             self._absorb(self.node.compact(self.applied_slot, self.machine.snapshot(), now),
                          now, out)  # fmt: skip
+
+
+def _readable(entry: ChosenEntry) -> list[Proposal]:
+    """The proposals of a chosen batch, or ``UnreadableEntry`` if any is not decodable."""
+    if not isinstance(entry.value, Batch):
+        return []
+    try:
+        return [decode_proposal(raw) for raw in entry.value.commands]
+    except msgspec.DecodeError as error:  # ValidationError included: an unknown command tag
+        raise UnreadableEntry(entry.slot, error) from error

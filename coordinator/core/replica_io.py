@@ -43,7 +43,7 @@ __all__ = [
     "AcquireOp", "Applied", "CommandOp", "Contact", "LeftOffice", "MembershipRefused", "NotPrimary",
     "ProclaimOp", "ReadOp", "ReadConfirmed", "Reconfigured", "ReconfigureOp", "Recovering",
     "ReleaseOp", "Renewed", "RenewOp", "RenewSessionOp", "RenewSharedOp", "ReplicaEvent", "ReplicaReady", "Reply", "RequestKey",
-    "ReplicaStatus", "RequestOp", "TookOffice", "TooMany", "Unavailable",
+    "ReplicaStatus", "RequestOp", "TookOffice", "TooMany", "Unavailable", "UnreadableEntry",
 ]
 
 
@@ -117,6 +117,19 @@ class ReadOp:
     its ballot is applied)."""
 
 
+
+
+class UnreadableEntry(Exception):
+    """A chosen entry (or an installed snapshot) holds what this version cannot decode: it
+    was written by a newer paxlock, whose new commands this member would not apply as the
+    others do. Raised before anything of the entry is applied; the runtime stops the node
+    (fail-stop, like a store failure) rather than run on a state that diverges."""
+
+    def __init__(self, slot: int, error: Exception) -> None:
+        super().__init__(f"slot {slot} holds an entry this version of paxlock cannot read "
+                         f"({error}): it was written by a newer version; upgrade this "
+                         "member (README: Upgrades)")  # fmt: skip
+        self.slot = slot
 
 
 # --- events --------------------------------------------------------------------------------
