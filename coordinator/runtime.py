@@ -188,7 +188,8 @@ class Runtime:
 
     def _loop_back(self, envelope: Envelope) -> None:
         if self.failure is None and self.running:
-            self.receive(envelope.src, envelope.msg)
+            with contextlib.suppress(ReplicaFailed):  # the failure is set and logged already
+                self.receive(envelope.src, envelope.msg)
 
     async def _run(self) -> None:
         try:
