@@ -58,43 +58,45 @@ class Renewing:
 
     def renew(self, name: str, holder: str, token: int, key: RequestKey, now: float,
               principal: str = "") -> KeeperReady:  # fmt: skip
-        """Check holder, token and owner now; the reply waits for one confirmation round.
-        (The owner is checked once: a grant's owner never changes, and the round re-checks
-        holder and token.)"""
-        if not self._renewable(name, holder, token):
-            return self._ready(replies=[Reply(key, self._not_holder(name))])
-        if not self._renewable(name, holder, token, principal):
-            forbidden = Refused("forbidden", name,
-                                message=f"the lease on {name} belongs to another principal")
-            return self._ready(replies=[Reply(key, forbidden)])
-        return self._wait_for_round(key, name, holder, token, "lease")
+        """Every answer waits for one confirmation round, a refusal too: a primary deposed
+        unawares knows neither the grants nor the renewals made since, and must not refuse a
+        current grant ``not_holder`` from its stale machine (the fault tests' linearizability
+        checker caught one doing so). ``forbidden`` alone is answered at once: a grant's
+        owner never changes, so it is true of ``token`` whatever came after."""
+        if self._renewable(name, holder, token) \
+                and not self._renewable(name, holder, token, principal):  # fmt: skip
+            return self._ready(replies=[Reply(key, self._forbidden(name))])
+        return self._wait_for_round(key, name, holder, token, "lease", principal)
+
+    def _forbidden(self, name: str) -> Refused:
+        return Refused("forbidden", name,
+                       message=f"the lease on {name} belongs to another principal")
 
     def renew_session(self, ident: str, holder: str, key: RequestKey, now: float,
                       principal: str = "") -> KeeperReady:  # fmt: skip
-        """A session's renewal: checked now, answered after one confirmation round (no log
-        write) with the ``Session``; it keeps every hold bound to it alive."""
+        """A session's renewal, answered after one confirmation round (no log write) with the
+        ``Session``; it keeps every hold bound to it alive. Another holder or principal is
+        refused at once (a session's are fixed); a session missing or expiring here is
+        refused only once the round confirms it (as a lease's renewal)."""
         refused = self._sessions.renew_refusal(ident, holder, principal)
-        if refused is not None:
+        if refused is not None and refused.code in ("not_holder", "forbidden"):
             return self._ready(replies=[Reply(key, refused)])
         session = self.machine.session(ident)
-        assert session is not None
-        return self._wait_for_round(key, ident, holder, session.token, "session")
+        token = session.token if session is not None else 0  # 0: none known when asked
+        return self._wait_for_round(key, ident, holder, token, "session", principal)
 
     def renew_shared(self, kind: SharedKind, name: str, holder: str, token: int,
                      key: RequestKey, now: float, principal: str = "") -> KeeperReady:  # fmt: skip
         """A permit's (or read/write hold's) renewal, like a lease's; a bound one renews its
         session."""
         refused = self._shared.renew_refusal(kind, name, holder, token, principal)
-        hold = self._shared.hold(kind, name, holder)
-        if refused is None and hold is not None and hold.session is not None                 and not self._sessions.running(hold.session):  # fmt: skip
-            refused = Refused("not_holder", name, message=f"its session {hold.session} ended")
-        if refused is not None:
+        if refused is not None and refused.code == "forbidden":  # the rest: after the round
             return self._ready(replies=[Reply(key, refused)])
-        return self._wait_for_round(key, name, holder, token, kind)
+        return self._wait_for_round(key, name, holder, token, kind, principal)
 
     def _wait_for_round(self, key: RequestKey, name: str, holder: str, token: int,
-                        kind: str) -> KeeperReady:  # fmt: skip
-        if not self._renewals.add(key, name, holder, token, kind):
+                        kind: str, principal: str) -> KeeperReady:  # fmt: skip
+        if not self._renewals.add(key, name, holder, token, kind, principal):
             return self._ready(replies=[Reply(key, Unavailable("too many renewals"))])
         return self._ready()
 
@@ -154,7 +156,10 @@ class Renewing:
         """Restart what ``renewal`` renews (a bound grant: its session) and answer it."""
         name, holder, token, key = renewal.name, renewal.holder, renewal.token, renewal.key
         if renewal.kind == "session":
-            session = self._sessions.restart(name, now, token)
+            refused = self._sessions.renew_refusal(name, holder, renewal.principal)
+            if refused is not None and refused.code in ("not_holder", "forbidden"):
+                return Reply(key, refused)  # a session learned since it was asked
+            session = self._sessions.restart(name, now, token or None)
             if session is None:
                 return Reply(key, Refused("not_found", name, message=f"no session {name}"))
             return Reply(key, session, session.ttl_s)
@@ -162,12 +167,17 @@ class Renewing:
             lease = self.machine.get(name)
             if lease is None or not self._renewable(name, holder, token):
                 return Reply(key, self._not_holder(name))
+            if not self._renewable(name, holder, token, renewal.principal):
+                return Reply(key, self._forbidden(name))
             if lease.session is None:
                 self._start(Kind.EXPIRE, lease.name, lease.token, now + lease.ttl_s)
                 return Reply(key, lease, lease.ttl_s)
             session = self._sessions.restart(lease.session, now)
             return Reply(key, lease, None if session is None else session.ttl_s)
         kind: SharedKind = "semaphore" if renewal.kind == "semaphore" else "rwlock"
+        refused = self._shared.renew_refusal(kind, name, holder, token, renewal.principal)
+        if refused is not None and refused.code == "forbidden":
+            return Reply(key, refused)  # a hold learned since it was asked
         hold = self._shared.hold(kind, name, holder)
         if hold is not None and hold.token == token and hold.session is not None:
             session = self._sessions.restart(hold.session, now)

@@ -23,6 +23,8 @@ class Renewal:
     token: int
     kind: str = "lease"
     """"lease", "session", or the kind of a shared name ("semaphore", "rwlock")."""
+    principal: str = ""
+    """Who asks: checked again when the round answers (the grant may be learned only then)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +47,13 @@ class Renewals:
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def add(self, key: RequestKey, name: str, holder: str, token: int, kind: str = "lease"
-            ) -> bool:  # fmt: skip
+    def add(self, key: RequestKey, name: str, holder: str, token: int, kind: str = "lease",
+            principal: str = "") -> bool:  # fmt: skip
         """Queue a renewal for the next round; false when the bound is reached."""
         if len(self._waiting) >= self.renewals_max:
             return False
         self._seq += 1
-        self._waiting.append(Renewal(self._seq, key, name, holder, token, kind))
+        self._waiting.append(Renewal(self._seq, key, name, holder, token, kind, principal))
         return True
 
     def needs_round(self) -> bool:

@@ -303,6 +303,11 @@ def test_renewals_are_refused_for_unknown_sessions_holders_and_tokens() -> None:
     p.handle(p.keeper.renew_session(s.id, "intruder", keys[1], p.now))
     p.handle(p.keeper.renew_session(s.id, "w", keys[2], p.now, principal="other"))
     p.handle(p.keeper.renew_shared("semaphore", "pool", "u", permit.token + 1, keys[3], p.now))
+    # A holder or principal that is not the session's is refused at once (fixed facts of
+    # the id); a session or token unknown here only once a round confirms this primary.
+    assert keys[1] in p.replies and keys[2] in p.replies
+    assert keys[0] not in p.replies and keys[3] not in p.replies
+    p.handle(p.keeper.on_confirmed(p.keeper.start_round(p.now), p.now))
     codes = [p.result(k) for k in keys]
     assert [c.code for c in codes if isinstance(c, Refused)] == [
         "not_found", "not_holder", "forbidden", "not_holder"]
@@ -575,6 +580,7 @@ def test_a_bound_lease_is_not_renewable_after_its_session_expired() -> None:
     p.tick(5.0)
     key = p.key()
     p.handle(p.keeper.renew("db", "w", lease.token, key, p.now))
+    p.handle(p.keeper.on_confirmed(p.keeper.start_round(p.now), p.now))
     refused = p.result(key)
     assert isinstance(refused, Refused) and refused.code == "not_holder"
     assert refused.holder is None

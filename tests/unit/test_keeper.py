@@ -224,15 +224,32 @@ def test_deadline_is_the_earliest_timer() -> None:
 # --- renewals ------------------------------------------------------------------------------------
 
 
-def test_renew_with_wrong_holder_or_token_is_not_holder_at_once() -> None:
+def test_renew_with_wrong_holder_or_token_is_not_holder_once_a_round_confirms_it() -> None:
+    """Not at once: a primary deposed unawares would refuse from a stale machine a grant
+    made since by its successor (the fault tests' linearizability checker caught that)."""
     p = Primary()
     lease = p.grant("db", "a")
-    for bad in [Lease("db", "b", lease.token, 1, 10.0, None, 0.0),
-                Lease("db", "a", lease.token + 1, 1, 10.0, None, 0.0),
-                Lease("free", "a", lease.token, 1, 10.0, None, 0.0)]:
-        outcome = p.result(p.renew(bad))
+    keys = [p.renew(bad) for bad in [Lease("db", "b", lease.token, 1, 10.0, None, 0.0),
+                                     Lease("db", "a", lease.token + 1, 1, 10.0, None, 0.0),
+                                     Lease("free", "a", lease.token, 1, 10.0, None, 0.0)]]
+    assert not any(key in p.replies for key in keys) and p.keeper.needs_confirmation()
+    p.confirm(p.keeper.start_round(p.now))
+    for key in keys:
+        outcome = p.result(key)
         assert isinstance(outcome, Refused) and outcome.code == "not_holder"
-    assert not p.keeper.needs_confirmation()
+
+
+def test_a_renewal_of_a_grant_unknown_here_is_not_refused_if_the_round_fails() -> None:
+    """A primary that does not know the token (its successor granted it) and then learns it
+    was deposed answers 503, which the client retries elsewhere, never ``not_holder``."""
+    p = Primary()
+    p.grant("db", "a")
+    key = p.renew(Lease("db", "c", 99, 99, 10.0, None, 0.0))  # granted by a successor
+    p.keeper.on_round_failed(p.keeper.start_round(p.now))
+    assert key not in p.replies
+    for reply in p.keeper.step_down():
+        p.replies[reply.to] = reply
+    assert isinstance(p.result(key), Unavailable)
 
 
 def test_renewal_waits_for_one_confirmation_round() -> None:
