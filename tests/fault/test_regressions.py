@@ -51,6 +51,7 @@ def test_a_renewal_racing_its_expire_is_not_told_its_own_grant_is_current() -> N
     expiring = keeper.tick(1.05)  # the timer ran out: its Expire is proposed, not yet applied
     assert [type(p.command).__name__ for p in expiring.proposals] == ["Expire"]
     ready = keeper.renew("reg2", "a", lease.token, RequestKey(1), 1.06)  # type: ignore[union-attr]
-    (reply,) = ready.replies
+    assert ready.replies == []  # a refusal, too, waits for a confirmation round
+    (reply,) = keeper.on_confirmed(keeper.start_round(1.06), 1.07).replies
     assert isinstance(reply.outcome, Refused) and reply.outcome.code == "not_holder"
     assert (reply.outcome.holder, reply.outcome.token) == (None, None)
