@@ -80,6 +80,7 @@ RULES: dict[str, Need] = {
     "POST /v1/elections/{name}:resign": "lock",
     "GET /v1/elections/{name}": "read",
     "GET /v1/elections/{name}:observe": "read",
+    "GET /v1/elections": "read",
     "POST /v1/sessions": "locker",
     "POST /v1/sessions/{name}:renew": "locker",
     "POST /v1/sessions/{name}:close": "locker",
@@ -106,7 +107,7 @@ RULES: dict[str, Need] = {
 missing here is refused 403 to every principal but admin (fail closed), and a test fails."""
 
 
-LISTS = frozenset({"GET /v1/leases", "GET /v1/semaphores", "GET /v1/rwlocks", "GET /v1/groups"})
+LISTS = frozenset({"GET /v1/leases", "GET /v1/elections", "GET /v1/semaphores", "GET /v1/rwlocks", "GET /v1/groups"})
 """List routes: their name is the prefix asked for."""
 
 

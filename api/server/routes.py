@@ -89,6 +89,14 @@ async def list_leases(request: web.Request) -> web.StreamResponse:
 # -- elections -----------------------------------------------------------------------------
 
 
+async def list_elections(request: web.Request) -> web.StreamResponse:
+    """Leases and elections share one namespace (a campaign is an acquire whose holder is
+    the candidate): this lists the same held names as ``GET /v1/leases``, as leaders."""
+    prefix = wire.query_prefix(request)
+    views = await _service(request).list(prefix, consistent=_consistent(request))
+    return json_response({"elections": [view.as_leader() for view in views]})
+
+
 async def campaign(request: web.Request, name: str) -> web.StreamResponse:
     body = await wire.read_body(request, wire.CampaignBody)
     request[WAIT_S] = body.wait
@@ -224,8 +232,8 @@ RESOLVERS: dict[str, Resolver] = {
     **coord_routes.RESOLVERS, "groups": group_routes.resolve,
 }  # fmt: skip
 """Every ``/v1/{collection}/{tail}`` route, and how its template and name are found."""
-PLAIN_PATHS = ("/v1/leases", "/v1/members", "/v1/cluster", "/healthz", "/readyz", "/metrics",
-               *coord_routes.PLAIN_PATHS, *group_routes.PLAIN_PATHS)  # fmt: skip
+PLAIN_PATHS = ("/v1/leases", "/v1/elections", "/v1/members", "/v1/cluster", "/healthz",
+               "/readyz", "/metrics", *coord_routes.PLAIN_PATHS, *group_routes.PLAIN_PATHS)  # fmt: skip
 """The routes of ``add_routes`` that take no name."""
 
 
@@ -279,6 +287,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_route("*", "/v1/leases/{tail:.+}", dispatcher("leases", LEASE_ACTIONS))
     router.add_get("/v1/leases", list_leases, allow_head=False)
     router.add_route("*", "/v1/elections/{tail:.+}", dispatcher("elections", ELECTION_ACTIONS))
+    router.add_get("/v1/elections", list_elections, allow_head=False)
     router.add_get("/v1/cluster", cluster, allow_head=False)
     router.add_get("/v1/members", list_members, allow_head=False)
     router.add_post("/v1/members", add_member)

@@ -412,7 +412,7 @@ UNKNOWN_ROUTES = [
     ("GET", "/v2/leases/x"),
     ("GET", "/v1/locks/x"),
     ("GET", "/v1/leases/"),
-    ("GET", "/v1/elections"),
+    ("GET", "/v1/election"),
     ("POST", "/v1/leases/x:lock"),
     ("POST", "/v1/leases/x:frobnicate"),
     ("POST", "/v1/elections/x:acquire"),

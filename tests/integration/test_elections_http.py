@@ -120,6 +120,24 @@ def test_an_election_from_campaign_to_resign(cluster: Any, primary: str) -> None
         assert headers["Content-Type"].startswith("application/json")
 
 
+def test_elections_lists_the_held_names_under_a_prefix_as_leaders(cluster: Any, primary: str
+                                                                 ) -> None:  # fmt: skip
+    first = elected(cluster, primary, "listed/a", "ca", "va")
+    second = elected(cluster, primary, "listed/b", "cb")
+    follower = next(node for node in cluster.members if node != primary)
+    status, _, body = http("GET", f"{cluster.url(follower)}/v1/elections?prefix=listed/")
+    assert status == 200, body
+    assert [leader["name"] for leader in body["elections"]] == ["listed/a", "listed/b"]
+    assert all(set(leader) == LEADER_KEYS for leader in body["elections"])
+    assert body["elections"][0]["leader"] == "ca" and body["elections"][0]["value"] == "va"
+    resign(cluster, primary, first)
+    resign(cluster, primary, second)
+    status, _, body = http("GET", f"{cluster.url(primary)}/v1/elections?prefix=listed/")
+    assert (status, body) == (200, {"elections": []})
+    status, _, body = http("GET", f"{cluster.url(primary)}/v1/elections?prefix=no%20spaces")
+    assert status == 400 and body["error"] == "bad_request", body
+
+
 def test_a_held_election_is_409_held_and_a_waiting_candidate_wins_on_resign(
     cluster: Any, primary: str
 ) -> None:
