@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -180,12 +181,13 @@ def node_with(
 def checks_fired(node_factory: NodeFactory | None = None,
                  disk_factory: DiskFactory = DurableState,
                  leaves_early: EarlySend = leaves_before_durable,
+                 seeds: range = SEEDS, until_any: frozenset[str] = frozenset(),
                  **faults: float) -> dict[str, int]:  # fmt: skip
     """How many seeds of the fixed set each check fired on, with static membership: these
     planted parts break rules of the Synod itself (``test_membership_plants`` breaks the
     rules of reconfiguration, with the operator on)."""
     fired: dict[str, int] = {}
-    for seed in SEEDS:
+    for seed in seeds:
         config = replace(config_for(seed, STEPS, nodes=3, learn_mode="broadcast"),
                          reconfigure_every_s=0.0, **faults)  # type: ignore[arg-type]
         result = Simulation(config, seed, node_factory=node_factory or node_with(),
@@ -193,7 +195,14 @@ def checks_fired(node_factory: NodeFactory | None = None,
                             leaves_early=leaves_early).run()  # fmt: skip
         for check in {v.check for v in result.violations}:
             fired[check] = fired.get(check, 0) + 1
+        if until_any & fired.keys():  # asked only whether one of these fires at all
+            break
     return fired
+
+
+def caught(check: str, node_factory: NodeFactory | None = None, **kwargs: Any) -> bool:
+    """Whether ``check`` fires on some seed of the fixed set (stopping at the first)."""
+    return checks_fired(node_factory, until_any=frozenset({check}), **kwargs).get(check, 0) > 0
 
 
 def test_correct_protocol_fires_no_check_on_the_same_seeds() -> None:
@@ -202,7 +211,7 @@ def test_correct_protocol_fires_no_check_on_the_same_seeds() -> None:
 
 def test_check_a_proposed_catches_an_acceptor_that_corrupts_values() -> None:
     """(a) "Only a value that has been proposed may be chosen"."""
-    assert checks_fired(node_with(acceptor=CorruptsValues)).get("proposed", 0) > 0
+    assert caught("proposed", node_with(acceptor=CorruptsValues))
 
 
 @pytest.mark.parametrize(
@@ -217,39 +226,40 @@ def test_check_b_single_value_catches_broken_promises_and_ignored_phase1b(
     bug: dict[str, Callable[..., object]],
 ) -> None:
     """(b) P2: "Only a single value is chosen" — or its consequence P2a/P2b is broken first."""
-    fired = checks_fired(**bug)  # type: ignore[arg-type]
+    either = frozenset({"single", "P2a", "P2b"})
+    fired = checks_fired(**bug, until_any=either)  # type: ignore[arg-type]
     assert fired.get("single", 0) + fired.get("P2a", 0) + fired.get("P2b", 0) > 0, fired
 
 
 def test_check_b_single_value_catches_an_acceptor_below_its_promise() -> None:
     """P1a broken: two values end up chosen in one slot."""
-    assert checks_fired(node_with(acceptor=AcceptsBelowPromise)).get("single", 0) > 0
+    assert caught("single", node_with(acceptor=AcceptsBelowPromise))
 
 
 def test_check_c_learned_catches_a_learner_that_trusts_a_minority() -> None:
     """(c) "A process never learns that a value has been chosen unless it actually has been"."""
-    assert checks_fired(node_with(learner=LearnsFromOneAcceptor)).get("learned", 0) > 0
+    assert caught("learned", node_with(learner=LearnsFromOneAcceptor))
 
 
 def test_check_d_p2a_catches_a_proposer_that_ignores_phase1b_values() -> None:
     """(d) P2a: "every higher-numbered proposal accepted by any acceptor has value v"."""
-    assert checks_fired(node_with(proposer=IgnoresPhase1bValues)).get("P2a", 0) > 0
+    assert caught("P2a", node_with(proposer=IgnoresPhase1bValues))
 
 
 def test_check_e_p2b_catches_a_proposer_that_ignores_phase1b_values() -> None:
     """(e) P2b: "every higher-numbered proposal issued by any proposer has value v"."""
-    assert checks_fired(node_with(proposer=IgnoresPhase1bValues)).get("P2b", 0) > 0
+    assert caught("P2b", node_with(proposer=IgnoresPhase1bValues))
 
 
 def test_check_e_p2b_catches_a_primary_that_proposes_into_compacted_slots() -> None:
     """Compaction's safety rests on the promise's chosen index: ignore it and a new primary
     proposes new values into slots already chosen (and compacted away) — P2b breaks."""
-    assert checks_fired(node_with(proposer=IgnoresPromisedChosenIndex)).get("P2b", 0) > 0
+    assert caught("P2b", node_with(proposer=IgnoresPromisedChosenIndex))
 
 
 def test_check_e_p2b_catches_an_acceptor_that_forgets_its_promise_on_restart() -> None:
     """A forgotten promise lets a restarted node reissue an old ballot: P2b breaks."""
-    assert checks_fired(disk_factory=ForgetsPromises).get("P2b", 0) > 0
+    assert caught("P2b", disk_factory=ForgetsPromises)
 
 
 def test_learned_and_prefix_catch_replies_that_leave_before_the_disk() -> None:
@@ -264,7 +274,7 @@ def test_learned_and_prefix_catch_replies_that_leave_before_the_disk() -> None:
 
 def test_check_f_prefix_catches_a_learner_that_delivers_out_of_order() -> None:
     """(f) the learners' logs are prefixes of one another."""
-    assert checks_fired(node_with(learner=DeliversOutOfOrder)).get("prefix", 0) > 0
+    assert caught("prefix", node_with(learner=DeliversOutOfOrder))
 
 
 @pytest.mark.parametrize(
@@ -281,7 +291,7 @@ def test_check_f_prefix_catches_a_snapshot_that_is_not_the_chosen_prefix(
     def build(config: CoreConfig, durable: DurableState, rng: random.Random) -> Node:
         return broken(config, durable, rng)
 
-    assert checks_fired(build).get("prefix", 0) > 0
+    assert caught("prefix", build)
 
 
 def test_check_g_liveness_catches_a_cluster_that_never_elects_a_primary() -> None:
@@ -292,4 +302,5 @@ def test_check_g_liveness_catches_a_cluster_that_never_elects_a_primary() -> Non
 
         return Node(replace(config, election=False), durable, rng)
 
-    assert checks_fired(no_election).get("liveness", 0) == len(SEEDS)
+    seeds = range(8)  # every seed must fire, and each runs its full settling time: a few
+    assert checks_fired(no_election, seeds=seeds).get("liveness", 0) == len(seeds)
