@@ -23,13 +23,14 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from paxlock.api.cli.output import EXIT_HELD, EXIT_LOST, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from paxlock.api.client.aio import AsyncClient
 from paxlock.api.client.errors import BadRequest, LeaseHeld, PaxlockError
-from paxlock.api.client.holding import HeldLease
+from paxlock.api.client.holding import HeldLease, Holding, Term
 
-EXIT_USAGE, EXIT_HELD, EXIT_UNAVAILABLE, EXIT_LOST = 2, 3, 4, 5
 EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND = 126, 127
 """A POSIX shell's statuses for a command found but not runnable, and one not found."""
 RELEASE_S = 2.0
@@ -70,27 +71,72 @@ async def run_locked(endpoints: Sequence[str], name: str, command: Sequence[str]
     async with AsyncClient(list(endpoints), identity=identity, token=token,
                            retry_deadline=retry_deadline_s, ca_file=ca_file) as client:  # fmt: skip
         holding = client.lock(name, ttl=ttl, wait=wait, margin=margin)
-        try:
-            lease = await holding.__aenter__()
-        except LeaseHeld as held:
-            print(f"paxlock lock: {name} is held by {held.holder or 'another holder'}",
-                  file=sys.stderr)  # fmt: skip
-            return EXIT_HELD
-        except BadRequest as error:
-            print(f"paxlock lock: {error.message}", file=sys.stderr)
-            return EXIT_USAGE
-        except PaxlockError as error:
-            print(f"paxlock lock: cannot acquire {name}: {error.message}", file=sys.stderr)
-            return EXIT_UNAVAILABLE
-        try:
-            return await _run_holding(lease, command, grace_s=ttl * margin / 2)
-        finally:
-            with contextlib.suppress(PaxlockError, TimeoutError):
-                # Release (bounded: after a loss the cluster may well be unreachable).
-                await asyncio.wait_for(holding.__aexit__(None, None, None), RELEASE_S)
+        return await hold_and_run("paxlock lock", name, holding, command,
+                                  grace_s=ttl * margin / 2)  # fmt: skip
 
 
-async def _run_holding(lease: HeldLease, command: Sequence[str], *, grace_s: float) -> int:
+async def hold_and_run(prog: str, name: str, holding: Holding[Any],
+                       command: Sequence[str] | None, *, grace_s: float,
+                       announce: Callable[[Any], None] | None = None) -> int:  # fmt: skip
+    """Obtain ``holding`` (a lease or a term), ``announce`` it, run ``command`` while it is
+    held — or, without one, hold it until SIGINT or SIGTERM — then release it. Returns the
+    exit status of ``paxlock lock``/``paxlock elect``."""
+    try:
+        held = await holding.__aenter__()
+    except LeaseHeld as held_by:
+        print(f"{prog}: {name} is held by {held_by.holder or 'another holder'}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_HELD
+    except BadRequest as error:
+        print(f"{prog}: {error.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except PaxlockError as error:
+        print(f"{prog}: cannot acquire {name}: {error.message}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    try:
+        if announce is not None:
+            announce(held)
+        if command:
+            return await _run_holding(prog, held, command, grace_s=grace_s)
+        return await _hold_until_stopped(prog, held)
+    finally:
+        with contextlib.suppress(PaxlockError, TimeoutError):
+            # Release (bounded: after a loss the cluster may well be unreachable).
+            await asyncio.wait_for(holding.__aexit__(None, None, None), RELEASE_S)
+
+
+def _on_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+
+def _off_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(signum)
+
+
+async def _hold_until_stopped(prog: str, held: HeldLease | Term) -> int:
+    """Hold until SIGINT/SIGTERM (exit 0: then released) or until lost (exit 5)."""
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    _on_stop_signals(loop, interrupted)
+    stop = asyncio.ensure_future(interrupted.wait())
+    lost = asyncio.ensure_future(held.lost.wait())
+    try:
+        await asyncio.wait({lost, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (lost, stop):
+            waiter.cancel()
+        _off_stop_signals(loop)
+    if held.lost.is_set():
+        print(f"{prog}: {held.name} was lost: {held.lost_reason or 'no renewal in time'}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_LOST
+    return EXIT_OK
+
+
+async def _run_holding(prog: str, lease: HeldLease | Term, command: Sequence[str], *,
+                       grace_s: float) -> int:  # fmt: skip
     """Run ``command`` while ``lease`` is held; stop its process group if the lease is lost
     or this process is interrupted. Returns the exit status of ``paxlock lock``."""
     env = dict(os.environ, PAXLOCK_NAME=lease.name, PAXLOCK_TOKEN=str(lease.token))
@@ -99,21 +145,20 @@ async def _run_holding(lease: HeldLease, command: Sequence[str], *, grace_s: flo
         child = await asyncio.create_subprocess_exec(*command, env=env, start_new_session=True)
     except OSError as error:  # found, and yet exec failed (a missing script interpreter...)
         status = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_EXECUTE
-        print(f"paxlock lock: {command[0]}: cannot execute: {error.strerror or error}",
+        print(f"{prog}: {command[0]}: cannot execute: {error.strerror or error}",
               file=sys.stderr)  # fmt: skip
         return status
     lost = asyncio.ensure_future(lease.lost.wait())
     exited = asyncio.ensure_future(child.wait())
     interrupted = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, interrupted.set)
+    _on_stop_signals(loop, interrupted)
     stop = asyncio.ensure_future(interrupted.wait())
     try:
         await asyncio.wait({lost, exited, stop}, return_when=asyncio.FIRST_COMPLETED)
         if not exited.done():
-            why = "the lease was lost" if lost.done() else "interrupted"
-            print(f"paxlock lock: {why}; stopping the command (SIGTERM, SIGKILL in "
+            why = f"{lease.name} was lost" if lost.done() else "interrupted"
+            print(f"{prog}: {why}; stopping the command (SIGTERM, SIGKILL in "
                   f"{grace_s:.2f} s)", file=sys.stderr)  # fmt: skip
             _signal_group(child.pid, signal.SIGTERM)
             try:
@@ -128,5 +173,4 @@ async def _run_holding(lease: HeldLease, command: Sequence[str], *, grace_s: flo
     finally:
         for waiter in (lost, stop):
             waiter.cancel()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
+        _off_stop_signals(loop)
