@@ -160,7 +160,7 @@ def add_coord_commands(commands: Any) -> None:
                handler: Handler) -> argparse.ArgumentParser:  # fmt: skip
         sub: argparse.ArgumentParser = actions.add_parser(
             name, parents=[common], help=helptext,
-            description=helptext[0].upper() + helptext[1:] + ".")  # fmt: skip
+            description=f"{helptext[0].upper()}{helptext[1:]}. {EXITS_HELP}")  # fmt: skip
         sub.set_defaults(coord_handler=handler)
         return sub
 

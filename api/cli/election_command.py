@@ -137,8 +137,8 @@ def add_election_commands(commands: Any) -> None:
         "observe", parents=[common], help="print every change of an election's leader",
         description="Print the leader of election NAME, then every change of it, one line "
         "each (--json: one JSON object a line), until Ctrl-C or SIGTERM (exit 0). Changes "
-        "closer together than one poll may show as the latest of them only. Exit status 4 "
-        "when no endpoint answers at the start; later failures are retried.")  # fmt: skip
+        "closer together than one poll may show as the latest of them only. Failures after "
+        f"the start are retried. {EXITS_HELP}")  # fmt: skip
     observe.add_argument("name", metavar="NAME", type=lease_name, help="the election")
     observe.set_defaults(handler=_run_observe)
 

@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gets SIGTERM, then SIGKILL, both before anyone else can be granted NAME. CMD sees "
         "the fencing token in PAXLOCK_TOKEN. Exits with CMD's status (127 when CMD is not "
         "found, 126 when it cannot be run); 2 on a usage error; 3 when NAME stayed held for "
-        "--wait; 4 when the cluster is unavailable: it is given up on once no node answered "
+        "--wait; 4 cluster unavailable: it is given up on once no node answered "
         f"for the current wait (--wait, at most {WAIT_CHUNK_S:g} s of it) plus "
         f"--retry-deadline, {WAIT_CHUNK_S + retry_deadline_s:g} s with the defaults; 5 when "
         "the lease was lost.",

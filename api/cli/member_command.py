@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 from paxlock.api.cli.arguments import add_ca_argument, add_endpoint_argument, add_token_argument
 from paxlock.api.cli.arguments import ca_file, seconds, token_from
 from paxlock.api.cli.output import EXIT_HELD, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED
-from paxlock.api.cli.output import EXIT_UNAVAILABLE, EXIT_USAGE
+from paxlock.api.cli.output import EXIT_UNAVAILABLE, EXIT_USAGE, EXITS_HELP
 from paxlock.api.cli.output import cell, table as aligned
 from paxlock.api.cli.status import DEFAULT_ENDPOINTS, endpoints_from
 
@@ -82,14 +82,14 @@ def add_member_arguments(parser: argparse.ArgumentParser) -> None:
         "list", parents=[common], help="show voters and learners, with each one's lag",
         description="Show every member: its role (voter, or learner: follows the log and is "
         "never counted in a quorum), URL, whether it is the primary, whether the cluster "
-        "hears from it, and how many slots it lags behind. A pending change is shown below.")
+        "hears from it, and how many slots it lags behind. A pending change is shown below. " + EXITS_HELP)
     listing.set_defaults(member_handler=_list)
     add = actions.add_parser(
         "add", parents=[common], help="add a member as a learner",
         description="Add the member that answers at URL as a learner. Start it first, on an "
         "empty data dir: paxlock serve --id ID --join URL-OF-A-MEMBER ... The cluster asks "
         "it who it is and refuses a URL that answers as another member or cluster. Promote "
-        "it once 'paxlock member list' shows its lag near 0.")
+        "it once 'paxlock member list' shows its lag near 0. " + EXITS_HELP)
     add.add_argument("id", metavar="ID", type=member_id, help="the new member's id (its --id)")
     add.add_argument("url", metavar="URL", type=member_url,
                      help="where the other members reach it: http(s)://HOST:PORT")
@@ -98,13 +98,13 @@ def add_member_arguments(parser: argparse.ArgumentParser) -> None:
         "promote", parents=[common], help="make a learner a voter",
         description=f"Make learner ID a voter. Refused while it lags behind; the change "
         f"takes effect {ALPHA_SLOTS} slots after it is chosen (at once: the primary fills "
-        "them).")  # fmt: skip
+        f"them). {EXITS_HELP}")  # fmt: skip
     promote.add_argument("id", metavar="ID", type=member_id, help="the learner to promote")
     promote.set_defaults(member_handler=_promote)
     remove = actions.add_parser(
         "remove", parents=[common], help="remove a voter or a learner",
         description="Remove member ID: it neither votes nor learns from then on, and the "
-        "cluster refuses its connections. Remove one member at a time.")
+        f"cluster refuses its connections. Remove one member at a time. {EXITS_HELP}")
     remove.add_argument("id", metavar="ID", type=member_id, help="the member to remove")
     remove.set_defaults(member_handler=_remove)
 

@@ -17,8 +17,6 @@ from paxlock.api.cli.cluster_token import (
     CONFIG_REFUSAL, RefuseTokenOnArgv, TokenError, check_peer_credential, cluster_token,
     has_credential, merge_env_token, warn_unauthenticated,
 )  # fmt: skip
-from paxlock.api.server.limits import Limits
-
 if TYPE_CHECKING:  # the server is loaded when a member starts: other commands start quicker
     from paxlock.api.server.node import NodeConfig
 
@@ -209,6 +207,8 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
         if not settings.get("auth"):
             raise ConfigError("--auth-metrics needs --auth")
         options["auth_metrics"] = True
+    from paxlock.api.server.limits import Limits
+
     try:
         limits = Limits(**{field: SETTINGS[name][0](settings[name])
                            for name, field in LIMIT_SETTINGS.items()
