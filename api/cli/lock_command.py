@@ -105,6 +105,10 @@ async def hold_and_run(prog: str, name: str, holding: Holding[Any],
             await asyncio.wait_for(holding.__aexit__(None, None, None), RELEASE_S)
 
 
+def _what(held: HeldLease | Term) -> str:
+    return "the leadership" if isinstance(held, Term) else "the lease"
+
+
 def _on_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
@@ -129,7 +133,7 @@ async def _hold_until_stopped(prog: str, held: HeldLease | Term) -> int:
             waiter.cancel()
         _off_stop_signals(loop)
     if held.lost.is_set():
-        print(f"{prog}: {held.name} was lost: {held.lost_reason or 'no renewal in time'}",
+        print(f"{prog}: {_what(held)} was lost: {held.lost_reason or 'no renewal in time'}",
               file=sys.stderr)  # fmt: skip
         return EXIT_LOST
     return EXIT_OK
@@ -157,7 +161,7 @@ async def _run_holding(prog: str, lease: HeldLease | Term, command: Sequence[str
     try:
         await asyncio.wait({lost, exited, stop}, return_when=asyncio.FIRST_COMPLETED)
         if not exited.done():
-            why = f"{lease.name} was lost" if lost.done() else "interrupted"
+            why = f"{_what(lease)} was lost" if lost.done() else "interrupted"
             print(f"{prog}: {why}; stopping the command (SIGTERM, SIGKILL in "
                   f"{grace_s:.2f} s)", file=sys.stderr)  # fmt: skip
             _signal_group(child.pid, signal.SIGTERM)
