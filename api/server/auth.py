@@ -14,11 +14,13 @@ group's name (creating, deleting, joining, leaving and campaigning need ``lock``
 renewing and closing a session needs a lock role on any prefix, reading sessions a read role
 over every name (prefix ``""``); ``admin`` every route and every name (its prefix must be ``""``): membership
 changes (``POST``/``DELETE`` under ``/v1/members``) need it, while ``GET /v1/members`` needs
-``read`` over every name (prefix ``""``, as a list of everything). ``GET /v1/cluster`` needs
-any valid token (the SDK reads it to find members).
+``read`` over every name (prefix ``""``, as a list of everything). ``GET /v1/cluster`` and
+``GET /v1/changes`` need any valid token (the SDK reads the first to find members; the
+second reveals only a number).
 
 With a file, every ``/v1`` request needs ``Authorization: Bearer TOKEN``: 401 without a
-valid one, 403 outside its roles. ``/healthz`` and ``/readyz`` stay open; ``/metrics`` needs
+valid one, 403 outside its roles. ``/healthz``, ``/readyz`` and the status page's static
+files (``/ui/``, which hold no data; its API calls need a token) stay open; ``/metrics`` needs
 a valid token only with ``--auth-metrics``. A list (``GET /v1/leases?prefix=P``) is allowed
 when one read role covers all of ``P`` (its prefix is a prefix of ``P``), else 403 — never
 silently filtered, so an answer is always the whole truth of what was asked.
@@ -95,6 +97,7 @@ RULES: dict[str, Need] = {
     **{template: _READ if template.startswith("GET ") else _LOCK
        for template in GROUP_TEMPLATES},
     "GET /v1/cluster": "token",
+    "GET /v1/changes": "token",
     "GET /v1/members": "read",
     "POST /v1/members": "admin",
     "POST /v1/members/{name}:promote": "admin",
@@ -102,6 +105,9 @@ RULES: dict[str, Need] = {
     "GET /healthz": "open",
     "GET /readyz": "open",
     "GET /metrics": "metrics",
+    "GET /ui": "open",
+    "GET /ui/": "open",
+    "GET /ui/{file}": "open",
 }
 """Every route of ``routes.add_routes`` (``METHOD template``) and what it needs. A route
 missing here is refused 403 to every principal but admin (fail closed), and a test fails."""
