@@ -11,7 +11,8 @@ Exit status: the command's (128 + signal when it was killed); as a shell's, 127 
 command is not found and 126 when it is found but cannot be run (both decided before the lease
 is taken when they can be); 2 when the cluster calls the request invalid; 3 when the name
 stayed held for ``--wait``; 4 when the cluster was unavailable — no node answered, or none
-had a primary, for the current wait plus the retry deadline; 5 when the lease was lost.
+had a primary, for the current wait plus the retry deadline; 5 when the lease was lost; 130
+when SIGINT or SIGTERM came while it waited for the name (the wait is withdrawn).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from paxlock.api.cli.output import EXIT_HELD, EXIT_LOST, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from paxlock.api.cli.output import EXIT_HELD, EXIT_INTERRUPTED, EXIT_LOST, EXIT_OK
+from paxlock.api.cli.output import EXIT_UNAVAILABLE, EXIT_USAGE
 from paxlock.api.client.aio import AsyncClient
 from paxlock.api.client.errors import BadRequest, LeaseHeld, PaxlockError
 from paxlock.api.client.holding import HeldLease, Holding, Term
@@ -79,10 +81,37 @@ async def hold_and_run(prog: str, name: str, holding: Holding[Any],
                        command: Sequence[str] | None, *, grace_s: float,
                        announce: Callable[[Any], None] | None = None) -> int:  # fmt: skip
     """Obtain ``holding`` (a lease or a term), ``announce`` it, run ``command`` while it is
-    held — or, without one, hold it until SIGINT or SIGTERM — then release it. Returns the
-    exit status of ``paxlock lock``/``paxlock elect``."""
+    held — or, without one, hold it until SIGINT or SIGTERM — then release it. SIGINT or
+    SIGTERM while waiting for it gives up the wait (exit 130). Returns the exit status of
+    ``paxlock lock``/``paxlock elect``."""
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupted.set)
     try:
-        held = await holding.__aenter__()
+        return await _obtain_and_run(prog, name, holding, command, grace_s, announce,
+                                     interrupted)  # fmt: skip
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def _obtain_and_run(prog: str, name: str, holding: Holding[Any],
+                          command: Sequence[str] | None, grace_s: float,
+                          announce: Callable[[Any], None] | None,
+                          interrupted: asyncio.Event) -> int:  # fmt: skip
+    obtain = asyncio.ensure_future(holding.__aenter__())
+    stop = asyncio.ensure_future(interrupted.wait())
+    await asyncio.wait({obtain, stop}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if not obtain.done():  # the SDK abandons the parked request (AsyncClient.close waits)
+        obtain.cancel()
+        with contextlib.suppress(asyncio.CancelledError, PaxlockError):
+            await obtain
+        print(f"{prog}: interrupted while waiting for {name}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    try:
+        held = obtain.result()
     except LeaseHeld as held_by:
         print(f"{prog}: {name} is held by {held_by.holder or 'another holder'}",
               file=sys.stderr)  # fmt: skip
@@ -94,11 +123,13 @@ async def hold_and_run(prog: str, name: str, holding: Holding[Any],
         print(f"{prog}: cannot acquire {name}: {error.message}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     try:
+        if interrupted.is_set():  # granted as the signal came: give it back at once
+            return EXIT_INTERRUPTED
         if announce is not None:
             announce(held)
         if command:
-            return await _run_holding(prog, held, command, grace_s=grace_s)
-        return await _hold_until_stopped(prog, held)
+            return await _run_holding(prog, held, command, grace_s, interrupted)
+        return await _hold_until_stopped(prog, held, interrupted)
     finally:
         with contextlib.suppress(PaxlockError, TimeoutError):
             # Release (bounded: after a loss the cluster may well be unreachable).
@@ -109,21 +140,9 @@ def _what(held: HeldLease | Term) -> str:
     return "the leadership" if isinstance(held, Term) else "the lease"
 
 
-def _on_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-
-
-def _off_stop_signals(loop: asyncio.AbstractEventLoop) -> None:
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.remove_signal_handler(signum)
-
-
-async def _hold_until_stopped(prog: str, held: HeldLease | Term) -> int:
+async def _hold_until_stopped(prog: str, held: HeldLease | Term,
+                              interrupted: asyncio.Event) -> int:  # fmt: skip
     """Hold until SIGINT/SIGTERM (exit 0: then released) or until lost (exit 5)."""
-    interrupted = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    _on_stop_signals(loop, interrupted)
     stop = asyncio.ensure_future(interrupted.wait())
     lost = asyncio.ensure_future(held.lost.wait())
     try:
@@ -131,7 +150,6 @@ async def _hold_until_stopped(prog: str, held: HeldLease | Term) -> int:
     finally:
         for waiter in (lost, stop):
             waiter.cancel()
-        _off_stop_signals(loop)
     if held.lost.is_set():
         print(f"{prog}: {_what(held)} was lost: {held.lost_reason or 'no renewal in time'}",
               file=sys.stderr)  # fmt: skip
@@ -139,8 +157,8 @@ async def _hold_until_stopped(prog: str, held: HeldLease | Term) -> int:
     return EXIT_OK
 
 
-async def _run_holding(prog: str, lease: HeldLease | Term, command: Sequence[str], *,
-                       grace_s: float) -> int:  # fmt: skip
+async def _run_holding(prog: str, lease: HeldLease | Term, command: Sequence[str],
+                       grace_s: float, interrupted: asyncio.Event) -> int:  # fmt: skip
     """Run ``command`` while ``lease`` is held; stop its process group if the lease is lost
     or this process is interrupted. Returns the exit status of ``paxlock lock``."""
     env = dict(os.environ, PAXLOCK_NAME=lease.name, PAXLOCK_TOKEN=str(lease.token))
@@ -154,9 +172,6 @@ async def _run_holding(prog: str, lease: HeldLease | Term, command: Sequence[str
         return status
     lost = asyncio.ensure_future(lease.lost.wait())
     exited = asyncio.ensure_future(child.wait())
-    interrupted = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    _on_stop_signals(loop, interrupted)
     stop = asyncio.ensure_future(interrupted.wait())
     try:
         await asyncio.wait({lost, exited, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -177,4 +192,3 @@ async def _run_holding(prog: str, lease: HeldLease | Term, command: Sequence[str
     finally:
         for waiter in (lost, stop):
             waiter.cancel()
-        _off_stop_signals(loop)

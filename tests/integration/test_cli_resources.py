@@ -125,9 +125,24 @@ def test_observe_prints_each_change_and_elect_leads_until_interrupted(cluster: A
         seen = json.loads(observe.stdout.readline())
         assert (seen["name"], seen["value"], seen["leader"]) == (
             "cli/watched", "host-b", announced.split()[2])
-        table = ok(paxlock(cluster, "elections", "--prefix", "cli/watched"))
-        header, rows = rows_of(table)
-        assert header[:3] == ["NAME", "LEADER", "VALUE"] and rows["cli/watched"][2] == "host-b"
+        # A second candidate waits (WAITERS 1); SIGINT withdraws its campaign: exit 130.
+        waiting = subprocess.Popen([*PAXLOCK, "elect", "cli/watched", "host-c"], env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            def waiters() -> tuple[list[str], dict[str, list[str]]] | None:
+                header, rows = rows_of(ok(paxlock(cluster, "elections", "--prefix", "cli/w")))
+                return (header, rows) if rows["cli/watched"][-1] == "1" else None
+
+            header, rows = wait_for(waiters, DEADLINE_S, "the second candidate to wait")
+            assert header == ["NAME", "LEADER", "VALUE", "TOKEN", "EXPIRES", "TTL", "SESSION",
+                              "WAITERS"] and rows["cli/watched"][2] == "host-b", rows  # fmt: skip
+            waiting.send_signal(signal.SIGINT)
+            assert waiting.wait(DEADLINE_S) == 130
+            assert waiting.stdout is not None and waiting.stdout.read() == ""  # never led
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.wait()
         elect.send_signal(signal.SIGINT)  # resigns, exit 0
         assert elect.wait(DEADLINE_S) == 0, elect.stderr.read() if elect.stderr else ""
         assert json.loads(observe.stdout.readline()) == {"name": "cli/watched", "leader": None}
