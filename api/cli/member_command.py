@@ -146,9 +146,9 @@ def _said(config: Configuration, args: argparse.Namespace, sentence: str) -> str
 def table(membership: Membership) -> str:
     """``paxlock member list``: one line about the cluster, then one row per member."""
     lines = [f"cluster {cell(membership.cluster_id)}  configuration of slot {membership.epoch}"]
-    lines.append(aligned(("ID", "ROLE", "URL", "PRIMARY", "REACHABLE", "CHOSEN", "LAG"), [
+    lines.append(aligned(("ID", "ROLE", "URL", "PRIMARY", "REACHABLE", "LAG"), [
         (m.id, m.role, m.url, "yes" if m.primary else "no", "yes" if m.reachable else "NO",
-         cell(m.chosen_index), cell(m.lag)) for m in membership.members
+         cell(m.lag)) for m in membership.members
     ]))  # fmt: skip
     pending = membership.pending
     if pending is not None:
