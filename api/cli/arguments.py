@@ -144,6 +144,20 @@ def cluster_size(text: str) -> int:
     return nodes
 
 
+def add_endpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """``--endpoint``/``--endpoints URL[,URL...]`` (repeatable), read by
+    ``status.endpoints_from``: the flags, else ``PAXLOCK_ENDPOINTS``, else the ports of
+    ``paxlock up``."""
+    parser.add_argument("--endpoint", "--endpoints", dest="endpoints", action="append",
+                        metavar="URL[,URL...]",
+                        help="member URLs to send to (repeatable; default $PAXLOCK_ENDPOINTS "
+                        "or http://127.0.0.1:7001,7002,7003)")  # fmt: skip
+
+
+def add_prefix_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prefix", default="", help="only names starting with it (default: all)")
+
+
 def add_ca_argument(parser: argparse.ArgumentParser) -> None:
     """``--ca FILE`` for a command that talks to a cluster over ``https://``."""
     parser.add_argument("--ca", metavar="FILE",

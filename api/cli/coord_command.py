@@ -15,20 +15,17 @@ passed), 4 cluster unavailable.
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import socket
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any
 
-from paxlock.api.cli.arguments import identity, lease_name, seconds, ttl
+from paxlock.api.cli.arguments import add_prefix_argument, identity, lease_name, seconds, ttl
 from paxlock.api.cli.member_command import Handler, common_arguments, run_client
+from paxlock.api.cli.output import EXITS_HELP, to_json
 
 if TYPE_CHECKING:  # imported when a command runs: --help stays quick
     from paxlock.api.client.aio import AsyncClient
 
-EXIT_HELD = 3
 COMMANDS = {
     "session": "open, renew, close or show sessions (one renewal keeps all bound to one alive)",
     "semaphore": "acquire, release or show a counting semaphore's permits",
@@ -38,29 +35,15 @@ COMMANDS = {
 
 
 SHARED_HELP = ("Each command is one request: nothing is renewed after it returns. The holder "
-               "recorded is --identity (default cli@HOST). Exit status: 0 done, 1 refused, 2 "
-               "usage error, 3 held (an acquire whose --wait passed), 4 cluster unavailable.")
+               f"recorded is --identity (default cli@HOST). {EXITS_HELP}")
 
 
-def _default_identity() -> str:
+def default_identity() -> str:
     return f"cli@{(socket.gethostname() or 'host').split('.')[0][:200]}"
 
 
-def _json(value: Any) -> str:
-    def default(item: Any) -> Any:
-        if isinstance(item, bytes):
-            return base64.b64encode(item).decode("ascii")
-        raise TypeError(f"not JSON: {type(item).__name__}")
-
-    def plain(item: Any) -> Any:
-        return asdict(item) if is_dataclass(item) and not isinstance(item, type) else item
-
-    data = [plain(item) for item in value] if isinstance(value, list) else plain(value)
-    return json.dumps(data, indent=2, default=default)
-
-
 def _say(args: argparse.Namespace, value: Any, text: str) -> str:
-    return _json(value) if args.json else text
+    return to_json(value) if args.json else text
 
 
 # -- sessions --------------------------------------------------------------------------------
@@ -96,9 +79,10 @@ async def _session_get(client: AsyncClient, args: argparse.Namespace) -> str:
 
 
 async def _session_list(client: AsyncClient, args: argparse.Namespace) -> str:
+    from paxlock.api.cli.listing import sessions_table
+
     sessions = await client.list_sessions(args.holder)
-    return _say(args, sessions, "\n".join(f"{s.id}  {s.holder}  ttl {s.ttl:g}"
-                                          for s in sessions) or "no sessions")  # fmt: skip
+    return _say(args, sessions, sessions_table(sessions))
 
 
 # -- semaphores and read/write locks ---------------------------------------------------------
@@ -176,7 +160,7 @@ def add_coord_commands(commands: Any) -> None:
                handler: Handler) -> argparse.ArgumentParser:  # fmt: skip
         sub: argparse.ArgumentParser = actions.add_parser(
             name, parents=[common], help=helptext,
-            description=helptext[0].upper() + helptext[1:] + ".")  # fmt: skip
+            description=f"{helptext[0].upper()}{helptext[1:]}. {EXITS_HELP}")  # fmt: skip
         sub.set_defaults(coord_handler=handler)
         return sub
 
@@ -225,8 +209,7 @@ def add_coord_commands(commands: Any) -> None:
                                     ("delete", "delete an empty group", _group_delete),
                                     ("members", "list a group's members", _group_members)):
         action(group, name, helptext, handler).add_argument("group", metavar="GROUP")
-    action(group, "list", "list groups", _group_list).add_argument(
-        "--prefix", default="", help="only names starting with it (default: all)")
+    add_prefix_argument(action(group, "list", "list groups", _group_list))
     sub = action(group, "join", "join a group while a session lives", _group_join)
     sub.add_argument("group", metavar="GROUP")
     sub.add_argument("member", metavar="MEMBER")
@@ -238,10 +221,7 @@ def add_coord_commands(commands: Any) -> None:
 
 
 def run_coord(args: argparse.Namespace) -> int:
-    from paxlock.api.client.errors import LeaseHeld
-
     prog = f"paxlock {args.coord_command} {args.coord_action}"
     handler: Callable[..., Any] = args.coord_handler
     return run_client(prog, handler, args, " (an earlier attempt may have done it)",
-                      identity=args.identity or _default_identity(),
-                      exits={LeaseHeld: EXIT_HELD})  # fmt: skip
+                      identity=args.identity or default_identity())  # fmt: skip

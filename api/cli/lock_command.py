@@ -11,7 +11,8 @@ Exit status: the command's (128 + signal when it was killed); as a shell's, 127 
 command is not found and 126 when it is found but cannot be run (both decided before the lease
 is taken when they can be); 2 when the cluster calls the request invalid; 3 when the name
 stayed held for ``--wait``; 4 when the cluster was unavailable — no node answered, or none
-had a primary, for the current wait plus the retry deadline; 5 when the lease was lost.
+had a primary, for the current wait plus the retry deadline; 5 when the lease was lost; 130
+when SIGINT or SIGTERM came while it waited for the name (the wait is withdrawn).
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
+from paxlock.api.cli.output import EXIT_HELD, EXIT_INTERRUPTED, EXIT_LOST, EXIT_OK
+from paxlock.api.cli.output import EXIT_UNAVAILABLE, EXIT_USAGE
 from paxlock.api.client.aio import AsyncClient
 from paxlock.api.client.errors import BadRequest, LeaseHeld, PaxlockError
-from paxlock.api.client.holding import HeldLease
+from paxlock.api.client.holding import HeldLease, Holding, Term
 
-EXIT_USAGE, EXIT_HELD, EXIT_UNAVAILABLE, EXIT_LOST = 2, 3, 4, 5
 EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND = 126, 127
 """A POSIX shell's statuses for a command found but not runnable, and one not found."""
 RELEASE_S = 2.0
@@ -70,27 +73,92 @@ async def run_locked(endpoints: Sequence[str], name: str, command: Sequence[str]
     async with AsyncClient(list(endpoints), identity=identity, token=token,
                            retry_deadline=retry_deadline_s, ca_file=ca_file) as client:  # fmt: skip
         holding = client.lock(name, ttl=ttl, wait=wait, margin=margin)
-        try:
-            lease = await holding.__aenter__()
-        except LeaseHeld as held:
-            print(f"paxlock lock: {name} is held by {held.holder or 'another holder'}",
-                  file=sys.stderr)  # fmt: skip
-            return EXIT_HELD
-        except BadRequest as error:
-            print(f"paxlock lock: {error.message}", file=sys.stderr)
-            return EXIT_USAGE
-        except PaxlockError as error:
-            print(f"paxlock lock: cannot acquire {name}: {error.message}", file=sys.stderr)
-            return EXIT_UNAVAILABLE
-        try:
-            return await _run_holding(lease, command, grace_s=ttl * margin / 2)
-        finally:
-            with contextlib.suppress(PaxlockError, TimeoutError):
-                # Release (bounded: after a loss the cluster may well be unreachable).
-                await asyncio.wait_for(holding.__aexit__(None, None, None), RELEASE_S)
+        return await hold_and_run("paxlock lock", name, holding, command,
+                                  grace_s=ttl * margin / 2)  # fmt: skip
 
 
-async def _run_holding(lease: HeldLease, command: Sequence[str], *, grace_s: float) -> int:
+async def hold_and_run(prog: str, name: str, holding: Holding[Any],
+                       command: Sequence[str] | None, *, grace_s: float,
+                       announce: Callable[[Any], None] | None = None) -> int:  # fmt: skip
+    """Obtain ``holding`` (a lease or a term), ``announce`` it, run ``command`` while it is
+    held — or, without one, hold it until SIGINT or SIGTERM — then release it. SIGINT or
+    SIGTERM while waiting for it gives up the wait (exit 130). Returns the exit status of
+    ``paxlock lock``/``paxlock elect``."""
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupted.set)
+    try:
+        return await _obtain_and_run(prog, name, holding, command, grace_s, announce,
+                                     interrupted)  # fmt: skip
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def _obtain_and_run(prog: str, name: str, holding: Holding[Any],
+                          command: Sequence[str] | None, grace_s: float,
+                          announce: Callable[[Any], None] | None,
+                          interrupted: asyncio.Event) -> int:  # fmt: skip
+    obtain = asyncio.ensure_future(holding.__aenter__())
+    stop = asyncio.ensure_future(interrupted.wait())
+    await asyncio.wait({obtain, stop}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if not obtain.done():  # the SDK abandons the parked request (AsyncClient.close waits)
+        obtain.cancel()
+        with contextlib.suppress(asyncio.CancelledError, PaxlockError):
+            await obtain
+        print(f"{prog}: interrupted while waiting for {name}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    try:
+        held = obtain.result()
+    except LeaseHeld as held_by:
+        print(f"{prog}: {name} is held by {held_by.holder or 'another holder'}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_HELD
+    except BadRequest as error:
+        print(f"{prog}: {error.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except PaxlockError as error:
+        print(f"{prog}: cannot acquire {name}: {error.message}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    try:
+        if interrupted.is_set():  # granted as the signal came: give it back at once
+            return EXIT_INTERRUPTED
+        if announce is not None:
+            announce(held)
+        if command:
+            return await _run_holding(prog, held, command, grace_s, interrupted)
+        return await _hold_until_stopped(prog, held, interrupted)
+    finally:
+        with contextlib.suppress(PaxlockError, TimeoutError):
+            # Release (bounded: after a loss the cluster may well be unreachable).
+            await asyncio.wait_for(holding.__aexit__(None, None, None), RELEASE_S)
+
+
+def _what(held: HeldLease | Term) -> str:
+    return "the leadership" if isinstance(held, Term) else "the lease"
+
+
+async def _hold_until_stopped(prog: str, held: HeldLease | Term,
+                              interrupted: asyncio.Event) -> int:  # fmt: skip
+    """Hold until SIGINT/SIGTERM (exit 0: then released) or until lost (exit 5)."""
+    stop = asyncio.ensure_future(interrupted.wait())
+    lost = asyncio.ensure_future(held.lost.wait())
+    try:
+        await asyncio.wait({lost, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (lost, stop):
+            waiter.cancel()
+    if held.lost.is_set():
+        print(f"{prog}: {_what(held)} was lost: {held.lost_reason or 'no renewal in time'}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_LOST
+    return EXIT_OK
+
+
+async def _run_holding(prog: str, lease: HeldLease | Term, command: Sequence[str],
+                       grace_s: float, interrupted: asyncio.Event) -> int:  # fmt: skip
     """Run ``command`` while ``lease`` is held; stop its process group if the lease is lost
     or this process is interrupted. Returns the exit status of ``paxlock lock``."""
     env = dict(os.environ, PAXLOCK_NAME=lease.name, PAXLOCK_TOKEN=str(lease.token))
@@ -99,21 +167,17 @@ async def _run_holding(lease: HeldLease, command: Sequence[str], *, grace_s: flo
         child = await asyncio.create_subprocess_exec(*command, env=env, start_new_session=True)
     except OSError as error:  # found, and yet exec failed (a missing script interpreter...)
         status = EXIT_NOT_FOUND if isinstance(error, FileNotFoundError) else EXIT_CANNOT_EXECUTE
-        print(f"paxlock lock: {command[0]}: cannot execute: {error.strerror or error}",
+        print(f"{prog}: {command[0]}: cannot execute: {error.strerror or error}",
               file=sys.stderr)  # fmt: skip
         return status
     lost = asyncio.ensure_future(lease.lost.wait())
     exited = asyncio.ensure_future(child.wait())
-    interrupted = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, interrupted.set)
     stop = asyncio.ensure_future(interrupted.wait())
     try:
         await asyncio.wait({lost, exited, stop}, return_when=asyncio.FIRST_COMPLETED)
         if not exited.done():
-            why = "the lease was lost" if lost.done() else "interrupted"
-            print(f"paxlock lock: {why}; stopping the command (SIGTERM, SIGKILL in "
+            why = f"{_what(lease)} was lost" if lost.done() else "interrupted"
+            print(f"{prog}: {why}; stopping the command (SIGTERM, SIGKILL in "
                   f"{grace_s:.2f} s)", file=sys.stderr)  # fmt: skip
             _signal_group(child.pid, signal.SIGTERM)
             try:
@@ -128,5 +192,3 @@ async def _run_holding(lease: HeldLease, command: Sequence[str], *, grace_s: flo
     finally:
         for waiter in (lost, stop):
             waiter.cancel()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)

@@ -12,9 +12,10 @@ import time
 from collections.abc import Sequence
 
 from paxlock.api.cli.arguments import (
-    LOCAL_CLUSTER_NODES_MAX, TTL_S_MAX, Parser, add_ca_argument, add_token_argument, ca_file,
-    cluster_size, fraction, identity, lease_name, seconds, token_from, ttl, version,
+    LOCAL_CLUSTER_NODES_MAX, TTL_S_MAX, Parser, add_ca_argument, add_endpoint_argument,
+    add_token_argument, cluster_size, fraction, identity, lease_name, seconds, ttl, version,
 )  # fmt: skip
+from paxlock.api.cli.output import EXITS_HELP
 from paxlock.coordinator.core.learner import LearnMode
 
 DESCRIPTION = (
@@ -22,6 +23,9 @@ DESCRIPTION = (
     "SQLite acceptors decides who holds each lease. Try 'paxlock up' (a local 3-member "
     "cluster), then 'paxlock lock NAME -- CMD' from another terminal."
 )
+
+
+RUNS_A_COMMAND = ("lock", "elect")
 
 
 def _learn_mode(text: str) -> str:
@@ -46,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     from paxlock.api.client.transport import RetryPolicy
 
     parser = Parser(prog="paxlock", description=DESCRIPTION,
-                    epilog="'paxlock COMMAND --help' shows a command's options.")  # fmt: skip
+                    epilog="'paxlock COMMAND --help' shows a command's options. "
+                    f"Client commands (status, member, leases, lease, ...): {EXITS_HELP} 'lock' "
+                    "and 'elect' also: 5 lost, else CMD's own status.")  # fmt: skip
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -116,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser(
         "status", help="show the members, the primary and how far behind each member is",
         description="Ask every endpoint for its view of the cluster and show one table of "
-        "members. Exit status: 0 a primary is known, 4 no primary, 1 no endpoint answered.",
+        "members: role (the primary marked), reachability, ballot, chosen and applied "
+        "index, lag. Exit status: 0 a primary is known; 2 usage error; 4 cluster "
+        "unavailable: no primary, or no endpoint answered.",
     )  # fmt: skip
     add_status_arguments(status)
     add_ca_argument(status)
@@ -138,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_coord_commands(commands)
 
+    from paxlock.api.cli.election_command import add_election_commands
+    from paxlock.api.cli.lease_command import add_lease_commands
+    from paxlock.api.cli.listing import add_listing_commands
+
+    add_lease_commands(commands)
+    add_election_commands(commands)
+    add_listing_commands(commands)
+
     retry_deadline_s = RetryPolicy().retry_deadline_s
     lock = commands.add_parser(
         "lock", help="run a command while holding a lease",
@@ -145,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "gets SIGTERM, then SIGKILL, both before anyone else can be granted NAME. CMD sees "
         "the fencing token in PAXLOCK_TOKEN. Exits with CMD's status (127 when CMD is not "
         "found, 126 when it cannot be run); 2 on a usage error; 3 when NAME stayed held for "
-        "--wait; 4 when the cluster is unavailable: it is given up on once no node answered "
+        "--wait; 4 cluster unavailable: it is given up on once no node answered "
         f"for the current wait (--wait, at most {WAIT_CHUNK_S:g} s of it) plus "
         f"--retry-deadline, {WAIT_CHUNK_S + retry_deadline_s:g} s with the defaults; 5 when "
         "the lease was lost.",
@@ -163,9 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how long to keep retrying a cluster that does not answer or has no "
                       "primary, beyond the current wait, before exit status 4 "
                       "(default: %(default)s)")  # fmt: skip
-    lock.add_argument("--endpoint", action="append", metavar="URL",
-                      help="node URL (repeatable; default $PAXLOCK_ENDPOINTS or "
-                      "http://127.0.0.1:7001,7002,7003)")
+    add_endpoint_argument(lock)
     lock.add_argument("--identity", type=identity,
                       help="holder name (default: host-pid-random)")  # fmt: skip
     add_ca_argument(lock)
@@ -173,13 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     lock.set_defaults(handler=_cmd_lock, cmd=[])
     # The command after -- is split off before parsing (main): show it in the usage.
     lock.usage = lock.format_usage().removeprefix("usage: ").rstrip() + " -- CMD [ARGS...]"
+
+    from paxlock.api.cli.completion import add_completion_command
+
+    add_completion_command(commands, build_parser)
     return parser
 
 
 def _cmd_lock(args: argparse.Namespace) -> int:
-    import os
-
     from paxlock.api.cli.lock_command import run_locked
+    from paxlock.api.cli.member_command import connection
     from paxlock.api.cli.serve import run_fast
 
     command = args.cmd
@@ -187,16 +204,7 @@ def _cmd_lock(args: argparse.Namespace) -> int:
         print("paxlock lock: give the command to run after --: paxlock lock NAME -- CMD "
               "[ARGS...]", file=sys.stderr)  # fmt: skip
         return 2
-    try:
-        ca = ca_file(args, os.environ)
-    except ValueError as error:
-        print(f"paxlock lock: {error}", file=sys.stderr)
-        return 2
-    scheme = "https" if ca else "http"
-    endpoints = args.endpoint or os.environ.get("PAXLOCK_ENDPOINTS", "").split(",")
-    endpoints = [e for e in endpoints if e] or [f"{scheme}://127.0.0.1:{p}"
-                                                for p in (7001, 7002, 7003)]  # fmt: skip
-    token = token_from("paxlock lock", args.token_file, os.environ)
+    endpoints, ca, token = connection("paxlock lock", args)
     return run_fast(run_locked(endpoints, args.name, command, ttl=args.ttl, wait=args.wait,
                                margin=args.margin, identity=args.identity, token=token,
                                retry_deadline_s=args.retry_deadline, ca_file=ca))  # fmt: skip
@@ -244,13 +252,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     command: list[str] = []
-    if "--" in words:  # everything after -- is the command of `paxlock lock`
+    has_command = "--" in words
+    if has_command:  # everything after -- is the command of `paxlock lock` or `elect`
         at = words.index("--")
         words, command = words[:at], words[at + 1:]
     args = parser.parse_args(words)
-    if command:
-        if args.command != "lock":
-            parser.error("only 'paxlock lock' takes a command after --")
+    if has_command:
+        if args.command not in RUNS_A_COMMAND:
+            parser.error("only 'paxlock lock' and 'paxlock elect' take a command after --")
         args.cmd = command
     handler = args.handler
     return int(handler(args))

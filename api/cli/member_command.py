@@ -26,17 +26,19 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from paxlock.api.cli.arguments import add_ca_argument, add_token_argument, ca_file, seconds
-from paxlock.api.cli.arguments import token_from
+from paxlock.api.cli.arguments import add_ca_argument, add_endpoint_argument, add_token_argument
+from paxlock.api.cli.arguments import ca_file, seconds, token_from
+from paxlock.api.cli.output import EXIT_HELD, EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED
+from paxlock.api.cli.output import EXIT_UNAVAILABLE, EXIT_USAGE, EXITS_HELP
+from paxlock.api.cli.output import cell, table as aligned
 from paxlock.api.cli.status import DEFAULT_ENDPOINTS, endpoints_from
 
 if TYPE_CHECKING:  # imported when a command runs: --help stays quick
     from paxlock.api.client.aio import AsyncClient
     from paxlock.api.client.types import Configuration, Membership
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 4
 RETRY_DEADLINE_S = 10.0
 _MEMBER_ID = re.compile(r"[A-Za-z0-9._-]{1,256}")
 ALPHA_SLOTS = 64
@@ -61,10 +63,7 @@ def member_url(text: str) -> str:
 def common_arguments() -> argparse.ArgumentParser:
     """The connection options and ``--json`` every client subcommand takes (a parent)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--endpoint", "--endpoints", dest="endpoints", action="append",
-                        metavar="URL[,URL...]",
-                        help="member URLs to send to (repeatable; default $PAXLOCK_ENDPOINTS "
-                        "or http://127.0.0.1:7001,7002,7003)")  # fmt: skip
+    add_endpoint_argument(common)
     common.add_argument("--json", action="store_true",
                         help="print the answer as one JSON object")
     common.add_argument("--retry-deadline", type=seconds, default=RETRY_DEADLINE_S, metavar="S",
@@ -83,14 +82,14 @@ def add_member_arguments(parser: argparse.ArgumentParser) -> None:
         "list", parents=[common], help="show voters and learners, with each one's lag",
         description="Show every member: its role (voter, or learner: follows the log and is "
         "never counted in a quorum), URL, whether it is the primary, whether the cluster "
-        "hears from it, and how many slots it lags behind. A pending change is shown below.")
+        "hears from it, and how many slots it lags behind. A pending change is shown below. " + EXITS_HELP)
     listing.set_defaults(member_handler=_list)
     add = actions.add_parser(
         "add", parents=[common], help="add a member as a learner",
         description="Add the member that answers at URL as a learner. Start it first, on an "
         "empty data dir: paxlock serve --id ID --join URL-OF-A-MEMBER ... The cluster asks "
         "it who it is and refuses a URL that answers as another member or cluster. Promote "
-        "it once 'paxlock member list' shows its lag near 0.")
+        "it once 'paxlock member list' shows its lag near 0. " + EXITS_HELP)
     add.add_argument("id", metavar="ID", type=member_id, help="the new member's id (its --id)")
     add.add_argument("url", metavar="URL", type=member_url,
                      help="where the other members reach it: http(s)://HOST:PORT")
@@ -99,13 +98,13 @@ def add_member_arguments(parser: argparse.ArgumentParser) -> None:
         "promote", parents=[common], help="make a learner a voter",
         description=f"Make learner ID a voter. Refused while it lags behind; the change "
         f"takes effect {ALPHA_SLOTS} slots after it is chosen (at once: the primary fills "
-        "them).")  # fmt: skip
+        f"them). {EXITS_HELP}")  # fmt: skip
     promote.add_argument("id", metavar="ID", type=member_id, help="the learner to promote")
     promote.set_defaults(member_handler=_promote)
     remove = actions.add_parser(
         "remove", parents=[common], help="remove a voter or a learner",
         description="Remove member ID: it neither votes nor learns from then on, and the "
-        "cluster refuses its connections. Remove one member at a time.")
+        f"cluster refuses its connections. Remove one member at a time. {EXITS_HELP}")
     remove.add_argument("id", metavar="ID", type=member_id, help="the member to remove")
     remove.set_defaults(member_handler=_remove)
 
@@ -144,21 +143,13 @@ def _said(config: Configuration, args: argparse.Namespace, sentence: str) -> str
            f"{config.epoch})"  # fmt: skip
 
 
-def _cell(value: Any) -> str:
-    return "-" if value is None else str(value)
-
-
 def table(membership: Membership) -> str:
     """``paxlock member list``: one line about the cluster, then one row per member."""
-    lines = [f"cluster {_cell(membership.cluster_id)}  configuration of slot {membership.epoch}"]
-    header = ("ID", "ROLE", "URL", "PRIMARY", "REACHABLE", "LAG")
-    rows = [header] + [
+    lines = [f"cluster {cell(membership.cluster_id)}  configuration of slot {membership.epoch}"]
+    lines.append(aligned(("ID", "ROLE", "URL", "PRIMARY", "REACHABLE", "LAG"), [
         (m.id, m.role, m.url, "yes" if m.primary else "no", "yes" if m.reachable else "NO",
-         _cell(m.lag)) for m in membership.members
-    ]  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-              for row in rows]  # fmt: skip
+         cell(m.lag)) for m in membership.members
+    ]))  # fmt: skip
     pending = membership.pending
     if pending is not None:
         lines.append(f"pending from slot {pending.first_slot}: voters "
@@ -178,42 +169,54 @@ def run_member(args: argparse.Namespace) -> int:
                       "list')")  # fmt: skip
 
 
-def run_client(prog: str, handler: Handler, args: argparse.Namespace, maybe_note: str,
-               identity: str | None = None,
-               exits: dict[type[Exception], int] | None = None) -> int:  # fmt: skip
-    """Run one client ``handler`` against the endpoints of ``args``; print its answer.
-    ``exits``: exit statuses of particular errors (default 1 refused, 4 unavailable)."""
+def connection(prog: str, args: argparse.Namespace) -> tuple[list[str], str | None, str | None]:
+    """Endpoints, CA file and bearer token of a client command (``--endpoint``,
+    ``PAXLOCK_ENDPOINTS``, ``--ca``, ``PAXLOCK_CA``, ``--token-file``,
+    ``PAXLOCK_AUTH_TOKEN``); an unusable CA or token file exits 2 with one line."""
     endpoints = endpoints_from(args.endpoints, os.environ)
     try:
         ca = ca_file(args, os.environ)
     except ValueError as unusable:
         print(f"{prog}: {unusable}", file=sys.stderr)
-        return EXIT_USAGE
+        raise SystemExit(EXIT_USAGE) from None
     if ca and endpoints == list(DEFAULT_ENDPOINTS):
         endpoints = [url.replace("http://", "https://", 1) for url in endpoints]
-    token = token_from(prog, args.token_file, os.environ)
-    return asyncio.run(_run(prog, handler, args, endpoints, ca, token, maybe_note, identity,
-                            exits or {}))  # fmt: skip
+    return endpoints, ca, token_from(prog, args.token_file, os.environ)
+
+
+def run_client(prog: str, handler: Handler, args: argparse.Namespace, maybe_note: str,
+               identity: str | None = None) -> int:  # fmt: skip
+    """Run one client ``handler`` against the endpoints of ``args``; print its answer. Exit
+    status (``output``): 1 refused or not found, 2 a request the cluster calls invalid, 3
+    held, 4 unavailable."""
+    endpoints, ca, token = connection(prog, args)
+    try:
+        return asyncio.run(_run(prog, handler, args, endpoints, ca, token, maybe_note,
+                                identity))  # fmt: skip
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 async def _run(prog: str, handler: Handler, args: argparse.Namespace, endpoints: list[str],
-               ca: str | None, token: str | None, maybe_note: str, identity: str | None,
-               exits: dict[type[Exception], int]) -> int:  # fmt: skip
+               ca: str | None, token: str | None, maybe_note: str,
+               identity: str | None) -> int:  # fmt: skip
     from paxlock.api.client.aio import AsyncClient
-    from paxlock.api.client.errors import PaxlockError, Unavailable
+    from paxlock.api.client.errors import BadRequest, LeaseHeld, PaxlockError, Unavailable
 
     client = AsyncClient(endpoints, identity, ca_file=ca, token=token,
                          retry_deadline=args.retry_deadline)  # fmt: skip
     try:
-        print(await handler(client, args))
+        text = await handler(client, args)
+        if text:
+            print(text, flush=True)
     except Unavailable as error:
         print(f"{prog}: cluster unavailable: {error.message}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except PaxlockError as error:
         maybe = maybe_note if error.retried else ""
         print(f"{prog}: {error.message}{maybe}", file=sys.stderr)
-        return next((code for kind, code in exits.items() if isinstance(error, kind)),
-                    EXIT_REFUSED)  # fmt: skip
+        return (EXIT_HELD if isinstance(error, LeaseHeld) else
+                EXIT_USAGE if isinstance(error, BadRequest) else EXIT_REFUSED)  # fmt: skip
     finally:
         await client.close()
     return EXIT_OK

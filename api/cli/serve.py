@@ -11,15 +11,14 @@ import signal
 import sys
 import tomllib
 from collections.abc import Coroutine, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paxlock.api.cli.cluster_token import (
     CONFIG_REFUSAL, RefuseTokenOnArgv, TokenError, check_peer_credential, cluster_token,
     has_credential, merge_env_token, warn_unauthenticated,
 )  # fmt: skip
-from paxlock.api.server.limits import Limits
-from paxlock.api.server.node import Node, NodeConfig
-from paxlock.coordinator.core.replica_io import UnreadableEntry
+if TYPE_CHECKING:  # the server is loaded when a member starts: other commands start quicker
+    from paxlock.api.server.node import NodeConfig
 
 ENV_PREFIX = "PAXLOCK_"
 SETTINGS = {
@@ -208,12 +207,16 @@ def node_config(settings: Mapping[str, Any]) -> NodeConfig:
         if not settings.get("auth"):
             raise ConfigError("--auth-metrics needs --auth")
         options["auth_metrics"] = True
+    from paxlock.api.server.limits import Limits
+
     try:
         limits = Limits(**{field: SETTINGS[name][0](settings[name])
                            for name, field in LIMIT_SETTINGS.items()
                            if settings.get(name) is not None})  # fmt: skip
     except (TypeError, ValueError) as error:
         raise ConfigError(f"--{_limit_flag(str(error))}") from None
+    from paxlock.api.server.node import NodeConfig
+
     try:
         return NodeConfig(
             node_id, peers, settings["data_dir"], listen=listen, limits=limits,
@@ -287,6 +290,9 @@ async def serve(config: NodeConfig, *, unauthenticated: bool = False) -> int:
     """Run one node until SIGINT/SIGTERM (exit 0) or until its store fails (exit 1);
     SIGHUP reloads its TLS certificates. ``unauthenticated``: it has no peer credential,
     said once it serves."""
+    from paxlock.api.server.node import Node
+    from paxlock.coordinator.core.replica_io import UnreadableEntry
+
     node = Node(config)
     stop = asyncio.Event()  # handlers first: a signal during start-up stops it right after
     loop = asyncio.get_running_loop()

@@ -11,8 +11,9 @@ same as one object, with every raw view.
 The primary is the member that answered and says it is primary (the highest ballot, should
 a deposed one not know yet); if it did not answer, the one the others name and still hear.
 
-Exit status: 0 a primary is known; 4 members answered but none knows a primary (no lease
-can be granted, as ``paxlock lock``'s 4); 1 no endpoint answered; 2 usage errors.
+Exit status: 0 a primary is known; 4 the cluster is unavailable: no endpoint answered, or
+members answered but none knows a primary (no lease can be granted, as ``paxlock lock``'s
+4); 2 usage errors.
 """
 
 from __future__ import annotations
@@ -29,20 +30,16 @@ from typing import Any
 
 import aiohttp
 
-from paxlock.api.cli.arguments import add_token_argument, token_from
+from paxlock.api.cli.arguments import add_endpoint_argument, add_token_argument, token_from
+from paxlock.api.cli.output import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, cell, duration
+from paxlock.api.cli.output import table as aligned
 
-EXIT_OK = 0
-EXIT_NO_ANSWER = 1
-EXIT_NO_PRIMARY = 4
 DEFAULT_ENDPOINTS = ("http://127.0.0.1:7001", "http://127.0.0.1:7002", "http://127.0.0.1:7003")
 TIMEOUT_S = 2.0
 
 
 def add_status_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint", "--endpoints", dest="endpoints", action="append",
-                        metavar="URL[,URL...]",
-                        help="member URLs to ask, all of them at once (repeatable; default "
-                        "$PAXLOCK_ENDPOINTS or http://127.0.0.1:7001,7002,7003)")  # fmt: skip
+    add_endpoint_argument(parser)
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object: primary, ballot, members, every raw "
                         "view and the endpoints that did not answer")  # fmt: skip
@@ -113,6 +110,8 @@ class Row:
     applied_index: int | None
     lag: int | None
     heard_s_ago: float | None
+    ballot: str | None = None
+    """The highest ballot the member itself reports (only of those that answered)."""
 
 
 @dataclass(slots=True)
@@ -147,6 +146,10 @@ def _primary(views: Mapping[str, Mapping[str, Any]]) -> str | None:
     return max(set(named), key=named.count) if named else None
 
 
+def _opt_text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def combine(answers: Mapping[str, dict[str, Any] | str]) -> Report:
     views: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
@@ -171,7 +174,7 @@ def combine(answers: Mapping[str, dict[str, Any] | str]) -> Report:
             raw.get("reachable") is True, own is not None,
             chosen if isinstance(chosen, int) else None,
             own.get("applied_index") if own is not None else None, None,
-            raw.get("heard_s_ago"),
+            raw.get("heard_s_ago"), None if own is None else _opt_text(own.get("ballot")),
         ))  # fmt: skip
     top = max((r.chosen_index for r in rows if r.chosen_index is not None), default=0)
     for row in rows:
@@ -183,23 +186,17 @@ def combine(answers: Mapping[str, dict[str, Any] | str]) -> Report:
 # -- printing ---------------------------------------------------------------------------------
 
 
-def _cell(value: Any) -> str:
-    return "-" if value is None else str(value)
-
-
 def table(report: Report) -> str:
-    lines = [f"primary {_cell(report.primary)}  ballot {_cell(report.ballot)}  "
-             f"learn {_cell(report.learn_mode)}  (reachability as {report.seen_by} sees it)"]  # fmt: skip
-    header = ("MEMBER", "URL", "ROLE", "REACHABLE", "CHOSEN", "APPLIED", "LAG", "HEARD")
-    cells = [header] + [
-        (r.id, r.url, r.role, "up" if r.reachable else "DOWN", _cell(r.chosen_index),
-         _cell(r.applied_index), _cell(r.lag),
-         "-" if r.heard_s_ago is None else f"{r.heard_s_ago:.1f}s ago")
+    lines = [f"primary {cell(report.primary)}  ballot {cell(report.ballot)}  "
+             f"learn {cell(report.learn_mode)}  (reachability as {report.seen_by} sees it)"]  # fmt: skip
+    header = ("MEMBER", "URL", "ROLE", "REACHABLE", "BALLOT", "CHOSEN", "APPLIED", "LAG",
+              "HEARD")  # fmt: skip
+    lines.append(aligned(header, [
+        (r.id, r.url, r.role, "up" if r.reachable else "DOWN", cell(r.ballot),
+         cell(r.chosen_index), cell(r.applied_index), cell(r.lag),
+         "-" if r.heard_s_ago is None else f"{duration(r.heard_s_ago)} ago")
         for r in report.members
-    ]  # fmt: skip
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-              for row in cells]  # fmt: skip
+    ]))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -210,12 +207,12 @@ def run_status(args: argparse.Namespace) -> int:
     endpoints = endpoints_from(args.endpoints, os.environ)
     if not args.timeout > 0:
         print("paxlock status: --timeout must be > 0", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     try:
         ca = ca_file(args, os.environ)
     except ValueError as unusable:
         print(f"paxlock status: {unusable}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if ca and endpoints == list(DEFAULT_ENDPOINTS):
         endpoints = [url.replace("http://", "https://", 1) for url in endpoints]
     tls = client_ssl_context(ca) if ca else None
@@ -229,9 +226,9 @@ def run_status(args: argparse.Namespace) -> int:
         print(table(report))
     if not report.views:
         print(f"paxlock status: no endpoint answered ({', '.join(endpoints)})", file=sys.stderr)
-        return EXIT_NO_ANSWER
+        return EXIT_UNAVAILABLE
     if report.primary is None:
         print("paxlock status: no primary: no lease can be granted until a majority of "
               "members hear each other", file=sys.stderr)  # fmt: skip
-        return EXIT_NO_PRIMARY
+        return EXIT_UNAVAILABLE
     return EXIT_OK

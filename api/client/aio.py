@@ -36,7 +36,9 @@ from paxlock.api.client.session import Session, bound_ttl
 from paxlock.api.client.transport import (
     RetryPolicy, Transport, client_ssl_context, normalize_endpoints,
 )  # fmt: skip
-from paxlock.api.client.types import Cluster, Configuration, Lease, Membership, Verification
+from paxlock.api.client.types import (
+    Cluster, Configuration, Leader, Lease, Membership, Verification,
+)  # fmt: skip
 
 __all__ = ["AsyncClient", "default_identity"]
 
@@ -156,15 +158,21 @@ class AsyncClient(CoordinationCalls):
 
     async def list(self, prefix: str = "", *, consistent: bool = True) -> builtins.list[Lease]:
         """Current leases whose name starts with ``prefix``, sorted by name."""
+        items = await self._names("/v1/leases", "leases", prefix, consistent)
+        return [Lease.from_json(item) for item in items]
+
+    async def _names(self, path: str, key: str, prefix: str,
+                     consistent: bool) -> builtins.list[Any]:  # fmt: skip
+        """The ``key`` list of ``GET path?prefix=`` (leases or elections)."""
         params = {"prefix": prefix}
         if not consistent:
             params["consistent"] = "false"
-        raw = await self._transport.call("GET", "/v1/leases", params=params,
+        raw = await self._transport.call("GET", path, params=params,
                                          deadline=self._transport.deadline())  # fmt: skip
-        items = raw.get("leases") if isinstance(raw, dict) else None
+        items = raw.get(key) if isinstance(raw, dict) else None
         if not isinstance(items, builtins.list):
-            raise PaxlockError(f"malformed lease list from the server: {raw!r:.200}")
-        return [Lease.from_json(item) for item in items]
+            raise PaxlockError(f"malformed {key} list from the server: {raw!r:.200}")
+        return items
 
     async def verify(self, name: str, token: int) -> Verification:
         """Is ``token`` still the current grant of ``name``? A resource server's check
@@ -237,6 +245,13 @@ class AsyncClient(CoordinationCalls):
     def election(self, name: str) -> Election:
         """An election by name: ``campaign``, ``leader``, ``observe``."""
         return Election(self._session, name)
+
+    async def elections(self, prefix: str = "", *,
+                        consistent: bool = True) -> builtins.list[Leader]:  # fmt: skip
+        """The elections led now whose name starts with ``prefix``, as their leaders, sorted
+        by name (leases and elections share one namespace: a held lease is listed too)."""
+        items = await self._names("/v1/elections", "elections", prefix, consistent)
+        return [Leader.from_json(item) for item in items]
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.endpoints!r}, identity={self.identity!r})"

@@ -221,5 +221,8 @@ class Client(SyncCoordination):
     def election(self, name: str) -> SyncElection:
         return SyncElection(self._async.election(name), self._runner)
 
+    def elections(self, prefix: str = "", *, consistent: bool = True) -> builtins.list[Leader]:
+        return self._runner.run(self._async.elections(prefix, consistent=consistent))
+
     def __repr__(self) -> str:
         return f"Client({self.endpoints!r}, identity={self.identity!r})"

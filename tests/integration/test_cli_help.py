@@ -58,10 +58,38 @@ def test_help_is_plain_text_and_shows_every_default(words: list[str]) -> None:
         assert f"default: {action.default}" in entry, f"no default shown: {entry}"
 
 
-def test_the_help_lists_sessions_semaphores_rwlocks_and_groups() -> None:
-    listed = paxlock("--help").stdout
-    for command in ("session", "semaphore", "rwlock", "group"):
-        assert re.search(rf"^    {command}\b", listed, re.M), listed
+EVERY_COMMAND = ("sim", "serve", "up", "status", "member", "session", "semaphore", "rwlock",
+                 "group", "leases", "lease", "elections", "elect", "observe", "sessions",
+                 "groups", "lock", "completion")  # fmt: skip
+"""Issue 16: a command for every resource, each listed by ``paxlock --help``."""
+CLIENT_COMMANDS = [["status"], ["member", "list"], ["leases"], ["lease", "get"],
+                   ["lease", "acquire"], ["lease", "renew"], ["lease", "release"],
+                   ["elections"], ["elect"], ["observe"], ["sessions"], ["groups"], ["lock"],
+                   ["session", "list"], ["group", "list"]]  # fmt: skip
+
+
+def test_the_help_lists_every_command() -> None:
+    done = paxlock("--help")
+    assert done.returncode == 0, done.stderr
+    listed = re.findall(r"^    (\S+)", done.stdout, re.M)
+    assert sorted(listed) == sorted(EVERY_COMMAND), done.stdout
+    assert "4 cluster unavailable" in done.stdout.replace("\n", " ")
+
+
+@pytest.mark.parametrize("words", CLIENT_COMMANDS, ids=" ".join)
+def test_client_commands_share_the_endpoint_options_and_the_exit_statuses(words: list[str]
+                                                                          ) -> None:  # fmt: skip
+    """In-process (quick): every client command takes --endpoint/--endpoints, documents exit
+    status 4 for an unavailable cluster, and shows every default."""
+    parser = subparser(words)
+    text = " ".join(parser.format_help().split())
+    options = {o for action in parser._actions for o in action.option_strings}
+    assert {"--endpoint", "--endpoints", "--token-file"} <= options, options
+    assert "--json" in options or words == ["lock"], options
+    assert "4 cluster unavailable" in text, text
+    for action in parser._actions:
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            assert f"default: {action.default}" in text, (action.option_strings, text)
 
 
 def test_version_is_the_installed_distributions() -> None:
