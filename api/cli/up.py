@@ -239,6 +239,8 @@ class LocalCluster:
             print(f"  SDK:  AsyncClient({urls!r}, ca_file={str(self.ca)!r})")
         print(f"try:  curl -s {cacert}-XPOST {urls[0]}"
               """/v1/leases/demo:acquire -d '{"holder": "me", "ttl": 10}'""")  # fmt: skip
+        print(f"      paxlock leases  (with PAXLOCK_ENDPOINTS={','.join(urls)})")
+        print(f"look: {urls[0]}/ui/  (the status page, on every member)")
         print("Ctrl-C stops the cluster. Kill a member's pid to watch a failover; "
               "the others keep running.", flush=True)  # fmt: skip
 
