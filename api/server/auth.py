@@ -102,6 +102,7 @@ RULES: dict[str, Need] = {
     "GET /healthz": "open",
     "GET /readyz": "open",
     "GET /metrics": "metrics",
+    "GET /v1/openapi.json": "open",
 }
 """Every route of ``routes.add_routes`` (``METHOD template``) and what it needs. A route
 missing here is refused 403 to every principal but admin (fail closed), and a test fails."""

@@ -15,7 +15,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from paxlock.api.server import coord_routes, group_routes, wire
+from paxlock.api.server import coord_routes, group_routes, openapi, wire
 from paxlock.api.server.dispatch import (
     METRICS, PRINCIPAL, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, Action,
     Actions, Resolver, cancel_streams, consistent, dispatcher, open_stream, principal_of,
@@ -295,5 +295,6 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/healthz", healthz)
     router.add_get("/readyz", readyz)
     router.add_get("/metrics", metrics, allow_head=False)
+    router.add_get("/v1/openapi.json", openapi.serve, allow_head=False)
     coord_routes.add_routes(router)
     group_routes.add_routes(router)

@@ -176,7 +176,7 @@ def test_every_route_has_an_access_rule_and_every_rule_a_route() -> None:
 
 def test_only_health_and_metrics_are_open() -> None:
     open_routes = {route for route, need in RULES.items() if need in ("open", "metrics")}
-    assert open_routes == {"GET /healthz", "GET /readyz", "GET /metrics"}
+    assert open_routes == {"GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/openapi.json"}
     assert all(route.split(" ", 1)[1].startswith("/v1/") for route in set(RULES) - open_routes)
 
 
@@ -192,7 +192,7 @@ def test_writes_need_lock_and_reads_need_read() -> None:
             assert need == "lock", route
         elif path.startswith("/v1/groups/") and method != "GET":
             assert need == "lock", route  # create, delete, join, leave, capabilities
-        elif path.startswith("/v1/") and path != "/v1/cluster":
+        elif path.startswith("/v1/") and path not in ("/v1/cluster", "/v1/openapi.json"):
             assert need == "read", route
         assert method in ("GET", "POST") or route in (
             "DELETE /v1/members/{name}", "PUT /v1/groups/{group}", "DELETE /v1/groups/{group}",
