@@ -62,6 +62,11 @@ class Leasing(Protocol):
         None when nobody holds it), or None when ``timeout`` passes first."""
         ...
 
+    async def changes(self, *, after: int, timeout: float) -> int | None:
+        """The cluster-wide revision this node has applied, once it exceeds ``after`` (any
+        change of any kind), or None when ``timeout`` passes first. Served locally."""
+        ...
+
     def known_primary(self) -> str | None:
         """The primary's node id as this node knows it, or None: cheap, for every answer's
         ``X-Paxlock-Primary`` header (``cluster()`` builds the whole member list)."""
@@ -69,7 +74,8 @@ class Leasing(Protocol):
 
     def cluster(self) -> dict[str, Any]:
         """The cluster object as this node sees it: node, primary, ballot, learn_mode,
-        chosen_index, applied_index and members (id, url, reachable, chosen_index)."""
+        chosen_index, applied_index, revision, members (id, url, reachable, chosen_index)
+        and primary_changes."""
         ...
 
     def readiness(self) -> tuple[bool, str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -36,10 +38,10 @@ from paxlock.coordinator.core.replica_io import (
     ReleaseOp,
     RenewOp,
     ReplicaReady,
-    ReplicaStatus,
     RequestOp,
 )
 from paxlock.coordinator.core.coord_commands import SessionEnded
+from paxlock.coordinator.cluster_view import PrimaryChanges, member_views
 from paxlock.coordinator.coordination import Coordination
 from paxlock.coordinator.errors import (
     BadRequest, Exists, Forbidden, Held, LeaseError, LimitMismatch, NotEmpty, NotFound,
@@ -49,7 +51,7 @@ from paxlock.coordinator.members import Membership
 from paxlock.coordinator.relay import MARGIN_S, RELAYED, Relay, RelayRequest, relayed, request_op
 from paxlock.coordinator.runtime import Runtime
 from paxlock.coordinator.views import LeaseView
-from paxlock.coordinator.watch import WaitingAcquires, Watches
+from paxlock.coordinator.watch import Revisions, WaitingAcquires, Watches
 
 _REFUSALS: dict[str, type[LeaseError]] = {
     "not_found": NotFound, "not_member": NotMember, "exists": Exists, "not_empty": NotEmpty,
@@ -67,10 +69,12 @@ no one can predict here)."""
 
 class LeaseService:
     def __init__(self, runtime: Runtime, *, learn_mode: str, peer_urls: dict[str, str],
-                 reachable_window_s: float, waiters_per_name_max: int = 1000) -> None:  # fmt: skip
+                 reachable_window_s: float, waiters_per_name_max: int = 1000,
+                 wall_clock: Callable[[], float] = time.time) -> None:  # fmt: skip
         """A member is reachable when this node heard from it, directly or through the
         primary, within ``reachable_window_s`` (twice the election timeout: the window in
-        which a primary must hear from a majority to stay primary)."""
+        which a primary must hear from a majority to stay primary). ``wall_clock`` only
+        stamps the primary changes shown to people."""
         assert reachable_window_s > 0
         self.runtime = runtime
         self.replica = runtime.replica
@@ -83,6 +87,10 @@ class LeaseService:
         self._in_office = asyncio.Event()
         self.watches = Watches(self._current, self.clock)
         self.waiting = WaitingAcquires(waiters_per_name_max)
+        self.revisions = Revisions(lambda: self.replica.machine.revision, self.clock)
+        self.wall_clock = wall_clock
+        self.primary_changes = PrimaryChanges(self.known_primary(), self._primary_ballot(),
+                                              wall_clock())  # fmt: skip
         self.on_limit: list[Callable[[str], None]] = []
         """Called with the limit's name for each request refused at a limit (metrics)."""
         self.relay: Relay | None = None
@@ -128,6 +136,8 @@ class LeaseService:
                         self.watches.changed(freed.name, result.revision)
             self.coordination.on_applied(applied)
         self.coordination.on_ready_done(ready.installed is not None)
+        self.revisions.check()
+        self.primary_changes.saw(self.known_primary(), self._primary_ballot(), self.wall_clock())
         relay = self.relay
         for reply in ready.replies:
             future = self._waiting.pop(reply.to, None)
@@ -258,7 +268,8 @@ class LeaseService:
         """``session``: bound to it (``ttl`` is then ignored: give 0)."""
         command = Acquire(name, holder, ttl, value, lock_delay, request_id, principal, session)
         with self.waiting.waiting(name) if wait > 0 else contextlib.nullcontext():
-            return self._lease_or_raise(name, await self.ask(AcquireOp(command, wait)))
+            reply = await self.ask(AcquireOp(command, wait))
+        return self._lease_or_raise(name, reply)  # out of the count: not a waiter any more
 
     async def renew(self, name: str, *, holder: str, token: int,
                     principal: str = "") -> LeaseView:  # fmt: skip
@@ -303,13 +314,25 @@ class LeaseService:
         kind = _REFUSALS.get(refused.code, BadRequest)
         raise kind(refused.message or f"{refused.code}: {refused.name}")
 
-    def _view(self, lease: Lease, expires_in: float | None = None) -> LeaseView:
+    def _view(self, lease: Lease, expires_in: float | None = None,
+              relayed_waiting: Counter[str] | None = None) -> LeaseView:  # fmt: skip
         if expires_in is None:
             now = self.clock()
             expires_in = (self.replica.expires_in(lease.name, now) if lease.session is None
                           else self.replica.session_expires_in(lease.session, now))  # fmt: skip
+        if relayed_waiting is None:
+            relayed_waiting = self._relayed_waiting()
+        waiters = self.waiting.count(lease.name) + relayed_waiting[lease.name]
         return LeaseView(lease.name, lease.holder, lease.token, lease.revision, lease.ttl_s,
-                         expires_in, lease.value, lease.lock_delay_s, lease.session)  # fmt: skip
+                         expires_in, lease.value, lease.lock_delay_s, lease.session,
+                         waiters)  # fmt: skip
+
+    def _relayed_waiting(self) -> Counter[str]:
+        """Acquires with ``wait`` > 0 that followers relayed here, by name: with this node's
+        own (``WaitingAcquires``), every acquire waiting at the primary."""
+        served = self.relay.served.values() if self.relay is not None else ()
+        return Counter(entry.op.command.name for entry in served
+                       if isinstance(entry.op, AcquireOp) and entry.op.wait_s > 0)  # fmt: skip
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -329,7 +352,9 @@ class LeaseService:
 
     async def list(self, prefix: str = "", *, consistent: bool = True) -> list[LeaseView]:
         await self.read_barrier(consistent)
-        return [self._view(lease) for lease in self.replica.machine.list(prefix)]
+        relayed_waiting = self._relayed_waiting()
+        return [self._view(lease, relayed_waiting=relayed_waiting)
+                for lease in self.replica.machine.list(prefix)]  # fmt: skip
 
     async def verify(self, name: str, *, token: int) -> tuple[bool, int | None]:
         await self.read_barrier(True)
@@ -342,6 +367,9 @@ class LeaseService:
 
     async def observe(self, name: str, *, after: int, timeout: float) -> LeaseView | None:
         return await self.watches.observe(name, after=after, timeout=timeout)
+
+    async def changes(self, *, after: int, timeout: float) -> int | None:
+        return await self.revisions.after(after, timeout=timeout)
 
     # -- cluster -------------------------------------------------------------------------------
 
@@ -374,9 +402,22 @@ class LeaseService:
             "learn_mode": self.learn_mode,
             "chosen_index": status.chosen_index,
             "applied_index": status.applied_index,
+            "revision": self.replica.machine.revision,
             "members": member_views(status, self.peer_urls, self.clock(),
                                     self.reachable_window_s),  # fmt: skip
+            "primary_changes": self.primary_changes.as_json(),
         }
+
+    def _primary_ballot(self) -> str | None:
+        """The ballot of the primary known here: this node's own while it is primary, else
+        the one it promised when that is the primary's (None while unknown)."""
+        primary, node = self.known_primary(), self.replica.node
+        if primary is None:
+            return None
+        if primary == self.node_id:
+            return str(node.ballot)
+        promised = node.acceptor.promised
+        return str(promised) if promised.node == primary else None
 
     def readiness(self) -> tuple[bool, str]:
         if not self.runtime.running:
@@ -390,32 +431,3 @@ class LeaseService:
         if target is not None and target[1] - status.chosen_index > 1000:
             return False, "far behind the primary"
         return True, f"following {status.primary_hint}"
-
-
-def member_views(status: ReplicaStatus, peer_urls: dict[str, str], now: float,
-                 window_s: float) -> list[dict[str, Any]]:  # fmt: skip
-    """``/v1/cluster``'s members as ``status`` knows them: ``reachable`` when heard from
-    within ``window_s`` (this node always is), the chosen index each last reported, its
-    ``lag`` behind the highest chosen index known here (None while unknown), how long ago
-    it was heard from, and through whom (``heard_via``: None when directly)."""
-    contacts = {contact.member: contact for contact in status.contacts}
-    chosen = {member: c.chosen_index for member, c in contacts.items()
-              if c.chosen_index is not None}  # fmt: skip
-    chosen[status.node] = status.chosen_index
-    top = max(chosen.values())
-    views = []
-    for member, url in sorted(peer_urls.items()):
-        contact = contacts.get(member)
-        ago: float | None = None
-        if member == status.node:
-            ago = 0.0
-        elif contact is not None:
-            ago = round(max(0.0, now - contact.heard_at), 3)
-        index = chosen.get(member)
-        views.append({
-            "id": member, "url": url,
-            "reachable": ago is not None and ago <= window_s,
-            "chosen_index": index, "lag": None if index is None else top - index,
-            "heard_s_ago": ago, "heard_via": contact.via if contact is not None else None,
-        })  # fmt: skip
-    return views

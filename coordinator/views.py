@@ -21,19 +21,23 @@ class LeaseView:
     session: str | None = None
     """The session the lease is bound to (it then has no ttl of its own: ``ttl`` is the
     session's), None for a lease with its own ttl."""
+    waiters: int = 0
+    """Acquires (campaigns) with ``wait`` > 0 waiting for the name at the node that answered:
+    the primary for linearizable reads, as followers hand it their waiting acquires."""
 
     def as_lease(self) -> dict[str, Any]:
         return {
             "name": self.name, "holder": self.holder, "token": self.token,
             "revision": self.revision, "ttl": self.ttl, "expires_in": self.expires_in,
             "value": self.value, "lock_delay": self.lock_delay, "session": self.session,
+            "waiters": self.waiters,
         }  # fmt: skip
 
     def as_leader(self) -> dict[str, Any]:
         return {
             "name": self.name, "leader": self.holder, "value": self.value, "token": self.token,
             "revision": self.revision, "ttl": self.ttl, "expires_in": self.expires_in,
-            "session": self.session,
+            "session": self.session, "waiters": self.waiters,
         }  # fmt: skip
 
 

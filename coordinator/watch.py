@@ -1,11 +1,13 @@
 """Who waits on lease names at this node: watches for ``observe`` (long poll and SSE) — who
 waits for a name to change, and the revision of each name's last change as this node applied
-it — and ``WaitingAcquires``, the bound on acquires waiting for one name."""
+it —, ``Revisions``, who waits for any change at all (``GET /v1/changes``), and
+``WaitingAcquires``, the bound on acquires waiting for one name."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 
 from paxlock.coordinator.errors import TooMany
@@ -43,8 +45,7 @@ class Watches:
         last = self._changes.get(name, 0)
         if view is None:
             return LeaseView(name, None, None, last, None, None, None, 0.0)
-        return LeaseView(view.name, view.holder, view.token, max(view.revision, last),
-                         view.ttl, view.expires_in, view.value, view.lock_delay)  # fmt: skip
+        return dataclasses.replace(view, revision=max(view.revision, last))
 
     async def observe(self, name: str, *, after: int, timeout: float) -> LeaseView | None:
         """Served from this node's applied log (any node, no forwarding): it sees every change
@@ -79,6 +80,54 @@ class Watches:
         return sum(len(watchers) for watchers in self._watchers.values())
 
 
+class Revisions:
+    """The cluster-wide revision this node has applied, and the polls waiting for it to pass
+    a number: what a status page needs to refetch on every change of any kind (leases,
+    elections, sessions, permits, read/write holds, groups, expiries), without one watch per
+    name. Served from the applied log like ``Watches`` (any node, no forwarding)."""
+
+    def __init__(self, revision: Callable[[], int], clock: Callable[[], float]) -> None:
+        """``revision()``: the machine's revision now."""
+        self.revision = revision
+        self.clock = clock
+        self._seen = revision()
+        self._watchers: list[asyncio.Future[None]] = []
+
+    def check(self) -> None:
+        """After each replica step: wake every poll when the revision moved (a snapshot
+        install may move it by many at once)."""
+        now = self.revision()
+        if now != self._seen:
+            self._seen = now
+            watchers, self._watchers = self._watchers, []
+            for future in watchers:
+                if not future.done():
+                    future.set_result(None)
+
+    async def after(self, after: int, *, timeout: float) -> int | None:
+        """The revision once it exceeds ``after``, or None when ``timeout`` passes first."""
+        deadline = self.clock() + timeout
+        while True:
+            revision = self.revision()
+            if revision > after:
+                return revision
+            left = deadline - self.clock()
+            if left <= 0:
+                return None
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._watchers.append(future)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(future, left)
+            finally:  # a watcher never outlives its poll
+                if future in self._watchers:
+                    self._watchers.remove(future)
+
+    @property
+    def watching(self) -> int:
+        return len(self._watchers)
+
+
 class WaitingAcquires:
     """Acquires with ``wait`` > 0 in flight per name, at most ``per_name_max`` each: one more
     is refused at once (429 ``too_many``, limit ``waiters_per_name``) instead of joining a
@@ -104,6 +153,10 @@ class WaitingAcquires:
             left = self._counts.pop(name) - 1
             if left:
                 self._counts[name] = left
+
+    def count(self, name: str) -> int:
+        """Acquires with ``wait`` > 0 in flight for ``name`` here (a lease's ``waiters``)."""
+        return self._counts.get(name, 0)
 
     def __len__(self) -> int:
         return sum(self._counts.values())

@@ -67,6 +67,8 @@ class Lease:
     lock_delay: float
     session: str | None = None
     """The session the lease is bound to (its ``ttl`` is then the session's)."""
+    waiters: int = 0
+    """Acquires waiting for the name when the server answered (0 from older servers)."""
 
     @classmethod
     def from_json(cls, raw: Any) -> Lease:
@@ -76,6 +78,7 @@ class Lease:
             revision=_int(obj, "revision"), ttl=_opt_float(obj, "ttl") or 0.0,
             expires_in=_opt_float(obj, "expires_in"), value=_opt_str(obj, "value"),
             lock_delay=_opt_float(obj, "lock_delay") or 0.0, session=_opt_str(obj, "session"),
+            waiters=_opt_int(obj, "waiters") or 0,
         )  # fmt: skip
 
 
@@ -92,6 +95,8 @@ class Leader:
     ttl: float
     expires_in: float | None
     session: str | None = None
+    waiters: int = 0
+    """Campaigns waiting for the name when the server answered (0 from older servers)."""
 
     @classmethod
     def from_json(cls, raw: Any) -> Leader:
@@ -100,7 +105,7 @@ class Leader:
             name=_str(obj, "name"), leader=_str(obj, "leader"), value=_opt_str(obj, "value"),
             token=_int(obj, "token"), revision=_int(obj, "revision"),
             ttl=_opt_float(obj, "ttl") or 0.0, expires_in=_opt_float(obj, "expires_in"),
-            session=_opt_str(obj, "session"),
+            session=_opt_str(obj, "session"), waiters=_opt_int(obj, "waiters") or 0,
         )  # fmt: skip
 
     @staticmethod
@@ -150,6 +155,8 @@ class Cluster:
     chosen_index: int
     applied_index: int
     members: tuple[Member, ...]
+    revision: int = 0
+    """The cluster-wide revision the answering node has applied (0 from older servers)."""
 
     @classmethod
     def from_json(cls, raw: Any) -> Cluster:
@@ -165,6 +172,7 @@ class Cluster:
             learn_mode=_opt_str(obj, "learn_mode") or "",
             chosen_index=_opt_int(obj, "chosen_index") or 0,
             applied_index=_opt_int(obj, "applied_index") or 0, members=members,
+            revision=_opt_int(obj, "revision") or 0,
         )  # fmt: skip
 
 

@@ -14,8 +14,9 @@ group's name (creating, deleting, joining, leaving and campaigning need ``lock``
 renewing and closing a session needs a lock role on any prefix, reading sessions a read role
 over every name (prefix ``""``); ``admin`` every route and every name (its prefix must be ``""``): membership
 changes (``POST``/``DELETE`` under ``/v1/members``) need it, while ``GET /v1/members`` needs
-``read`` over every name (prefix ``""``, as a list of everything). ``GET /v1/cluster`` needs
-any valid token (the SDK reads it to find members).
+``read`` over every name (prefix ``""``, as a list of everything). ``GET /v1/cluster`` and
+``GET /v1/changes`` need any valid token (the SDK reads the first to find members; the
+second reveals only a number).
 
 With a file, every ``/v1`` request needs ``Authorization: Bearer TOKEN``: 401 without a
 valid one, 403 outside its roles. ``/healthz`` and ``/readyz`` stay open; ``/metrics`` needs
@@ -95,6 +96,7 @@ RULES: dict[str, Need] = {
     **{template: _READ if template.startswith("GET ") else _LOCK
        for template in GROUP_TEMPLATES},
     "GET /v1/cluster": "token",
+    "GET /v1/changes": "token",
     "GET /v1/members": "read",
     "POST /v1/members": "admin",
     "POST /v1/members/{name}:promote": "admin",

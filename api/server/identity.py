@@ -93,6 +93,9 @@ class MemberLeasing:
     async def observe(self, name: str, *, after: int, timeout: float) -> LeaseView | None:
         return await self._running().observe(name, after=after, timeout=timeout)
 
+    async def changes(self, *, after: int, timeout: float) -> int | None:
+        return await self._running().changes(after=after, timeout=timeout)
+
     @property
     def coordination(self) -> Coordination:
         """Sessions, semaphores, read/write locks and groups (``api.server.dispatch``)."""

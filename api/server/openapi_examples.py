@@ -58,11 +58,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "Verified": {"current": True, "token": 42},
     "Cluster": {
         "node": "n2", "primary": "n1", "ballot": None, "learn_mode": "push",
-        "chosen_index": 1200, "applied_index": 1200,
+        "chosen_index": 1200, "applied_index": 1200, "revision": 1187,
+        "primary_changes": [{"at": 1764655200.25, "primary": None, "ballot": None},
+                            {"at": 1764655201.5, "primary": "n1", "ballot": "3.n1"}],
         "members": [{"id": "n1", "url": "http://10.0.0.1:7001", "reachable": True,
                      "chosen_index": 1200, "lag": 0, "heard_s_ago": 0.05,
                      "heard_via": None}],
     },
+    "Changes": {"revision": 1188},
     "Health": {"status": "ok", "node": "n1"},
     "Ready": {"ready": True, "reason": "following n1"},
     "Membership": {

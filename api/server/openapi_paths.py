@@ -171,6 +171,13 @@ OPERATIONS: dict[str, Op] = {
     # -- the cluster and operation
     "GET /v1/cluster": Op("This node's view of the cluster", "cluster", r.Cluster,
                           (401, 429)),
+    "GET /v1/changes": Op(
+        "Wait for any change in the cluster", "cluster", r.Changes, (400, 401, 429),
+        query=("after", "timeout"), stream="`{\"revision\": N}` per change (changes close "
+        "together may coalesce to the latest)", long_poll=True,
+        description="From this node's applied log (no forwarding): 200 once its applied "
+        "revision passes `after`, 204 when `timeout` passes first. Every change counts: "
+        "leases, elections, sessions, permits, read/write locks, groups, expiries."),
     "GET /v1/openapi.json": Op("This document", "cluster", None, (401, 429)),
     "GET /healthz": Op("Liveness: the process answers", "operation", r.Health, ()),
     "GET /readyz": Op("Readiness: a primary is known and this node keeps up", "operation",

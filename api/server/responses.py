@@ -34,7 +34,8 @@ class Lease(_Out):
     value: str | None
     lock_delay: float
     session: str | None
-    waiters: int = 0
+    waiters: int
+    """Acquires with ``wait`` > 0 waiting for the name at the node that answered."""
 
 
 class Leader(_Out):
@@ -48,7 +49,7 @@ class Leader(_Out):
     ttl: float | None
     expires_in: float | None
     session: str | None
-    waiters: int = 0
+    waiters: int
 
 
 class LeaseList(_Out):
@@ -83,14 +84,32 @@ class ClusterMember(_Out):
     heard_via: str | None
 
 
+class PrimaryChange(_Out):
+    at: float
+    """Unix seconds."""
+    primary: str | None
+    ballot: str | None
+
+
 class Cluster(_Out):
+    """``primary_changes``: the last changes of the primary this node saw since it started,
+    oldest first (the first is what it saw at start)."""
+
     node: str
     primary: str | None
     ballot: str | None
     learn_mode: str
     chosen_index: int
     applied_index: int
+    revision: int
     members: list[ClusterMember]
+    primary_changes: list[PrimaryChange]
+
+
+class Changes(_Out):
+    """The cluster-wide revision this node has applied, once past ``after``."""
+
+    revision: int
 
 
 class Health(_Out):
@@ -297,7 +316,7 @@ class Error(msgspec.Struct):
 
 
 RESPONSES: tuple[type[msgspec.Struct], ...] = (
-    Lease, Leader, LeaseList, LeaderList, Released, Verified, Cluster, Health, Ready,
+    Lease, Leader, LeaseList, LeaderList, Released, Verified, Cluster, Changes, Health, Ready,
     Membership, Configuration, Session, SessionList, SessionClosed, Permit, RwHold,
     Semaphore, Rwlock, SemaphoreList, RwlockList, Group, GroupList, GroupMembers,
     GroupChanges, Deleted, Left, Error,

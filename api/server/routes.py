@@ -10,6 +10,7 @@ by the service is caught by the forwarding middleware in ``api.app``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from aiohttp import web
@@ -19,13 +20,12 @@ from paxlock.api.server import coord_routes, group_routes, openapi, wire
 from paxlock.api.server.dispatch import (
     METRICS, PRINCIPAL, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, Action,
     Actions, Resolver, cancel_streams, consistent, dispatcher, open_stream, principal_of,
-    resolver, resume_after, service_of, split_tail, wants_events,
+    resolver, resume_after, service_of, split_tail, sse_event, wants_events,
 )  # fmt: skip
 from paxlock.api.server.errors import error_response, json_response
 from paxlock.api.server.limits import LIMITER
 from paxlock.api.server.members import MEMBER_ACTIONS, add_member, list_members
 from paxlock.coordinator.errors import LeaseError
-from paxlock.coordinator.leasing import Leasing
 from paxlock.coordinator.views import LeaseView
 
 __all__ = [
@@ -145,7 +145,7 @@ async def observe(request: web.Request, name: str) -> web.StreamResponse:
     if wants_events(request):
         after = resume_after(request, after)  # EventSource resumes with Last-Event-ID
         with request.app[LIMITER].stream(request, events=True):  # --max-streams
-            return await _stream(request, name, after)
+            return await _stream(request, _observe_poll(request, name), after)
     timeout = wire.query_float(
         request, "timeout", wire.OBSERVE_TIMEOUT_S_DEFAULT, 0.0, wire.WAIT_S_MAX
     )
@@ -157,29 +157,44 @@ async def observe(request: web.Request, name: str) -> web.StreamResponse:
     return json_response(view.as_leader())
 
 
+Poll = Callable[[int, float], Awaitable[tuple[int, bytes] | None]]
+"""(after, timeout) -> (revision, the event to send) of the next change past ``after``, or
+None when ``timeout`` passes first: what an event stream is made of."""
+
+
+def _observe_poll(request: web.Request, name: str) -> Poll:
+    service = _service(request)
+
+    async def poll(after: int, timeout: float) -> tuple[int, bytes] | None:
+        view = await service.observe(name, after=after, timeout=timeout)
+        return None if view is None else (view.revision, _sse_event(view))
+
+    return poll
+
+
 def _sse_event(view: LeaseView) -> bytes:
     return b"id: %d\ndata: %s\n\n" % (view.revision, msgspec.json.encode(view.as_leader()))
 
 
-async def _stream(request: web.Request, name: str, after: int) -> web.StreamResponse:
+async def _stream(request: web.Request, poll: Poll, after: int) -> web.StreamResponse:
     """Server-sent events until the client goes away.
 
-    The first observe (timeout 0) runs before the headers leave, so a ``NotPrimary`` still
+    The first poll (timeout 0) runs before the headers leave, so a ``NotPrimary`` still
     forwards the whole stream and other errors still get a JSON status. Later errors end the
     stream with an ``event: error``; the client reconnects with ``Last-Event-ID``. Changes
-    closer together than one observe round trip arrive as the latest state only (the
+    closer together than one poll round trip arrive as the latest state only (the
     ``Leasing.observe`` contract). A comment every heartbeat finds dead clients; a reader
     that does not keep up is cut off (``Limiter.write``), not buffered for.
     """
-    service, heartbeat_s = _service(request), request.app[SSE_HEARTBEAT_S]
-    view = await service.observe(name, after=after, timeout=0.0)
+    heartbeat_s = request.app[SSE_HEARTBEAT_S]
+    event = await poll(after, 0.0)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
     try:
         with open_stream(request):
-            await _pump(request, response, service, name, after, view, heartbeat_s)
+            await _pump(request, response, poll, after, event, heartbeat_s)
     except ConnectionResetError:
         pass  # the client went away
     except LeaseError as error:
@@ -189,18 +204,48 @@ async def _stream(request: web.Request, name: str, after: int) -> web.StreamResp
     return response
 
 
-async def _pump(request: web.Request, response: web.StreamResponse, service: Leasing,
-                name: str, after: int, view: LeaseView | None,
-                heartbeat_s: float) -> None:  # fmt: skip
+async def _pump(request: web.Request, response: web.StreamResponse, poll: Poll, after: int,
+                event: tuple[int, bytes] | None, heartbeat_s: float) -> None:  # fmt: skip
     """Write each change, or a keepalive comment when a heartbeat passes without one."""
     write = request.app[LIMITER].write
     while True:
-        if view is not None:
-            await write(request, response, _sse_event(view))
-            after = view.revision
+        if event is not None:
+            after, data = event
+            await write(request, response, data)
         else:
             await write(request, response, b": keepalive\n\n")
-        view = await service.observe(name, after=after, timeout=heartbeat_s)
+        event = await poll(after, heartbeat_s)
+
+
+# -- changes -------------------------------------------------------------------------------
+
+
+async def changes(request: web.Request) -> web.StreamResponse:
+    """Any change at all, from this node's applied log (no forwarding): long poll (200
+    ``{"revision": N}`` once this node applied a revision N past ``after``, 204 on timeout),
+    or with ``Accept: text/event-stream`` one event per change (close ones coalesce)."""
+    after = wire.query_int(request, "after", 0)
+    service = _service(request)
+
+    async def poll(after: int, timeout: float) -> tuple[int, bytes] | None:
+        revision = await service.changes(after=after, timeout=timeout)
+        if revision is None:
+            return None
+        return revision, sse_event(revision, {"revision": revision})
+
+    if wants_events(request):
+        after = resume_after(request, after)
+        with request.app[LIMITER].stream(request, events=True):
+            return await _stream(request, poll, after)
+    timeout = wire.query_float(
+        request, "timeout", wire.OBSERVE_TIMEOUT_S_DEFAULT, 0.0, wire.WAIT_S_MAX
+    )
+    request[WAIT_S] = timeout
+    with request.app[LIMITER].stream(request):
+        revision = await service.changes(after=after, timeout=timeout)
+    if revision is None:
+        return web.Response(status=204)
+    return json_response({"revision": revision})
 
 
 # -- dispatch ------------------------------------------------------------------------------
@@ -232,8 +277,8 @@ RESOLVERS: dict[str, Resolver] = {
     **coord_routes.RESOLVERS, "groups": group_routes.resolve,
 }  # fmt: skip
 """Every ``/v1/{collection}/{tail}`` route, and how its template and name are found."""
-PLAIN_PATHS = ("/v1/leases", "/v1/elections", "/v1/members", "/v1/cluster", "/healthz",
-               "/readyz", "/metrics", *coord_routes.PLAIN_PATHS, *group_routes.PLAIN_PATHS)  # fmt: skip
+PLAIN_PATHS = ("/v1/leases", "/v1/elections", "/v1/members", "/v1/cluster", "/v1/changes",
+               "/healthz", "/readyz", "/metrics", *coord_routes.PLAIN_PATHS, *group_routes.PLAIN_PATHS)  # fmt: skip
 """The routes of ``add_routes`` that take no name."""
 
 
@@ -289,6 +334,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_route("*", "/v1/elections/{tail:.+}", dispatcher("elections", ELECTION_ACTIONS))
     router.add_get("/v1/elections", list_elections, allow_head=False)
     router.add_get("/v1/cluster", cluster, allow_head=False)
+    router.add_get("/v1/changes", changes, allow_head=False)
     router.add_get("/v1/members", list_members, allow_head=False)
     router.add_post("/v1/members", add_member)
     router.add_route("*", "/v1/members/{tail:.+}", dispatcher("members", MEMBER_ACTIONS))

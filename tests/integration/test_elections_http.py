@@ -21,7 +21,7 @@ http = harness.http
 wait_for = harness.wait_for
 
 LEADER_KEYS = {"name", "leader", "value", "token", "revision", "ttl", "expires_in",
-               "session"}
+               "session", "waiters"}
 
 
 @pytest.fixture(scope="module")

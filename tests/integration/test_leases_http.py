@@ -25,7 +25,7 @@ http = harness.http
 wait_for = harness.wait_for
 
 LEASE_KEYS = {"name", "holder", "token", "revision", "ttl", "expires_in", "value", "lock_delay",
-              "session"}
+              "session", "waiters"}
 WAITERS = "paxlock_lease_waiters"
 
 
@@ -641,8 +641,8 @@ def test_cluster_object_health_readiness_and_metrics(cluster: Any, primary: str)
     for node in cluster.members:
         status, headers, view = http("GET", f"{cluster.url(node)}/v1/cluster")
         assert status == 200, view
-        assert set(view) == {"node", "role", "primary", "ballot", "learn_mode",
-                             "chosen_index", "applied_index", "members"}  # fmt: skip
+        assert set(view) == {"node", "role", "primary", "ballot", "learn_mode", "chosen_index",
+                             "applied_index", "revision", "members", "primary_changes"}  # fmt: skip
         assert view["node"] == node and view["primary"] == primary
         assert view["role"] == "voter"
         assert isinstance(view["chosen_index"], int) and isinstance(view["applied_index"], int)

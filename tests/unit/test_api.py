@@ -206,7 +206,8 @@ async def test_acquire_returns_the_lease_object(fake_client: Any) -> None:
     status, body, headers = await call(client, "POST", "/v1/leases/db/primary:acquire", acquire)
     assert status == 200
     assert body == {"name": "db/primary", "holder": "alice", "token": 1, "revision": 1,
-                    "ttl": 10.0, "expires_in": 10.0, "value": "v", "lock_delay": 2.0, "session": None}  # fmt: skip
+                    "ttl": 10.0, "expires_in": 10.0, "value": "v", "lock_delay": 2.0,
+                    "session": None, "waiters": 0}  # fmt: skip
     assert headers["X-Paxlock-Node"] == "n1" and headers[PRIMARY_HEADER] == "n1"
 
 
@@ -303,7 +304,8 @@ async def test_election_lifecycle(fake_client: Any) -> None:
                                    {"candidate": "c1", "value": "http://c1", "ttl": 5})
     assert status == 200
     assert leader == {"name": "svc", "leader": "c1", "value": "http://c1", "token": 1,
-                      "revision": 1, "ttl": 5.0, "expires_in": 5.0, "session": None}  # fmt: skip
+                      "revision": 1, "ttl": 5.0, "expires_in": 5.0, "session": None,
+                      "waiters": 0}  # fmt: skip
     status, body, _ = await call(client, "POST", "/v1/elections/svc:campaign",
                                  {"candidate": "c2", "value": "x", "ttl": 5})
     assert status == 409 and body["error"] == "held" and body["holder"] == "c1"

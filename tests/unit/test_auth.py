@@ -192,7 +192,11 @@ def test_writes_need_lock_and_reads_need_read() -> None:
             assert need == "lock", route
         elif path.startswith("/v1/groups/") and method != "GET":
             assert need == "lock", route  # create, delete, join, leave, capabilities
-        elif path.startswith("/v1/") and path not in ("/v1/cluster", "/v1/openapi.json"):
+        elif path in ("/v1/cluster", "/v1/changes"):
+            assert need == "token", route  # any valid token: they name no lease
+        elif path == "/v1/openapi.json":
+            assert need == "open", route  # the document holds no data
+        elif path.startswith("/v1/"):
             assert need == "read", route
         assert method in ("GET", "POST") or route in (
             "DELETE /v1/members/{name}", "PUT /v1/groups/{group}", "DELETE /v1/groups/{group}",

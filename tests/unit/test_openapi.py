@@ -24,6 +24,7 @@ from paxlock.api.server.members import configuration_json
 from paxlock.api.server.openapi_examples import EXAMPLES
 from paxlock.api.server.openapi_paths import OPERATIONS
 from paxlock.api.server.routes import COLLECTIONS, add_routes
+from paxlock.coordinator.cluster_view import PrimaryChanges
 from paxlock.coordinator.core.messages import Configuration, Member
 from paxlock.coordinator.errors import Held, NotHolder, NotPrimary, TooMany, Unavailable
 from paxlock.coordinator.views import (
@@ -103,7 +104,7 @@ def test_every_operation_answers_errors_in_the_json_error_shape() -> None:
             assert any(200 <= code < 300 for code in codes), (method, path)
             if path.startswith("/v1/") and path != "/v1/openapi.json":
                 assert {400, 401, 403, 429} <= set(codes) or path in (
-                    "/v1/cluster", "/v1/members"), (method, path)
+                    "/v1/cluster", "/v1/members", "/v1/changes"), (method, path)
             if "{" in path:
                 assert 404 in codes, (method, path)
             if "requestBody" in op:
@@ -197,3 +198,10 @@ def test_error_bodies_match_the_error_struct(error: Exception) -> None:
     body = json.loads(error_response(503, "unavailable", "not ready",  # type: ignore[arg-type]
                                      details={"ready": False, "reason": "x"}).body)
     _strict(body, r.Error)
+
+
+def test_primary_changes_match_their_struct() -> None:
+    changes = PrimaryChanges(None, None, 1000.0)
+    changes.saw("n1", "3.n1", 1001.25)
+    for change in changes.as_json():
+        _strict(change, r.PrimaryChange)

@@ -1,0 +1,61 @@
+"""The cluster object's parts that are not the replica's own status: the members as this
+node sees them (``member_views``) and the recent changes of the primary it saw
+(``PrimaryChanges``), for ``GET /v1/cluster`` and the status page."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from paxlock.coordinator.core.replica_io import ReplicaStatus
+
+PRIMARY_CHANGES_MAX = 20
+
+
+class PrimaryChanges:
+    """The last ``PRIMARY_CHANGES_MAX`` changes of the primary this node saw since it started,
+    oldest first, in memory only: the first is what it saw at start (often no primary).
+    Stamped with wall-clock seconds, as they are shown to people, never compared."""
+
+    def __init__(self, primary: str | None, ballot: str | None, at: float) -> None:
+        self._primary = primary
+        self._changes: deque[dict[str, Any]] = deque(maxlen=PRIMARY_CHANGES_MAX)
+        self._changes.append({"at": round(at, 3), "primary": primary, "ballot": ballot})
+
+    def saw(self, primary: str | None, ballot: str | None, at: float) -> None:
+        """Called after every replica step with the primary known then (cheap when equal)."""
+        if primary != self._primary:
+            self._primary = primary
+            self._changes.append({"at": round(at, 3), "primary": primary, "ballot": ballot})
+
+    def as_json(self) -> list[dict[str, Any]]:
+        return [dict(change) for change in self._changes]
+
+
+def member_views(status: ReplicaStatus, peer_urls: dict[str, str], now: float,
+                 window_s: float) -> list[dict[str, Any]]:  # fmt: skip
+    """``/v1/cluster``'s members as ``status`` knows them: ``reachable`` when heard from
+    within ``window_s`` (this node always is), the chosen index each last reported, its
+    ``lag`` behind the highest chosen index known here (None while unknown), how long ago
+    it was heard from, and through whom (``heard_via``: None when directly)."""
+    contacts = {contact.member: contact for contact in status.contacts}
+    chosen = {member: c.chosen_index for member, c in contacts.items()
+              if c.chosen_index is not None}  # fmt: skip
+    chosen[status.node] = status.chosen_index
+    top = max(chosen.values())
+    views = []
+    for member, url in sorted(peer_urls.items()):
+        contact = contacts.get(member)
+        ago: float | None = None
+        if member == status.node:
+            ago = 0.0
+        elif contact is not None:
+            ago = round(max(0.0, now - contact.heard_at), 3)
+        index = chosen.get(member)
+        views.append({
+            "id": member, "url": url,
+            "reachable": ago is not None and ago <= window_s,
+            "chosen_index": index, "lag": None if index is None else top - index,
+            "heard_s_ago": ago, "heard_via": contact.via if contact is not None else None,
+        })  # fmt: skip
+    return views
