@@ -46,8 +46,10 @@ Every error is `{"error": CODE, "message": TEXT}`, with details for some codes \
 
 What this document cannot say: a grant takes `ttl` or `session`, exactly one (written as \
 a `oneOf`); `value` is at most 4096 bytes of UTF-8, not characters; a body's `request_id` \
-and the `Idempotency-Key` header, both given, must be equal (else 400); the server takes \
-any 1..256 characters of UTF-8 in `Idempotency-Key`, the document asks for printable ASCII."""
+and the `Idempotency-Key` header, both given, must be equal (else 400), and a request id \
+names one request: sent again with another request, it is a 400; the server takes \
+any 1..256 characters of UTF-8 in `Idempotency-Key`, the document asks for ASCII (tabs, \
+spaces and at least one visible character)."""
 
 
 @functools.cache
@@ -61,6 +63,7 @@ def document() -> dict[str, Any]:
     for body in bodies:
         _ttl_or_session(schemas[body.__name__])
     _value_in_bytes(schemas)
+    _base64_pattern(schemas)
     paths: dict[str, dict[str, Any]] = {}
     for key, op in OPERATIONS.items():
         method, path = key.split(" ", 1)
@@ -202,7 +205,7 @@ def _parameters() -> dict[str, Any]:
         "Idempotency-Key": {
             "name": wire.IDEMPOTENCY_HEADER, "in": "header", "required": False,
             "schema": {"type": "string", "minLength": 1, "maxLength": wire.ID_CHARS_MAX,
-                       "pattern": "^[!-~]+$"},
+                       "pattern": r"^[\t -~]*[!-~][\t -~]*$"},
             "description": "The request id, instead of the body's `request_id` (equal to it "
             "when both are given): a retry with the same id is applied at most once"},
         "Last-Event-ID": {
@@ -255,6 +258,18 @@ def _value_in_bytes(schemas: dict[str, Any]) -> None:
                     option["maxLength"] = wire.VALUE_BYTES_MAX
                     option["description"] = (f"at most {wire.VALUE_BYTES_MAX} bytes of "
                                              "UTF-8 (fewer characters when they take more)")
+
+
+BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+def _base64_pattern(schemas: dict[str, Any]) -> None:
+    """``bytes`` fields are padded base64 (msgspec refuses anything else, a 400), which
+    ``contentEncoding`` only annotates: say it with a pattern that validators check."""
+    for schema in schemas.values():
+        for field in schema.get("properties", {}).values():
+            if field.get("contentEncoding") == "base64":
+                field["pattern"] = BASE64_PATTERN
 
 
 def operation_id(key: str) -> str:

@@ -57,7 +57,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "Released": {"released": True},
     "Verified": {"current": True, "token": 42},
     "Cluster": {
-        "node": "n2", "primary": "n1", "ballot": None, "learn_mode": "push",
+        "node": "n2", "role": "voter", "primary": "n1", "ballot": None, "learn_mode": "push",
         "chosen_index": 1200, "applied_index": 1200, "revision": 1187,
         "primary_changes": [{"at": 1764655200.25, "primary": None, "ballot": None},
                             {"at": 1764655201.5, "primary": "n1", "ballot": "3.n1"}],

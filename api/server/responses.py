@@ -104,6 +104,8 @@ class Cluster(_Out):
     revision: int
     members: list[ClusterMember]
     primary_changes: list[PrimaryChange]
+    role: Literal["voter", "learner"] | UnsetType = UNSET
+    """This node's (a ``paxlock serve`` member always says)."""
 
 
 class Changes(_Out):

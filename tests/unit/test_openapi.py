@@ -16,7 +16,8 @@ import pytest
 from aiohttp import web
 from openapi_spec_validator import validate
 
-from paxlock.api.server import openapi, responses as r
+from paxlock.api.server import openapi, responses as r, wire
+from paxlock.api.server.coord_wire import SessionHolderBody
 from paxlock.api.server.auth import RULES
 from paxlock.api.server.errors import error_response, lease_error_response
 from paxlock.api.server.group_routes import TEMPLATES as GROUP_TEMPLATES
@@ -26,7 +27,9 @@ from paxlock.api.server.openapi_paths import OPERATIONS
 from paxlock.api.server.routes import COLLECTIONS, add_routes
 from paxlock.coordinator.cluster_view import PrimaryChanges
 from paxlock.coordinator.core.messages import Configuration, Member
-from paxlock.coordinator.errors import Held, NotHolder, NotPrimary, TooMany, Unavailable
+from paxlock.coordinator.errors import (
+    BadRequest, Held, NotHolder, NotPrimary, TooMany, Unavailable,
+)  # fmt: skip
 from paxlock.coordinator.views import (
     GroupChanges, GroupEvent, GroupView, HoldView, LeaseView, MemberView, PermitView,
     SessionView, SharedHolderView, SharedView,
@@ -205,3 +208,23 @@ def test_primary_changes_match_their_struct() -> None:
     changes.saw("n1", "3.n1", 1001.25)
     for change in changes.as_json():
         _strict(change, r.PrimaryChange)
+
+
+@pytest.mark.parametrize("raw, token", [(b'{"holder": "a", "token": 2.0}', 2),
+                                        (b'{"holder": "a", "token": 2}', 2)])
+def test_an_integral_float_is_an_integer_as_json_schema_says(raw: bytes, token: int) -> None:
+    """Regression (schemathesis): the document's ``"type": "integer"`` admits ``2.0`` (JSON
+    Schema counts it an integer), which the server refused 400 ``Expected int, got float``."""
+    assert wire.decode_body(raw, wire.RenewBody).token == token
+    assert coord_wire_body(raw).token == token
+
+
+def coord_wire_body(raw: bytes) -> Any:
+    return wire.decode_body(raw, SessionHolderBody)  # token: int | None
+
+
+@pytest.mark.parametrize("raw", [b'{"holder": "a", "token": 2.5}', b'{"holder": "a", "token": 1e300}',
+                                 b'{"holder": "a", "token": 2.0, "x": 1}', b'{"holder": 2.0, "token": 2}'])
+def test_other_floats_are_still_refused(raw: bytes) -> None:
+    with pytest.raises(BadRequest):
+        wire.decode_body(raw, wire.RenewBody)
