@@ -23,7 +23,9 @@ class _Out(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class Lease(_Out):
-    """A lease: ``holder``/``token`` null when nobody holds the name (an observe, a read)."""
+    """A lease: ``holder``/``token`` null when nobody holds the name (an observe, a read).
+    Lists show a group's leader election as ``group:GROUP`` (read it at
+    ``/v1/groups/{group}/leader``; lease routes take no ``:`` in a name)."""
 
     name: str
     holder: str | None
@@ -39,7 +41,8 @@ class Lease(_Out):
 
 
 class Leader(_Out):
-    """An election's leader; ``leader`` null when nobody leads (an observe, a read)."""
+    """An election's leader; ``leader`` null when nobody leads (an observe, a read). Lists
+    show a group's leader election as ``group:GROUP``."""
 
     name: str
     leader: str | None

@@ -5,9 +5,11 @@ refused, the stateful links acquire -> renew/verify/release), plus ``json_error_
 (tests/integration/schemathesis_hooks.py): every error is the JSON error shape.
 
 The requests go to a follower, so each one is also forwarded or relayed to the primary.
-Left out: the membership changes (``POST /v1/members``, ``:promote``, ``DELETE``): they
-would change the cluster under test (removing a member, adding one whose URL the primary
-must reach); tests/integration/test_membership_changes.py covers them.
+Left out: the membership changes (``POST /v1/members``, ``:promote``, ``DELETE``), which
+would change the cluster under test (tests/integration/test_membership_changes.py covers
+them); the check ``ensure_resource_availability`` (a created resource can be read at once),
+as holds and sessions expire by design (one opened with ``ttl`` 1e-34 s is gone before the
+next request); links inferred from field names (schemathesis.toml beside this says why).
 
 Run by hand with more examples: ``PAXLOCK_SCHEMATHESIS_EXAMPLES=100 python -m pytest -s
 tests/integration/test_schemathesis.py`` (the report is printed with ``-s``).
@@ -70,15 +72,31 @@ def test_the_cluster_objects_decode_strictly_into_their_structs(cluster: Any) ->
             msgspec.json.decode(json.dumps(body).encode(), type=kind)
 
 
+def test_a_slash_in_a_name_may_be_sent_percent_encoded(cluster: Any) -> None:
+    """What the document says of names with ``/`` (schemathesis sends path parameters
+    percent-encoded): ``%2F`` and ``/`` reach the same name, from any member."""
+    primary = cluster.wait_ready()
+    follower = cluster.followers(primary)[0]
+    status, _, lease = http("POST", f"{cluster.url(follower)}/v1/leases/enc%2Fx%2F.:acquire",
+                            {"holder": "h", "ttl": 60})  # fmt: skip
+    assert status == 200 and lease["name"] == "enc/x/.", lease
+    for node in (primary, follower):
+        status, _, read = http("GET", f"{cluster.url(node)}/v1/leases/enc/x%2F%2E")
+        assert status == 200 and read["holder"] == "h" and read["token"] == lease["token"]
+
+
 def test_schemathesis_finds_nothing(cluster: Any, tmp_path: Path) -> None:
     primary = cluster.wait_ready()
     node = cluster.followers(primary)[0]
     report = tmp_path / "report.json"
     command = [
-        sys.executable, "-m", "schemathesis.cli", "run", str(DOCUMENT),
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(HERE / "schemathesis.toml"),
+        "run", str(DOCUMENT),
         "--url", cluster.url(node), "--checks", "all", "--mode", "all",
+        "--exclude-checks", "ensure_resource_availability",
         "--phases", "examples,coverage,fuzzing,stateful",
-        "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "2",
+        # one worker: with two, hypothesis's lambda descriptions raced CPython 3.11's ast
+        "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
         "--request-timeout", "10", "--suppress-health-check", "all", "--output-sanitize", "false",
         "--report", "json", "--report-json-path", str(report),
         *(arg for op in LEFT_OUT for arg in ("--exclude-operation-id", op)),
@@ -86,7 +104,8 @@ def test_schemathesis_finds_nothing(cluster: Any, tmp_path: Path) -> None:
     env = dict(os.environ, SCHEMATHESIS_HOOKS="schemathesis_hooks",
                PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
     started = time.monotonic()
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)  # its cache (.schemathesis/) goes there too
     elapsed = time.monotonic() - started
     print(run.stdout, run.stderr[-5000:], sep="\n")
     summary = json.loads(report.read_text())
