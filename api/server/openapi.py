@@ -27,7 +27,7 @@ NAME_PATTERN = f"^{wire.NAME_PATTERN.pattern}$"
 GROUP_PATTERN = r"^(?!(?:.*/)?(?:members|leader)(?:/|$))[A-Za-z0-9._/-]{1,256}$"
 
 DESCRIPTION = """\
-paxlock's HTTP API (DESIGN.md §4, §7, §8): leases, elections, sessions, semaphores, \
+paxlock's HTTP API: leases, elections, sessions, semaphores, \
 read/write locks and groups on a Multi-Paxos cluster. Any member answers: one that is not \
 the primary passes the request on (`X-Paxlock-Primary` names the primary that answered).
 
