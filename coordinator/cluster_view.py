@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from paxlock.coordinator.core.node import Node
 from paxlock.coordinator.core.replica_io import ReplicaStatus
 
 PRIMARY_CHANGES_MAX = 20
@@ -18,18 +19,30 @@ class PrimaryChanges:
     Stamped with wall-clock seconds, as they are shown to people, never compared."""
 
     def __init__(self, primary: str | None, ballot: str | None, at: float) -> None:
-        self._primary = primary
+        self.primary = primary
+        """The primary seen last."""
         self._changes: deque[dict[str, Any]] = deque(maxlen=PRIMARY_CHANGES_MAX)
         self._changes.append({"at": round(at, 3), "primary": primary, "ballot": ballot})
 
     def saw(self, primary: str | None, ballot: str | None, at: float) -> None:
-        """Called after every replica step with the primary known then (cheap when equal)."""
-        if primary != self._primary:
-            self._primary = primary
+        """Record ``primary`` (as seen after a replica step) when it is another one."""
+        if primary != self.primary:
+            self.primary = primary
             self._changes.append({"at": round(at, 3), "primary": primary, "ballot": ballot})
 
     def as_json(self) -> list[dict[str, Any]]:
         return [dict(change) for change in self._changes]
+
+
+def primary_ballot(node: Node, primary: str | None) -> str | None:
+    """The ballot of ``primary`` as ``node`` knows it: its own while it is the primary, else
+    the one it promised when that is the primary's (None while unknown)."""
+    if primary is None:
+        return None
+    if primary == node.id:
+        return str(node.ballot)
+    promised = node.acceptor.promised
+    return str(promised) if promised.node == primary else None
 
 
 def member_views(status: ReplicaStatus, peer_urls: dict[str, str], now: float,

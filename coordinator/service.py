@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import random
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +40,7 @@ from paxlock.coordinator.core.replica_io import (
     RequestOp,
 )
 from paxlock.coordinator.core.coord_commands import SessionEnded
-from paxlock.coordinator.cluster_view import PrimaryChanges, member_views
+from paxlock.coordinator.cluster_view import PrimaryChanges, member_views, primary_ballot
 from paxlock.coordinator.coordination import Coordination
 from paxlock.coordinator.errors import (
     BadRequest, Exists, Forbidden, Held, LeaseError, LimitMismatch, NotEmpty, NotFound,
@@ -89,8 +88,7 @@ class LeaseService:
         self.waiting = WaitingAcquires(waiters_per_name_max)
         self.revisions = Revisions(lambda: self.replica.machine.revision, self.clock)
         self.wall_clock = wall_clock
-        self.primary_changes = PrimaryChanges(self.known_primary(), self._primary_ballot(),
-                                              wall_clock())  # fmt: skip
+        self.primary_changes = PrimaryChanges(self.known_primary(), None, wall_clock())
         self.on_limit: list[Callable[[str], None]] = []
         """Called with the limit's name for each request refused at a limit (metrics)."""
         self.relay: Relay | None = None
@@ -137,7 +135,10 @@ class LeaseService:
             self.coordination.on_applied(applied)
         self.coordination.on_ready_done(ready.installed is not None)
         self.revisions.check()
-        self.primary_changes.saw(self.known_primary(), self._primary_ballot(), self.wall_clock())
+        primary = self.known_primary()
+        if primary != self.primary_changes.primary:  # the ballot's text only when it moved
+            ballot = primary_ballot(self.replica.node, primary)
+            self.primary_changes.saw(primary, ballot, self.wall_clock())
         relay = self.relay
         for reply in ready.replies:
             future = self._waiting.pop(reply.to, None)
@@ -158,11 +159,14 @@ class LeaseService:
         key = RequestKey(self._next_key)
         op = request_op(message)
         self.relay.register(key, origin, message.seq, op)
+        if isinstance(op, AcquireOp) and op.wait_s > 0:
+            self.waiting.relayed(key, op.command.name)
         self.runtime.request(key, op)
 
     def cancel_relayed(self, origin: str, seq: int) -> None:
         key = self.relay.withdraw(origin, seq) if self.relay is not None else None
         if key is not None:
+            self.waiting.relayed_done(key)
             self.runtime.cancel(key)
 
     def _answer_relayed(self, reply: Reply) -> None:
@@ -176,6 +180,7 @@ class LeaseService:
         if isinstance(outcome, Refused) and reply.expires_in_s is None:
             reply = Reply(reply.to, outcome, self.replica.expires_in(outcome.name, self.clock()))
         self.relay.answered(reply.to, reply)
+        self.waiting.relayed_done(reply.to)
 
     def _check_relays(self, relay: Relay) -> None:
         """Fail the requests relayed to a primary that is not the one known any more; ask
@@ -203,6 +208,7 @@ class LeaseService:
             else:
                 relay.answered(key, Reply(key, UnavailableOutcome(
                     "the primary is still recovering the log")))  # fmt: skip
+                self.waiting.relayed_done(key)
 
     async def close(self) -> None:
         if self.relay is not None:
@@ -314,25 +320,14 @@ class LeaseService:
         kind = _REFUSALS.get(refused.code, BadRequest)
         raise kind(refused.message or f"{refused.code}: {refused.name}")
 
-    def _view(self, lease: Lease, expires_in: float | None = None,
-              relayed_waiting: Counter[str] | None = None) -> LeaseView:  # fmt: skip
+    def _view(self, lease: Lease, expires_in: float | None = None) -> LeaseView:
         if expires_in is None:
             now = self.clock()
             expires_in = (self.replica.expires_in(lease.name, now) if lease.session is None
                           else self.replica.session_expires_in(lease.session, now))  # fmt: skip
-        if relayed_waiting is None:
-            relayed_waiting = self._relayed_waiting()
-        waiters = self.waiting.count(lease.name) + relayed_waiting[lease.name]
         return LeaseView(lease.name, lease.holder, lease.token, lease.revision, lease.ttl_s,
                          expires_in, lease.value, lease.lock_delay_s, lease.session,
-                         waiters)  # fmt: skip
-
-    def _relayed_waiting(self) -> Counter[str]:
-        """Acquires with ``wait`` > 0 that followers relayed here, by name: with this node's
-        own (``WaitingAcquires``), every acquire waiting at the primary."""
-        served = self.relay.served.values() if self.relay is not None else ()
-        return Counter(entry.op.command.name for entry in served
-                       if isinstance(entry.op, AcquireOp) and entry.op.wait_s > 0)  # fmt: skip
+                         self.waiting.count(lease.name))  # fmt: skip
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -352,9 +347,7 @@ class LeaseService:
 
     async def list(self, prefix: str = "", *, consistent: bool = True) -> list[LeaseView]:
         await self.read_barrier(consistent)
-        relayed_waiting = self._relayed_waiting()
-        return [self._view(lease, relayed_waiting=relayed_waiting)
-                for lease in self.replica.machine.list(prefix)]  # fmt: skip
+        return [self._view(lease) for lease in self.replica.machine.list(prefix)]
 
     async def verify(self, name: str, *, token: int) -> tuple[bool, int | None]:
         await self.read_barrier(True)
@@ -407,17 +400,6 @@ class LeaseService:
                                     self.reachable_window_s),  # fmt: skip
             "primary_changes": self.primary_changes.as_json(),
         }
-
-    def _primary_ballot(self) -> str | None:
-        """The ballot of the primary known here: this node's own while it is primary, else
-        the one it promised when that is the primary's (None while unknown)."""
-        primary, node = self.known_primary(), self.replica.node
-        if primary is None:
-            return None
-        if primary == self.node_id:
-            return str(node.ballot)
-        promised = node.acceptor.promised
-        return str(promised) if promised.node == primary else None
 
     def readiness(self) -> tuple[bool, str]:
         if not self.runtime.running:

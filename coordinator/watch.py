@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 
 from paxlock.coordinator.errors import TooMany
 from paxlock.coordinator.views import LeaseView
@@ -139,6 +139,8 @@ class WaitingAcquires:
         assert per_name_max >= 1
         self.per_name_max = per_name_max
         self._counts: dict[str, int] = {}
+        self._relayed: dict[Hashable, str] = {}
+        self._relayed_counts: dict[str, int] = {}
 
     @contextlib.contextmanager
     def waiting(self, name: str) -> Iterator[None]:
@@ -154,9 +156,25 @@ class WaitingAcquires:
             if left:
                 self._counts[name] = left
 
+    def relayed(self, key: Hashable, name: str) -> None:
+        """A follower relayed an acquire with ``wait`` > 0 for ``name`` here: counted (not
+        bounded: its follower bounded it) until ``relayed_done(key)``."""
+        assert key not in self._relayed
+        self._relayed[key] = name
+        self._relayed_counts[name] = self._relayed_counts.get(name, 0) + 1
+
+    def relayed_done(self, key: Hashable) -> None:
+        """The relayed request ``key`` was answered or withdrawn (any key may be given)."""
+        name = self._relayed.pop(key, None)
+        if name is not None:
+            left = self._relayed_counts.pop(name) - 1
+            if left:
+                self._relayed_counts[name] = left
+
     def count(self, name: str) -> int:
-        """Acquires with ``wait`` > 0 in flight for ``name`` here (a lease's ``waiters``)."""
-        return self._counts.get(name, 0)
+        """Acquires with ``wait`` > 0 in flight for ``name`` here, relayed ones included (a
+        lease's ``waiters``: at the primary, every acquire waiting for it)."""
+        return self._counts.get(name, 0) + self._relayed_counts.get(name, 0)
 
     def __len__(self) -> int:
         return sum(self._counts.values())

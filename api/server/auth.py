@@ -19,7 +19,8 @@ changes (``POST``/``DELETE`` under ``/v1/members``) need it, while ``GET /v1/mem
 second reveals only a number).
 
 With a file, every ``/v1`` request needs ``Authorization: Bearer TOKEN``: 401 without a
-valid one, 403 outside its roles. ``/healthz`` and ``/readyz`` stay open; ``/metrics`` needs
+valid one, 403 outside its roles. ``/healthz``, ``/readyz`` and the status page's static
+files (``/ui/``, which hold no data; its API calls need a token) stay open; ``/metrics`` needs
 a valid token only with ``--auth-metrics``. A list (``GET /v1/leases?prefix=P``) is allowed
 when one read role covers all of ``P`` (its prefix is a prefix of ``P``), else 403 — never
 silently filtered, so an answer is always the whole truth of what was asked.
@@ -105,6 +106,9 @@ RULES: dict[str, Need] = {
     "GET /readyz": "open",
     "GET /metrics": "metrics",
     "GET /v1/openapi.json": "open",
+    "GET /ui": "open",
+    "GET /ui/": "open",
+    "GET /ui/{file}": "open",
 }
 """Every route of ``routes.add_routes`` (``METHOD template``) and what it needs. A route
 missing here is refused 403 to every principal but admin (fail closed), and a test fails."""
