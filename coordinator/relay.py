@@ -51,7 +51,10 @@ class RelayRenew(msgspec.Struct, frozen=True, tag="relay_renew"):
     seq: Seq
     name: Text
     holder: Text
-    token: Seq
+    token: int
+    """Any int64, like a ``Release``'s: not a ``Seq`` (at most 2^62), or a renew with a
+    larger token (the HTTP API takes up to 2^63-1) was dropped by the primary's decoder and
+    the follower answered 503 after its forwarding timeout, not 409 ``not_holder``."""
     principal: Text = ""
 
 

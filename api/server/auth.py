@@ -105,6 +105,7 @@ RULES: dict[str, Need] = {
     "GET /healthz": "open",
     "GET /readyz": "open",
     "GET /metrics": "metrics",
+    "GET /v1/openapi.json": "open",
     "GET /ui": "open",
     "GET /ui/": "open",
     "GET /ui/{file}": "open",

@@ -16,7 +16,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from paxlock.api.server import coord_routes, group_routes, ui_routes, wire
+from paxlock.api.server import coord_routes, group_routes, openapi, ui_routes, wire
 from paxlock.api.server.dispatch import (
     METRICS, PRINCIPAL, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, Action,
     Actions, Resolver, cancel_streams, consistent, dispatcher, open_stream, principal_of,
@@ -341,6 +341,7 @@ def add_routes(router: web.UrlDispatcher) -> None:
     router.add_get("/healthz", healthz)
     router.add_get("/readyz", readyz)
     router.add_get("/metrics", metrics, allow_head=False)
+    router.add_get("/v1/openapi.json", openapi.serve, allow_head=False)
     coord_routes.add_routes(router)
     group_routes.add_routes(router)
     ui_routes.add_routes(router)  # the status page (static, open)

@@ -176,8 +176,8 @@ def test_every_route_has_an_access_rule_and_every_rule_a_route() -> None:
 
 def test_only_health_metrics_and_the_status_page_files_are_open() -> None:
     open_routes = {route for route, need in RULES.items() if need in ("open", "metrics")}
-    assert open_routes == {"GET /healthz", "GET /readyz", "GET /metrics", "GET /ui", "GET /ui/",
-                           "GET /ui/{file}"}  # the status page's static files: no data
+    assert open_routes == {"GET /healthz", "GET /readyz", "GET /metrics", "GET /v1/openapi.json",
+                           "GET /ui", "GET /ui/", "GET /ui/{file}"}  # they hold no data
     assert all(route.split(" ", 1)[1].startswith("/v1/") for route in set(RULES) - open_routes)
 
 
@@ -195,6 +195,8 @@ def test_writes_need_lock_and_reads_need_read() -> None:
             assert need == "lock", route  # create, delete, join, leave, capabilities
         elif path in ("/v1/cluster", "/v1/changes"):
             assert need == "token", route  # any valid token: they name no lease
+        elif path == "/v1/openapi.json":
+            assert need == "open", route  # the document holds no data
         elif path.startswith("/v1/"):
             assert need == "read", route
         assert method in ("GET", "POST") or route in (

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 
+from paxlock.api.server.peer import decode_batch, encode_batch
+from paxlock.api.server.wire import TOKEN_MAX
 from paxlock.coordinator.core.keeper_effects import Unavailable
 from paxlock.coordinator.core.lease_commands import Lease, Release
-from paxlock.coordinator.core.replica_io import ReleaseOp
-from paxlock.coordinator.relay import RelayCancel, RelayReply, Relay
+from paxlock.coordinator.core.replica_io import ReleaseOp, RenewOp
+from paxlock.coordinator.relay import RelayCancel, RelayReply, Relay, request_message
 
 OP = ReleaseOp(Release("x", "h", 7))
 LEASE = Lease("x", "h", 7, 7, 5.0, None, 0.0)
@@ -55,3 +57,12 @@ async def test_an_unanswered_request_fails_after_its_timeout_and_a_cancelled_one
     asked.cancel()
     await asyncio.gather(asked, return_exceptions=True)
     assert isinstance(sent[-1][1], RelayCancel) and sent[-1][1].seq == sent[-2][1].seq  # type: ignore[attr-defined]
+
+
+def test_a_relayed_renew_carries_any_token_the_http_api_takes() -> None:
+    """Regression (schemathesis, issue 16): a renew with a token above 2^62 sent to a
+    follower was dropped by the primary's frame decoder (``RelayRenew.token`` was a ``Seq``),
+    and the follower answered 503 after its 5 s forwarding timeout instead of 409."""
+    message = request_message(3, RenewOp("x", "h", TOKEN_MAX, ""))
+    assert message is not None
+    assert decode_batch(encode_batch([message])) == [message]
