@@ -114,7 +114,13 @@ RULES: dict[str, Need] = {
 missing here is refused 403 to every principal but admin (fail closed), and a test fails."""
 
 
-LISTS = frozenset({"GET /v1/leases", "GET /v1/elections", "GET /v1/semaphores", "GET /v1/rwlocks", "GET /v1/groups"})
+OPEN_V1 = frozenset({"/v1/openapi.json"})
+"""``/v1`` paths that need no token: the API's description holds no data (clients of other
+languages read it before they have a token)."""
+
+
+LISTS = frozenset({"GET /v1/leases", "GET /v1/elections", "GET /v1/semaphores", "GET /v1/rwlocks",
+                   "GET /v1/groups"})
 """List routes: their name is the prefix asked for."""
 
 
@@ -214,7 +220,8 @@ def auth_middleware(authenticator: Authenticator, local_path: Callable[[web.Requ
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = local_path(request)
         is_metrics = path == "/metrics"
-        if not path.startswith("/v1/") and path != "/v1" and not is_metrics:
+        outside = not path.startswith("/v1/") and path != "/v1" and not is_metrics
+        if outside or path in OPEN_V1:
             return await handler(request)
         if is_metrics and not authenticator.metrics_need_token:
             return await handler(request)

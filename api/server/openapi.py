@@ -41,8 +41,8 @@ split the path there).
 Every error is `{"error": CODE, "message": TEXT}`, with details for some codes \
 (`holder` and `expires_in` of a `held`; `retry_after_s` of a 429 or 503). 429 and 503 carry \
 `Retry-After`. With `--auth`, every `/v1` request needs `Authorization: Bearer TOKEN` \
-(401 without a valid one, 403 outside its roles); `/healthz` and `/readyz` are open, \
-`/metrics` needs a token only with `--auth-metrics`.
+(401 without a valid one, 403 outside its roles), but for this document; `/healthz` and \
+`/readyz` are open; `/metrics` needs a token only with `--auth-metrics`.
 
 What this document cannot say: a grant takes `ttl` or `session`, exactly one (written as \
 a `oneOf`); `value` is at most 4096 bytes of UTF-8, not characters; a body's `request_id` \
@@ -97,7 +97,7 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
                            "tags": [op.tag]}  # fmt: skip
     if op.description:
         out["description"] = op.description
-    if not path.startswith("/v1/"):
+    if not path.startswith("/v1/") or path == "/v1/openapi.json":
         out["security"] = [] if path != "/metrics" else [{"bearerAuth": []}, {}]
     params = [{"$ref": f"#/components/parameters/{q}"} for q in op.query]
     if op.idempotent:

@@ -178,7 +178,7 @@ OPERATIONS: dict[str, Op] = {
         description="From this node's applied log (no forwarding): 200 once its applied "
         "revision passes `after`, 204 when `timeout` passes first. Every change counts: "
         "leases, elections, sessions, permits, read/write locks, groups, expiries."),
-    "GET /v1/openapi.json": Op("This document", "cluster", None, (401, 429)),
+    "GET /v1/openapi.json": Op("This document (no token needed)", "cluster", None, (429,)),
     "GET /healthz": Op("Liveness: the process answers", "operation", r.Health, ()),
     "GET /readyz": Op("Readiness: a primary is known and this node keeps up", "operation",
                       r.Ready, (503,)),

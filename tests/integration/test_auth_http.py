@@ -153,10 +153,12 @@ def test_a_list_must_stay_within_a_read_prefix(cluster: Any, primary: str) -> No
         assert status == expected, prefix
 
 
-def test_health_and_metrics_stay_open(cluster: Any, primary: str) -> None:
-    for path in ("/healthz", "/readyz", "/metrics"):
+def test_health_metrics_and_the_api_description_stay_open(cluster: Any, primary: str) -> None:
+    for path in ("/healthz", "/readyz", "/metrics", "/v1/openapi.json"):
         status, _, _ = http("GET", cluster.url(primary) + path)
         assert status == 200, path
+    status, _, _ = http("GET", cluster.url(primary) + "/v1/openapi.jsonx")
+    assert status == 401  # only the document itself is open
 
 
 # -- ownership -------------------------------------------------------------------------------
