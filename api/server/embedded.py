@@ -43,7 +43,8 @@ _ERRORS: dict[str, type[LeaseError]] = {
 def _view(body: dict[str, Any]) -> LeaseView:
     return LeaseView(body["name"], body.get("holder", body.get("leader")), body.get("token"),
                      body["revision"], body.get("ttl"), body.get("expires_in"),
-                     body.get("value"), body.get("lock_delay", 0.0))  # fmt: skip
+                     body.get("value"), body.get("lock_delay", 0.0), body.get("session"),
+                     body.get("waiters", 0))  # fmt: skip
 
 
 class EmbeddedLeases:

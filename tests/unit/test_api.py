@@ -679,3 +679,13 @@ async def test_event_streams_are_forwarded_too(serve: Serve) -> None:
         assert (await read_event(resp)).startswith(b"id: 1\n")
         await call(upstream, "POST", "/v1/elections/e:resign", {"candidate": "c", "token": 1})
         assert b'"leader":null' in await read_event(resp)
+
+
+def test_an_embedded_call_forwarded_to_the_primary_keeps_every_field_of_its_answer() -> None:
+    """``EmbeddedLeases`` rebuilds the view from the primary's JSON: the session a lease is
+    bound to and its waiters must survive the trip (both were dropped)."""
+    from paxlock.api.server.embedded import _view
+
+    view = LeaseView("a/b", "h", 7, 9, 15.0, 14.5, "v", 0.0, session="s3", waiters=2)
+    assert _view(view.as_lease()) == view
+    assert _view(view.as_leader()) == view
