@@ -82,7 +82,8 @@ def add_member_arguments(parser: argparse.ArgumentParser) -> None:
         "list", parents=[common], help="show voters and learners, with each one's lag",
         description="Show every member: its role (voter, or learner: follows the log and is "
         "never counted in a quorum), URL, whether it is the primary, whether the cluster "
-        "hears from it, and how many slots it lags behind. A pending change is shown below. " + EXITS_HELP)
+        "hears from it, and how many slots it lags behind. A pending change is shown below. "
+        + EXITS_HELP)
     listing.set_defaults(member_handler=_list)
     add = actions.add_parser(
         "add", parents=[common], help="add a member as a learner",

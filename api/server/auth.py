@@ -19,8 +19,9 @@ changes (``POST``/``DELETE`` under ``/v1/members``) need it, while ``GET /v1/mem
 second reveals only a number).
 
 With a file, every ``/v1`` request needs ``Authorization: Bearer TOKEN``: 401 without a
-valid one, 403 outside its roles. ``/healthz``, ``/readyz`` and the status page's static
-files (``/ui/``, which hold no data; its API calls need a token) stay open; ``/metrics`` needs
+valid one, 403 outside its roles. ``/healthz``, ``/readyz``, the API's description
+(``/v1/openapi.json``) and the status page's static files (``/ui/``; its API calls need a
+token) stay open, as they hold no data; ``/metrics`` needs
 a valid token only with ``--auth-metrics``. A list (``GET /v1/leases?prefix=P``) is allowed
 when one read role covers all of ``P`` (its prefix is a prefix of ``P``), else 403 — never
 silently filtered, so an answer is always the whole truth of what was asked.

@@ -278,7 +278,8 @@ RESOLVERS: dict[str, Resolver] = {
 }  # fmt: skip
 """Every ``/v1/{collection}/{tail}`` route, and how its template and name are found."""
 PLAIN_PATHS = ("/v1/leases", "/v1/elections", "/v1/members", "/v1/cluster", "/v1/changes",
-               "/healthz", "/readyz", "/metrics", *coord_routes.PLAIN_PATHS, *group_routes.PLAIN_PATHS)  # fmt: skip
+               "/healthz", "/readyz", "/metrics", *coord_routes.PLAIN_PATHS,
+               *group_routes.PLAIN_PATHS)  # fmt: skip
 """The routes of ``add_routes`` that take no name."""
 
 
