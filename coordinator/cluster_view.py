@@ -30,6 +30,18 @@ class PrimaryChanges:
             self.primary = primary
             self._changes.append({"at": round(at, 3), "primary": primary, "ballot": ballot})
 
+    @property
+    def ballot_unknown(self) -> bool:
+        """The current primary's ballot is not known yet: a follower can hear who leads
+        (a heartbeat) before it promises or accepts under that primary's ballot."""
+        last = self._changes[-1]
+        return last["primary"] is not None and last["ballot"] is None
+
+    def learned_ballot(self, ballot: str | None) -> None:
+        """The current primary's ballot, once known, fills in its entry."""
+        if ballot is not None and self.ballot_unknown:
+            self._changes[-1]["ballot"] = ballot
+
     def as_json(self) -> list[dict[str, Any]]:
         return [dict(change) for change in self._changes]
 

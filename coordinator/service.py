@@ -136,9 +136,11 @@ class LeaseService:
         self.coordination.on_ready_done(ready.installed is not None)
         self.revisions.check()
         primary = self.known_primary()
-        if primary != self.primary_changes.primary:  # the ballot's text only when it moved
-            ballot = primary_ballot(self.replica.node, primary)
-            self.primary_changes.saw(primary, ballot, self.wall_clock())
+        changes = self.primary_changes
+        if primary != changes.primary:  # the ballot's text only when it moved, or is unknown
+            changes.saw(primary, primary_ballot(self.replica.node, primary), self.wall_clock())
+        elif changes.ballot_unknown:
+            changes.learned_ballot(primary_ballot(self.replica.node, primary))
         relay = self.relay
         for reply in ready.replies:
             future = self._waiting.pop(reply.to, None)
