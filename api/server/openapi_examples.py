@@ -143,9 +143,19 @@ LINKS: dict[str, dict[str, Any]] = {
         for verb in ("renew", "close")
     } | {"get": {"operationId": "getSession", "parameters": {"id": "$response.body#/id"}}},
     "PUT /v1/groups/{group}": {
-        "get": {"operationId": "getGroup", "parameters": {"group": "$request.path.group"}},
-        "delete": {"operationId": "deleteGroup",
-                   "parameters": {"group": "$request.path.group"}},
+        verb: {"operationId": operation, "parameters": {"group": "$request.path.group"}}
+        for verb, operation in (("get", "getGroup"), ("delete", "deleteGroup"),
+                                ("join", "postGroupMemberJoin"),
+                                ("campaign", "postGroupLeaderCampaign"))
     },
+    "POST /v1/groups/{group}/members/{member}:join": {
+        verb: {"operationId": operation, "parameters": {"group": "$request.path.group",
+                                                        "member": "$request.path.member"}}
+        for verb, operation in (("get", "getGroupMember"), ("update", "patchGroupMember"),
+                                ("leave", "postGroupMemberLeave"))
+    },
+    "POST /v1/groups/{group}/leader:campaign": _proclaim_too(_grant_links(
+        "GroupLeader", "candidate", ("renew", "proclaim", "resign"), "getGroupLeader",
+        name="group")),
 }  # fmt: skip
 """Links by operation (``METHOD path``), on its success answer."""

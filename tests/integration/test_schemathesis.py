@@ -101,7 +101,11 @@ def test_schemathesis_finds_nothing(cluster: Any, tmp_path: Path) -> None:
         "--report", "json", "--report-json-path", str(report),
         *(arg for op in LEFT_OUT for arg in ("--exclude-operation-id", op)),
     ]  # fmt: skip
+    status, _, session = http("POST", f"{cluster.url(node)}/v1/sessions",
+                              {"holder": "fuzz", "ttl": 3600})  # fmt: skip
+    assert status == 200, session
     env = dict(os.environ, SCHEMATHESIS_HOOKS="schemathesis_hooks",
+               PAXLOCK_FUZZ_SESSION=session["id"],
                PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
     started = time.monotonic()
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300,
