@@ -12,6 +12,7 @@
   const CLUSTER_POLL_MS = 1000;
   const DATA_REFRESH_MS = 5000; // renewals move expiries without a revision: refetch anyway
   const TICK_MS = 200;
+  const REFRESH_GAP_MS = 250; // back-to-back refreshes of a busy cluster: at most 4 a second
   const GROUPS_SHOWN_MAX = 30;
 
   const state = {
@@ -254,12 +255,16 @@
     }
     state.refreshing = true;
     try {
-      do {
+      for (;;) {
         state.again = false;
         const revision = state.revision;
         await loadLists();
         state.dataRevision = Math.max(state.dataRevision, revision);
-      } while (state.again || state.revision > state.dataRevision);
+        if (!state.again && state.revision <= state.dataRevision) break;
+        // Changes came in meanwhile: every list read is a quorum round at the primary, so a
+        // page on a busy cluster asks again after a short gap, not in a tight loop.
+        await new Promise((resolve) => setTimeout(resolve, REFRESH_GAP_MS));
+      }
     } finally {
       state.refreshing = false;
     }
