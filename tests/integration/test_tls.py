@@ -102,8 +102,10 @@ async def test_the_sdk_takes_and_releases_a_lease_over_https_with_the_clusters_c
         assert lease.token >= 1
         await client.release("tls/a", lease.token)
         assert (await client.get("tls/a")) is None
-    # without the CA the cluster's certificate is not trusted, and the SDK says so
-    async with AsyncClient([node.url], retry_deadline=0.3) as untrusting:
+    # without the CA the cluster's certificate is not trusted, and the SDK says so (the
+    # deadline leaves each attempt time for its handshake: with 0.3 s, a loaded CI machine's
+    # last attempt ran out of time first, and the SDK rightly named the timeout instead)
+    async with AsyncClient([node.url], retry_deadline=3) as untrusting:
         with pytest.raises(Unavailable, match="TLS certificate is not trusted"):
             await untrusting.acquire("tls/b", ttl=10)
 
