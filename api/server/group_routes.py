@@ -17,7 +17,6 @@ campaign; read to see it. The leader is an election on lease ``group:<group>``
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,13 +24,13 @@ from aiohttp import web
 
 from paxlock.api.server import coord_wire, wire
 from paxlock.api.server.dispatch import (
-    ROUTE, SSE_HEARTBEAT_S, WAIT_S, consistent, coordination_of, open_stream, principal_of,
-    resume_after, service_of, split_tail, sse_event, wants_events,
+    ROUTE, WAIT_S, consistent, coordination_of, principal_of, service_of, split_tail,
+    sse_event,
 )  # fmt: skip
 from paxlock.api.server.errors import json_response
-from paxlock.api.server.limits import LIMITER
+from paxlock.api.server.follow import Change, follow
 from paxlock.coordinator.coordination import leader_name
-from paxlock.coordinator.errors import BadRequest, LeaseError, NotFound
+from paxlock.coordinator.errors import BadRequest, NotFound
 from paxlock.coordinator.views import GroupChanges, LeaseView
 
 GroupAction = Callable[[web.Request, str, str], Awaitable[web.StreamResponse]]
@@ -174,19 +173,15 @@ async def get_member(request: web.Request, group: str, member: str) -> web.Strea
 async def observe(request: web.Request, group: str, _: str) -> web.StreamResponse:
     """Long poll: 200 with the events after ``after`` and the members, once there are any;
     204 on timeout. ``Accept: text/event-stream``: one event per change, for ever."""
-    after = wire.query_int(request, "after", 0)
     coordination = coordination_of(request)
-    if wants_events(request):
-        with request.app[LIMITER].stream(request, events=True):
-            return await _stream(request, group, resume_after(request, after))
-    timeout = wire.query_float(request, "timeout", wire.OBSERVE_TIMEOUT_S_DEFAULT, 0.0,
-                               wire.WAIT_S_MAX)  # fmt: skip
-    request[WAIT_S] = timeout
-    with request.app[LIMITER].stream(request):
+
+    async def poll(after: int, timeout: float) -> Change | None:
         changes = await coordination.observe_group(group, after=after, timeout=timeout)
-    if changes is None:
-        return web.Response(status=204)
-    return json_response(changes.as_json())
+        if changes is None:
+            return None
+        return Change(changes.revision, changes.as_json(), _events(changes))
+
+    return await follow(request, poll)
 
 
 def _events(changes: GroupChanges) -> bytes:
@@ -201,34 +196,6 @@ def _events(changes: GroupChanges) -> bytes:
     for event in changes.events:
         out += sse_event(event.revision, {"group": changes.group, **event.as_json()})
     return out
-
-
-async def _stream(request: web.Request, group: str, after: int) -> web.StreamResponse:
-    """As ``routes._stream``: the first observe runs before the headers leave (so errors
-    are still JSON statuses), later errors end the stream with an ``event: error``."""
-    coordination, heartbeat_s = coordination_of(request), request.app[SSE_HEARTBEAT_S]
-    changes = await coordination.observe_group(group, after=after, timeout=0.0)
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    await response.prepare(request)
-    write = request.app[LIMITER].write
-    try:
-        with open_stream(request):
-            while True:
-                if changes is not None:
-                    await write(request, response, _events(changes))
-                    after = changes.revision
-                else:
-                    await write(request, response, b": keepalive\n\n")
-                changes = await coordination.observe_group(group, after=after,
-                                                           timeout=heartbeat_s)  # fmt: skip
-    except ConnectionResetError:
-        pass
-    except LeaseError as error:
-        with contextlib.suppress(ConnectionResetError):
-            await response.write(sse_event(after, {"error": error.code,
-                                                   "message": error.message}, "error"))
-    return response
 
 
 # -- the leader ------------------------------------------------------------------------------

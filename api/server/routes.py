@@ -9,10 +9,6 @@ by the service is caught by the forwarding middleware in ``api.app``.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Awaitable, Callable
-
-import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -20,13 +16,11 @@ from paxlock.api.server import coord_routes, group_routes, openapi, ui_routes, w
 from paxlock.api.server.dispatch import (
     METRICS, PRINCIPAL, ROUTE, SERVICE, SSE_HEARTBEAT_S, STREAMS, WAIT_S, Action,
     Actions, Resolver, cancel_streams, consistent, dispatcher, open_stream, principal_of,
-    resolver, resume_after, service_of, split_tail, sse_event, wants_events,
+    resolver, service_of, split_tail, sse_event,
 )  # fmt: skip
 from paxlock.api.server.errors import error_response, json_response
-from paxlock.api.server.limits import LIMITER
+from paxlock.api.server.follow import Change, follow
 from paxlock.api.server.members import MEMBER_ACTIONS, add_member, list_members
-from paxlock.coordinator.errors import LeaseError
-from paxlock.coordinator.views import LeaseView
 
 __all__ = [
     "COLLECTIONS", "METRICS", "PLAIN_PATHS", "PRINCIPAL", "ROUTE", "SERVICE",
@@ -141,80 +135,16 @@ async def get_leader(request: web.Request, name: str) -> web.StreamResponse:
 async def observe(request: web.Request, name: str) -> web.StreamResponse:
     """Long poll (200 leader once its revision passes ``after``, 204 on timeout), or with
     ``Accept: text/event-stream`` a stream of every change the service reports."""
-    after = wire.query_int(request, "after", 0)
-    if wants_events(request):
-        after = resume_after(request, after)  # EventSource resumes with Last-Event-ID
-        with request.app[LIMITER].stream(request, events=True):  # --max-streams
-            return await _stream(request, _observe_poll(request, name), after)
-    timeout = wire.query_float(
-        request, "timeout", wire.OBSERVE_TIMEOUT_S_DEFAULT, 0.0, wire.WAIT_S_MAX
-    )
-    request[WAIT_S] = timeout
-    with request.app[LIMITER].stream(request):  # long polls count as streams too
-        view = await _service(request).observe(name, after=after, timeout=timeout)
-    if view is None:
-        return web.Response(status=204)
-    return json_response(view.as_leader())
-
-
-Poll = Callable[[int, float], Awaitable[tuple[int, bytes] | None]]
-"""(after, timeout) -> (revision, the event to send) of the next change past ``after``, or
-None when ``timeout`` passes first: what an event stream is made of."""
-
-
-def _observe_poll(request: web.Request, name: str) -> Poll:
     service = _service(request)
 
-    async def poll(after: int, timeout: float) -> tuple[int, bytes] | None:
+    async def poll(after: int, timeout: float) -> Change | None:
         view = await service.observe(name, after=after, timeout=timeout)
-        return None if view is None else (view.revision, _sse_event(view))
+        if view is None:
+            return None
+        leader = view.as_leader()
+        return Change(view.revision, leader, sse_event(view.revision, leader))
 
-    return poll
-
-
-def _sse_event(view: LeaseView) -> bytes:
-    return b"id: %d\ndata: %s\n\n" % (view.revision, msgspec.json.encode(view.as_leader()))
-
-
-async def _stream(request: web.Request, poll: Poll, after: int) -> web.StreamResponse:
-    """Server-sent events until the client goes away.
-
-    The first poll (timeout 0) runs before the headers leave, so a ``NotPrimary`` still
-    forwards the whole stream and other errors still get a JSON status. Later errors end the
-    stream with an ``event: error``; the client reconnects with ``Last-Event-ID``. Changes
-    closer together than one poll round trip arrive as the latest state only (the
-    ``Leasing.observe`` contract). A comment every heartbeat finds dead clients; a reader
-    that does not keep up is cut off (``Limiter.write``), not buffered for.
-    """
-    heartbeat_s = request.app[SSE_HEARTBEAT_S]
-    event = await poll(after, 0.0)
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
-    try:
-        with open_stream(request):
-            await _pump(request, response, poll, after, event, heartbeat_s)
-    except ConnectionResetError:
-        pass  # the client went away
-    except LeaseError as error:
-        payload = {"error": error.code, "message": error.message}
-        with contextlib.suppress(ConnectionResetError):
-            await response.write(b"event: error\ndata: %s\n\n" % msgspec.json.encode(payload))
-    return response
-
-
-async def _pump(request: web.Request, response: web.StreamResponse, poll: Poll, after: int,
-                event: tuple[int, bytes] | None, heartbeat_s: float) -> None:  # fmt: skip
-    """Write each change, or a keepalive comment when a heartbeat passes without one."""
-    write = request.app[LIMITER].write
-    while True:
-        if event is not None:
-            after, data = event
-            await write(request, response, data)
-        else:
-            await write(request, response, b": keepalive\n\n")
-        event = await poll(after, heartbeat_s)
+    return await follow(request, poll)
 
 
 # -- changes -------------------------------------------------------------------------------
@@ -224,28 +154,16 @@ async def changes(request: web.Request) -> web.StreamResponse:
     """Any change at all, from this node's applied log (no forwarding): long poll (200
     ``{"revision": N}`` once this node applied a revision N past ``after``, 204 on timeout),
     or with ``Accept: text/event-stream`` one event per change (close ones coalesce)."""
-    after = wire.query_int(request, "after", 0)
     service = _service(request)
 
-    async def poll(after: int, timeout: float) -> tuple[int, bytes] | None:
+    async def poll(after: int, timeout: float) -> Change | None:
         revision = await service.changes(after=after, timeout=timeout)
         if revision is None:
             return None
-        return revision, sse_event(revision, {"revision": revision})
+        body = {"revision": revision}
+        return Change(revision, body, sse_event(revision, body))
 
-    if wants_events(request):
-        after = resume_after(request, after)
-        with request.app[LIMITER].stream(request, events=True):
-            return await _stream(request, poll, after)
-    timeout = wire.query_float(
-        request, "timeout", wire.OBSERVE_TIMEOUT_S_DEFAULT, 0.0, wire.WAIT_S_MAX
-    )
-    request[WAIT_S] = timeout
-    with request.app[LIMITER].stream(request):
-        revision = await service.changes(after=after, timeout=timeout)
-    if revision is None:
-        return web.Response(status=204)
-    return json_response({"revision": revision})
+    return await follow(request, poll)
 
 
 # -- dispatch ------------------------------------------------------------------------------
