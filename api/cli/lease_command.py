@@ -67,27 +67,9 @@ async def _get(client: AsyncClient, args: argparse.Namespace) -> str:
 
 
 async def _acquire(client: AsyncClient, args: argparse.Namespace) -> str:
-    if args.session is None:
-        lease = await client.acquire(args.name, ttl=args.ttl, wait=args.wait, value=args.value,
-                                     lock_delay=args.lock_delay)  # fmt: skip
-    else:
-        lease = await _acquire_bound(client, args)
+    lease = await client.acquire(args.name, ttl=args.ttl, wait=args.wait, value=args.value,
+                                 lock_delay=args.lock_delay, session=args.session)  # fmt: skip
     return to_json(lease) if args.json else str(lease.token)
-
-
-async def _acquire_bound(client: AsyncClient, args: argparse.Namespace) -> Lease:
-    """An acquire bound to ``--session`` (the SDK's ``acquire`` takes a ttl only)."""
-    from paxlock.api.client.keepalive import LEASES, new_request_id, path_of
-    from paxlock.api.client.types import Lease
-
-    transport = client.base.transport
-    body = {"holder": client.identity, "session": args.session, "wait": args.wait,
-            "value": args.value, "lock_delay": args.lock_delay,
-            "request_id": new_request_id()}  # fmt: skip
-    raw = await transport.call("POST", path_of(LEASES, args.name, "acquire"), body=body,
-                               wait_until=transport.now() + args.wait,
-                               deadline=transport.deadline(args.wait))  # fmt: skip
-    return Lease.from_json(raw)
 
 
 async def _renew(client: AsyncClient, args: argparse.Namespace) -> str:

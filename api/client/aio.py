@@ -114,13 +114,18 @@ class AsyncClient(CoordinationCalls):
 
     async def acquire(self, name: str, *, ttl: float | None = None, wait: float = 0.0,
                       value: str | None = None, lock_delay: float = 0.0,
-                      request_id: str | None = None) -> Lease:  # fmt: skip
+                      request_id: str | None = None,
+                      session: str | None = None) -> Lease:  # fmt: skip
         """One acquire, waiting up to ``wait`` s (≤ 3600) for the name; ``LeaseHeld`` after.
         Nothing renews the lease: prefer ``lock()``. Retries reuse ``request_id`` (a fresh one
-        by default), so a retry returns the first grant instead of conflicting with it."""
-        ttl_s = self._session.ttl_margin(ttl, None)[0]
+        by default), so a retry returns the first grant instead of conflicting with it. With
+        ``session`` (an id), the lease is bound to that session instead of a ttl of its own."""
         transport = self._transport
-        body = {"holder": self.identity, "ttl": ttl_s, "wait": wait, "value": value,
+        lifetime: dict[str, Any] = (
+            {"session": session} if session is not None
+            else {"ttl": self._session.ttl_margin(ttl, None)[0]}
+        )  # fmt: skip
+        body = {"holder": self.identity, **lifetime, "wait": wait, "value": value,
                 "lock_delay": lock_delay, "request_id": request_id or new_request_id()}  # fmt: skip
         wait_until = transport.now() + max(0.0, wait)
         try:

@@ -169,9 +169,10 @@ class Client(SyncCoordination):
 
     def acquire(self, name: str, *, ttl: float | None = None, wait: float = 0.0,
                 value: str | None = None, lock_delay: float = 0.0,
-                request_id: str | None = None) -> Lease:  # fmt: skip
+                request_id: str | None = None, session: str | None = None) -> Lease:  # fmt: skip
         return self._runner.run(self._async.acquire(
             name, ttl=ttl, wait=wait, value=value, lock_delay=lock_delay, request_id=request_id,
+            session=session,
         ))  # fmt: skip
 
     def renew(self, name: str, token: int) -> Lease:

@@ -93,6 +93,18 @@ def test_lease_commands_tables_json_and_exit_statuses(cluster: Any) -> None:
         "leases": []}
 
 
+def test_a_lease_acquired_with_a_session_lives_and_ends_with_it(cluster: Any) -> None:
+    session = json.loads(ok(paxlock(cluster, "session", "open", "--ttl", "30", "--json")))
+    bound = json.loads(ok(paxlock(cluster, "lease", "acquire", "cli/bound", "--session",
+                                  session["id"], "--json")))  # fmt: skip
+    assert (bound["session"], bound["ttl"]) == (session["id"], 30.0), bound
+    header, rows = rows_of(ok(paxlock(cluster, "leases", "--prefix", "cli/bound")))
+    assert rows["cli/bound"][header.index("SESSION") + 1] == session["id"], rows  # "in 29.9s"
+    ok(paxlock(cluster, "session", "close", session["id"]))
+    missing = paxlock(cluster, "lease", "get", "cli/bound")
+    assert missing.returncode == 1 and "nobody holds cli/bound" in missing.stderr
+
+
 def test_elect_runs_the_command_with_its_token_and_resigns_after_it(cluster: Any) -> None:
     script = (f"{' '.join(PAXLOCK)} elections --prefix cli/ --json; "
               "echo token=$PAXLOCK_TOKEN; exit 7")
