@@ -19,15 +19,18 @@ class PrimaryChanges:
     Stamped with wall-clock seconds, as they are shown to people, never compared."""
 
     def __init__(self, primary: str | None, ballot: str | None, at: float) -> None:
-        self.primary = primary
-        """The primary seen last."""
         self._changes: deque[dict[str, Any]] = deque(maxlen=PRIMARY_CHANGES_MAX)
         self._changes.append({"at": round(at, 3), "primary": primary, "ballot": ballot})
+
+    @property
+    def primary(self) -> str | None:
+        """The primary seen last."""
+        primary: str | None = self._changes[-1]["primary"]
+        return primary
 
     def saw(self, primary: str | None, ballot: str | None, at: float) -> None:
         """Record ``primary`` (as seen after a replica step) when it is another one."""
         if primary != self.primary:
-            self.primary = primary
             self._changes.append({"at": round(at, 3), "primary": primary, "ballot": ballot})
 
     @property
