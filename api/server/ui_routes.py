@@ -9,6 +9,7 @@ API's rules, and under ``--auth`` it asks for a token. Read-only: it only sends 
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 
 from aiohttp import web
@@ -29,7 +30,9 @@ HEADERS = {
 }  # fmt: skip
 
 
+@functools.cache
 def _read(name: str) -> bytes:
+    """Read once per process: the files are package data, fixed for a run."""
     return resources.files("paxlock.api.server").joinpath("ui", name).read_bytes()
 
 
