@@ -23,26 +23,25 @@ from typing import TYPE_CHECKING, Any
 from paxlock.api.cli.arguments import add_prefix_argument, fraction, identity, lease_name
 from paxlock.api.cli.arguments import seconds, ttl
 from paxlock.api.cli.coord_command import default_identity
-from paxlock.api.cli.lease_command import grants_table
 from paxlock.api.cli.member_command import common_arguments, connection, run_client
 from paxlock.api.cli.output import (
     EXIT_INTERRUPTED, EXIT_OK, EXITS_HELP, EXITS_RUN_HELP, cell, duration,
-    to_json,
+    table, to_json,
 )  # fmt: skip
 
 if TYPE_CHECKING:  # imported when a command runs: --help stays quick
     from paxlock.api.client.aio import AsyncClient
     from paxlock.api.client.types import Leader
 
-LEADER_HEADER = ("NAME", "LEADER", "VALUE", "TOKEN", "EXPIRES", "TTL", "SESSION")
+LEADER_HEADER = ("NAME", "LEADER", "VALUE", "TOKEN", "EXPIRES", "TTL", "SESSION", "WAITERS")
 
 
 def leaders_table(leaders: Sequence[Leader]) -> str:
     if not leaders:
         return "no elections"
     rows = [[l.name, l.leader, cell(l.value), str(l.token), f"in {duration(l.expires_in)}",
-             duration(l.ttl), cell(l.session)] for l in leaders]  # fmt: skip
-    return grants_table(LEADER_HEADER, rows, leaders)
+             duration(l.ttl), cell(l.session), str(l.waiters)] for l in leaders]  # fmt: skip
+    return table(LEADER_HEADER, rows)
 
 
 def leader_line(name: str, leader: Leader | None) -> str:

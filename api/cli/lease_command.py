@@ -23,31 +23,17 @@ if TYPE_CHECKING:  # imported when a command runs: --help stays quick
     from paxlock.api.client.aio import AsyncClient
     from paxlock.api.client.types import Lease
 
-LEASE_HEADER = ("NAME", "HOLDER", "TOKEN", "EXPIRES", "TTL", "SESSION")
-
-
-def waiters_of(item: Any) -> str | None:
-    """The ``waiters`` count of a lease or leader, when the server (and SDK) report it."""
-    waiters = getattr(item, "waiters", None)
-    return None if waiters is None else str(waiters)
-
-
-def grants_table(header: Sequence[str], rows: list[list[str]], items: Sequence[Any]) -> str:
-    """``rows`` (one per item), with a WAITERS column when the items carry one."""
-    counts = [waiters_of(item) for item in items]
-    if items and all(count is not None for count in counts):
-        header = (*header, "WAITERS")
-        rows = [[*row, str(count)] for row, count in zip(rows, counts, strict=True)]
-    return table(header, rows)
+LEASE_HEADER = ("NAME", "HOLDER", "TOKEN", "EXPIRES", "TTL", "SESSION", "WAITERS")
 
 
 def lease_rows(leases: Sequence[Lease]) -> list[list[str]]:
     return [[lease.name, lease.holder, str(lease.token), f"in {duration(lease.expires_in)}",
-             duration(lease.ttl), cell(lease.session)] for lease in leases]  # fmt: skip
+             duration(lease.ttl), cell(lease.session), str(lease.waiters)]
+            for lease in leases]  # fmt: skip
 
 
 def leases_table(leases: Sequence[Lease]) -> str:
-    return grants_table(LEASE_HEADER, lease_rows(leases), leases) if leases else "no leases"
+    return table(LEASE_HEADER, lease_rows(leases)) if leases else "no leases"
 
 
 # -- the handlers ----------------------------------------------------------------------------
